@@ -1,0 +1,149 @@
+/**
+ * Read-only access to a bundle for the analyzer: typed, streaming (iterators, bounded memory), tolerant
+ * of bundles that lack a table (older or damaged recorders): a missing table reads as empty and is
+ * reported by `missing()`.
+ */
+import { openBundleForRead, type DB, type OpenedBundle } from '../schemas/db.js';
+import type { EventKind } from '../schemas/events.js';
+import type {
+  ConntrackRow, EventRow, K8sObjectRow, MetaRow, NftSnapshotRow, ProbeRequestRow, SourceRow, StoredPacketRow,
+} from '../schemas/rows.js';
+import { META_KEYS } from '../schemas/rows.js';
+
+export const CORE_TABLES = ['meta', 'sources', 'events', 'packets', 'conntrack', 'k8s_objects', 'nft_snapshots', 'probe_requests'] as const;
+export type CoreTable = (typeof CORE_TABLES)[number];
+
+export interface TimeRange { since?: number; until?: number }
+
+export class BundleReader {
+  readonly db: DB;
+  readonly file: string;
+  private opened: OpenedBundle;
+  private tables: Set<string>;
+  private metaCache: Map<string, string> | null = null;
+
+  private constructor(opened: OpenedBundle) {
+    this.opened = opened;
+    this.db = opened.db;
+    this.file = opened.original;
+    this.tables = new Set((this.db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table','view')").all() as { name: string }[]).map((r) => r.name));
+  }
+
+  static async open(path: string): Promise<BundleReader> {
+    return new BundleReader(await openBundleForRead(path));
+  }
+
+  close(): void { this.opened.close(); }
+
+  get schemaVersion(): number { return this.opened.schemaVersion; }
+
+  has(table: string): boolean { return this.tables.has(table); }
+  /** core tables this bundle lacks */
+  missing(): CoreTable[] { return CORE_TABLES.filter((t) => !this.tables.has(t)); }
+
+  meta(): Map<string, string> {
+    if (!this.metaCache) {
+      this.metaCache = new Map();
+      if (this.has('meta')) for (const r of this.db.prepare('SELECT key, value FROM meta').all() as MetaRow[]) this.metaCache.set(r.key, String(r.value));
+    }
+    return this.metaCache;
+  }
+  metaValue(key: string): string | undefined { return this.meta().get(key); }
+  metaJson<T>(key: string): T | undefined {
+    const v = this.metaValue(key);
+    if (v === undefined) return undefined;
+    try { return JSON.parse(v) as T; } catch { return undefined; }
+  }
+  metaNumber(key: string): number | undefined {
+    const v = this.metaValue(key);
+    const n = v === undefined ? NaN : Number(v);
+    return Number.isFinite(n) ? n : undefined;
+  }
+  get closedCleanly(): boolean { return this.metaValue(META_KEYS.closedCleanly) === '1'; }
+
+  sources(): SourceRow[] {
+    return this.has('sources') ? (this.db.prepare('SELECT name, status, detail, events, dropped, clock FROM sources ORDER BY name').all() as SourceRow[]) : [];
+  }
+
+  count(table: CoreTable): number {
+    if (!this.has(table)) return 0;
+    return (this.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+  }
+
+  /** [min, max] ts_ns over every timestamped table, or null when the bundle holds nothing */
+  timeRange(): { start: number; end: number } | null {
+    const parts: string[] = [];
+    for (const [t, c] of [['events', 'ts_ns'], ['packets', 'ts_ns'], ['conntrack', 'ts_ns'], ['k8s_objects', 'ts_ns'], ['nft_snapshots', 'ts_ns'], ['probe_requests', 'start_ns']] as const) {
+      if (this.has(t)) parts.push(`SELECT min(${c}) AS a, max(${c}) AS b FROM ${t}`);
+    }
+    if (!parts.length) return null;
+    const r = this.db.prepare(`SELECT min(a) AS a, max(b) AS b FROM (${parts.join(' UNION ALL ')})`).get() as { a: number | null; b: number | null };
+    if (r.a === null || r.b === null) return null;
+    return { start: r.a, end: r.b };
+  }
+
+  private where(col: string, range?: TimeRange, extra: string[] = []): { sql: string; params: number[] } {
+    const conds = [...extra];
+    const params: number[] = [];
+    if (range?.since !== undefined) { conds.push(`${col} >= ?`); params.push(range.since); }
+    if (range?.until !== undefined) { conds.push(`${col} <= ?`); params.push(range.until); }
+    return { sql: conds.length ? ` WHERE ${conds.join(' AND ')}` : '', params };
+  }
+
+  *events(opts: TimeRange & { kinds?: readonly (EventKind | string)[]; sources?: readonly string[] } = {}): IterableIterator<EventRow> {
+    if (!this.has('events')) return;
+    const extra: string[] = [];
+    const params: (string | number)[] = [];
+    if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
+    if (opts.sources?.length) { extra.push(`source IN (${opts.sources.map(() => '?').join(',')})`); params.push(...opts.sources); }
+    const w = this.where('ts_ns', opts, extra);
+    yield* this.db.prepare(`SELECT id, ts_ns, source, kind, subject, attrs FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
+  }
+
+  /** Events with attrs parsed; rows whose attrs are not valid JSON get `{}` and are counted in `badAttrs`. */
+  *eventsParsed<T = Record<string, unknown>>(opts: TimeRange & { kinds?: readonly string[]; sources?: readonly string[] } = {}): IterableIterator<EventRow & { a: T }> {
+    for (const r of this.events(opts)) {
+      let a: unknown = {};
+      try { a = JSON.parse(r.attrs); } catch { this.badAttrs++; }
+      if (a === null || typeof a !== 'object') a = {};
+      yield { ...r, a: a as T };
+    }
+  }
+  badAttrs = 0;
+
+  /** Packets in capture order. `withData: false` skips the frame bytes (much faster). */
+  *packets(opts: TimeRange & { withData?: boolean; where?: string } = {}): IterableIterator<StoredPacketRow> {
+    if (!this.has('packets')) return;
+    const cols = `id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack, payload_len,
+      icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport${opts.withData === false ? ', NULL AS data' : ', data'}`;
+    const w = this.where('ts_ns', opts, opts.where ? [opts.where] : []);
+    yield* this.db.prepare(`SELECT ${cols} FROM packets${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<StoredPacketRow>;
+  }
+
+  *conntrack(opts: TimeRange = {}): IterableIterator<ConntrackRow & { id: number }> {
+    if (!this.has('conntrack')) return;
+    const w = this.where('ts_ns', opts);
+    yield* this.db.prepare(`SELECT * FROM conntrack${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<ConntrackRow & { id: number }>;
+  }
+
+  *k8sObjects(opts: TimeRange & { kinds?: string[] } = {}): IterableIterator<K8sObjectRow & { id: number }> {
+    if (!this.has('k8s_objects')) return;
+    const extra: string[] = [];
+    const params: string[] = [];
+    if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
+    const w = this.where('ts_ns', opts, extra);
+    yield* this.db.prepare(`SELECT * FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
+  }
+
+  *nftSnapshots(opts: TimeRange = {}): IterableIterator<NftSnapshotRow & { id: number }> {
+    if (!this.has('nft_snapshots')) return;
+    const w = this.where('ts_ns', opts);
+    yield* this.db.prepare(`SELECT * FROM nft_snapshots${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<NftSnapshotRow & { id: number }>;
+  }
+
+  *probeRequests(opts: TimeRange = {}): IterableIterator<ProbeRequestRow & { id: number }> {
+    if (!this.has('probe_requests')) return;
+    const w = this.where('start_ns', opts);
+    yield* this.db.prepare(`SELECT * FROM probe_requests${w.sql} ORDER BY start_ns, id`).iterate(...w.params) as IterableIterator<ProbeRequestRow & { id: number }>;
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * The `rolltrace` command line (contract: ../shared/DESIGN.md "The CLI contract").
+ * Every command module is imported lazily so that `analyze` never loads the recorder, cap or the lab.
+ * Exit codes: 0 ok; 1 the analysis found failures; 2 usage or input error (one line, no stack).
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { isInputError } from '../schemas/errors.js';
+
+export const VERSION: string = (() => {
+  try {
+    return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version as string;
+  } catch {
+    return '0.0.0';
+  }
+})();
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const int = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative number`);
+  return n;
+};
+
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('rolltrace')
+    .description('Flight recorder for Kubernetes rollouts: SIGTERM vs rule-removal, one clock, one bundle.')
+    .version(VERSION)
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program.command('record')
+    .description('record a rollout on this node into a bundle (root)')
+    .requiredOption('--out <file>', 'bundle to write (.rtb)')
+    .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .option('--namespace <ns>', 'namespace to watch', 'default')
+    .option('--selector <labels>', 'label selector of the pods to follow')
+    .option('--deployment <name>', 'follow this Deployment (its selector)')
+    .option('--restart', 'patch the Deployment like `kubectl rollout restart` once recording runs')
+    .option('--iface <if>', 'capture interface (repeatable; default: CNI bridge, else any)', collect, [])
+    .option('--filter <bpf>', 'BPF capture filter')
+    .option('--snaplen <n>', 'bytes kept per packet', int('--snaplen'), 128)
+    .option('--probe <url>', 'send probe requests to this URL')
+    .option('--rate <hz>', 'probe requests per second', int('--rate'), 10)
+    .option('--concurrency <n>', 'probe requests in flight at most', int('--concurrency'), 1)
+    .option('--keepalive', 'reuse probe connections')
+    .option('--duration <s>', 'stop after this many seconds', int('--duration'))
+    .option('--until-rollout-complete', 'stop when the rollout completes (plus a settle period)')
+    .option('--settle <s>', 'seconds to keep recording after the rollout completes', int('--settle'), 5)
+    .option('--no-packets', 'do not capture packets')
+    .option('--no-strace', 'do not trace processes with strace')
+    .option('--no-ebpf', 'do not run the bpftrace source')
+    .option('--no-nft', 'do not follow nftables/iptables rules')
+    .option('--no-conntrack', 'do not follow conntrack events')
+    .option('--no-kube', 'do not watch the Kubernetes API')
+    .option('--pid <pid>', 'trace this process too (repeatable)', collect, [])
+    .option('--max-size <mb>', 'stop packet capture when packet data reaches this size', int('--max-size'))
+    .option('--quiet', 'no live status line')
+    .action(async (opts) => {
+      const { runRecord } = await import('../recorder/record.js');
+      setExit(await runRecord(opts));
+    });
+
+  program.command('analyze')
+    .description('analyze a bundle: per-pod exposure, every failure and its backend, what to change')
+    .argument('<file>', 'bundle (.rtb or .rtb.gz)')
+    .addOption(new Option('--format <fmt>', 'output format').choices(['text', 'json', 'markdown', 'html']).default('text'))
+    .option('--out <path>', 'write the report here instead of stdout')
+    .action(async (file: string, opts) => {
+      const { runAnalyze } = await import('../analyzer/commands/analyze.js');
+      setExit(await runAnalyze(file, opts));
+    });
+
+  program.command('timeline')
+    .description('print the merged timeline of a bundle')
+    .argument('<file>', 'bundle')
+    .option('--source <s>', 'only this source (repeatable)', collect, [])
+    .option('--since <t>', 'from this instant (ISO, or seconds from start like +12.5)')
+    .option('--until <t>', 'up to this instant (ISO, or seconds from start)')
+    .option('--pod <p>', 'only events about this pod (name, namespace/name or IP)')
+    .option('--packets', 'include every packet (default: only SYN/RST/FIN and ICMP errors)')
+    .action(async (file: string, opts) => {
+      const { runTimeline } = await import('../analyzer/commands/timeline.js');
+      setExit(await runTimeline(file, opts));
+    });
+
+  program.command('verify')
+    .description('check a bundle: integrity, schema, per-source counts, clean or crashed close')
+    .argument('<file>', 'bundle')
+    .option('--json', 'print the result as JSON')
+    .action(async (file: string, opts) => {
+      const { runVerify } = await import('../analyzer/commands/verify.js');
+      setExit(await runVerify(file, opts));
+    });
+
+  program.command('import')
+    .description('build a bundle from captures made by hand (tcpdump/Wireshark, strace -f -ttt, nft -j monitor, watch JSON lines)')
+    .requiredOption('--out <file>', 'bundle to write')
+    .option('--pcap <f>', 'pcap or pcapng file (repeatable)', collect, [])
+    .option('--strace <f>', 'strace -f -ttt output (repeatable)', collect, [])
+    .option('--nft-monitor <f>', 'nft -j monitor output (lines optionally prefixed with an epoch timestamp)')
+    .option('--nft-ruleset <f>', 'nft -j list ruleset taken at the start of the capture')
+    .option('--conntrack <f>', 'conntrack -E -o timestamp,extended output')
+    .option('--watch <f>', 'watch events as JSON lines ({"type":..,"object":..} optionally with "ts")')
+    .option('--force', 'overwrite --out')
+    .action(async (opts) => {
+      const { runImport } = await import('../recorder/import.js');
+      setExit(await runImport(opts));
+    });
+
+  program.command('export')
+    .description('export a bundle for other tools')
+    .argument('<file>', 'bundle')
+    .option('--pcap <out>', 'pcapng for Wireshark/tshark, with per-packet comments')
+    .option('--perfetto <out>', 'Chrome trace-event JSON for ui.perfetto.dev')
+    .action(async (file: string, opts) => {
+      const { runExport } = await import('../analyzer/commands/export.js');
+      setExit(await runExport(file, opts));
+    });
+
+  program.command('redact')
+    .description('remove payloads and secrets (and optionally pseudonymize) so a bundle can be shared')
+    .argument('<file>', 'bundle')
+    .requiredOption('--out <file>', 'redacted bundle to write')
+    .option('--pseudonymize', 'map IPs, pod/namespace names and labels to stable pseudonyms')
+    .action(async (file: string, opts) => {
+      const { runRedact } = await import('../analyzer/commands/redact.js');
+      setExit(await runRedact(file, opts));
+    });
+
+  program.command('merge')
+    .description('merge bundles recorded on several nodes into one')
+    .argument('<files...>', 'bundles')
+    .requiredOption('--out <file>', 'merged bundle to write')
+    .action(async (files: string[], opts) => {
+      const { runMerge } = await import('../analyzer/commands/merge.js');
+      setExit(await runMerge(files, opts));
+    });
+
+  const lab = program.command('lab').description('a one-machine Kubernetes node that reproduces rollouts (root)');
+  lab.command('run')
+    .description('build the lab, record a scenario with the real recorder, tear down')
+    .requiredOption('--scenario <name>', 'race, prestop, iptables, local-blackhole, grace-too-short, not-ready')
+    .requiredOption('--out <file>', 'bundle to write')
+    .option('--truth <file>', 'write the ground truth (from the lab\'s own clocks) here')
+    .option('--seed <n>', 'random seed', int('--seed'))
+    .option('--keep', 'keep the lab up after the run (then `rolltrace lab down`)')
+    .action(async (opts) => {
+      const { runLabRun } = await import('../lab/cli.js');
+      setExit(await runLabRun(opts));
+    });
+  lab.command('up')
+    .description('start a lab and keep it running for interactive recording')
+    .option('--scenario <name>', 'scenario whose topology to build', 'race')
+    .action(async (opts) => {
+      const { runLabUp } = await import('../lab/cli.js');
+      setExit(await runLabUp(opts));
+    });
+  lab.command('down')
+    .description('remove every namespace, rule, cgroup and process a lab left behind')
+    .action(async () => {
+      const { runLabDown } = await import('../lab/cli.js');
+      setExit(await runLabDown());
+    });
+
+  program.command('demo')
+    .description('record the race scenario in the lab and print its analysis')
+    .option('--out <file>', 'bundle to write', 'rolltrace-demo.rtb')
+    .action(async (opts) => {
+      const { runDemo } = await import('./demo.js');
+      setExit(await runDemo(opts));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => { code = c; });
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      // commander already printed its one-line message
+      return 2;
+    }
+    if (isInputError(e)) {
+      process.stderr.write(`rolltrace: ${oneLine((e as Error).message)}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+export function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, ' ').replace(/[\u0000-\u001f\u007f]/g, '?').slice(0, 500);
+}

@@ -1,0 +1,83 @@
+/**
+ * The one small interface every recorder source implements (one folder per source under
+ * recorder/sources/<name>/, Telegraf-style). A source is a thin wrapper: it runs or attaches to an
+ * external stream, hands the bytes/lines to pure parsers (tested on golden fixtures), and writes the
+ * typed rows to the Sink. It never touches another source's tables.
+ */
+import type { Sink } from './bundle-writer.js';
+import type { Clock } from '../schemas/events.js';
+
+/** Options every source may read (parsed from the `record` command line). */
+export interface RecordOptions {
+  out: string;
+  kubeconfig?: string;
+  namespace: string;
+  selector?: string;
+  deployment?: string;
+  restart?: boolean;
+  iface: string[];
+  filter?: string;
+  snaplen: number;
+  probe?: string;
+  rate: number;
+  concurrency: number;
+  keepalive?: boolean;
+  duration?: number;
+  untilRolloutComplete?: boolean;
+  settle: number;
+  packets: boolean;
+  strace: boolean;
+  ebpf: boolean;
+  nft: boolean;
+  conntrack: boolean;
+  kube: boolean;
+  pid: string[];
+  maxSize?: number;
+  quiet?: boolean;
+}
+
+export interface Preflight {
+  /** true: start() will be called */
+  ok: boolean;
+  /** one line: what it will record (ok) or why it cannot (not ok), e.g. "bpftrace not found" */
+  detail: string;
+  /** how its timestamps are taken */
+  clock: Clock;
+  /** tool name -> version line, stored in meta.tool_versions */
+  versions?: Record<string, string>;
+  /** meta entries to store (e.g. clock offsets measured at start) */
+  meta?: Record<string, string>;
+}
+
+/** Shared facts sources may publish for each other while recording (e.g. the kube source's pod UIDs). */
+export interface RecordContext {
+  opts: RecordOptions;
+  /** current pods of interest: uid -> {namespace, name, ip}; updated by the kube source when it runs */
+  pods: Map<string, { namespace: string; name: string; ip: string | null; uid: string }>;
+  /** subscribe to pod changes (strace attaches to new pods' processes) */
+  onPodsChanged(cb: () => void): void;
+  podsChanged(): void;
+  /** a source asks the recorder to stop (e.g. rollout complete) */
+  requestStop(reason: string): void;
+  /** log a line on stderr above the status line */
+  log(line: string): void;
+}
+
+export interface SourceStats {
+  events: number;
+  dropped: number;
+  /** e.g. kernel drops for packets, "ok 120 / failed 1" for probe */
+  extra?: string;
+}
+
+export interface Source {
+  readonly name: string;
+  /** decide whether this source can run here; must not start anything long-lived */
+  preflight(ctx: RecordContext): Promise<Preflight>;
+  /** start recording into the sink; resolve once running */
+  start(sink: Sink, ctx: RecordContext): Promise<void>;
+  /** stop, flush what is buffered into the sink, resolve when every child process is gone */
+  stop(): Promise<void>;
+  /** live counters for the status line (cheap) */
+  stats(): SourceStats;
+}
