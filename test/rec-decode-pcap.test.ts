@@ -39,10 +39,10 @@ describe('golden captures (tcpdump us/ns, tcpdump -i any SLL2, dumpcap pcapng)',
     expect(rows[0]).toMatchObject({ l3: 'ip6', proto: 'icmp6', icmp_type: 143 });
   });
 
-  it('ns and us captures of the same traffic agree to the microsecond', () => {
+  it('ns and us captures of the same traffic agree within a few microseconds', () => {
     const us = decodeAll('eth-us.pcap').rows, ns = decodeAll('eth-ns.pcap').rows;
     expect(us.length).toBe(ns.length);
-    for (let i = 0; i < us.length; i++) expect(Math.abs(Number(us[i]!.ts_ns) - Number(ns[i]!.ts_ns))).toBeLessThan(1000 + 512); // JS numbers hold epoch ns to ~256 ns
+    for (let i = 0; i < us.length; i++) expect(Math.abs(Number(us[i]!.ts_ns) - Number(ns[i]!.ts_ns))).toBeLessThan(5000); // two tcpdump processes, each stamps its own copy
     expect(ns.some((r) => Number(r.ts_ns) % 1000 !== 0)).toBe(true);
   });
 

@@ -194,7 +194,8 @@ export class CaptureStreamParser {
     const len = this.r32(o);
     const caplen = Math.min(len, end - o - 4, iface.snaplen || Infinity);
     out.push({
-      ts_ns: this.lastTs, // simple packet blocks carry no timestamp: reuse the previous one iface: iface.name ?? this.defaultIface, linktype: iface.linktype, caplen, len,
+      // simple packet blocks carry no timestamp: reuse the previous one
+      ts_ns: this.lastTs, iface: iface.name ?? this.defaultIface, linktype: iface.linktype, caplen, len,
       data: new Uint8Array(this.buf.subarray(o + 4, o + 4 + caplen)),
     });
   }
