@@ -39,11 +39,12 @@ export interface BundleWriterOptions {
 /** What every source writes to: one method per table, all non-blocking. */
 export interface Sink {
   event(e: RtEvent): void;
-  packet(p: PacketRow): void;
-  conntrack(c: ConntrackRow): void;
-  k8sObject(o: K8sObjectRow): void;
-  nftSnapshot(s: NftSnapshotRow): void;
-  probeRequest(p: ProbeRequestRow): void;
+  /** the optional `source` attributes the row to another source row than the default (import:*) */
+  packet(p: PacketRow, source?: string): void;
+  conntrack(c: ConntrackRow, source?: string): void;
+  k8sObject(o: K8sObjectRow, source?: string): void;
+  nftSnapshot(s: NftSnapshotRow, source?: string): void;
+  probeRequest(p: ProbeRequestRow, source?: string): void;
   /** count records a source lost (unparsable lines, kernel drops it learnt of) */
   dropped(source: string, n: number): void;
 }
@@ -59,6 +60,8 @@ export class BundleWriter implements Sink {
   private dirtySources = new Set<string>();
   /** bytes of packet data written, for --max-size */
   packetBytes = 0;
+  /** set to record an end instant other than "now" at close (import: the data's last instant) */
+  endedNs: number | null = null;
   rows = 0;
 
   constructor(path: string, opts: BundleWriterOptions = {}) {
@@ -119,11 +122,11 @@ export class BundleWriter implements Sink {
   }
 
   event(e: RtEvent): void { this.push({ t: 'event', r: e }, e.source); }
-  packet(p: PacketRow): void { this.packetBytes += p.data?.length ?? 0; this.push({ t: 'packet', r: p }, 'packets'); }
-  conntrack(c: ConntrackRow): void { this.push({ t: 'conntrack', r: c }, 'conntrack'); }
-  k8sObject(o: K8sObjectRow): void { this.push({ t: 'k8s', r: o }, 'kube'); }
-  nftSnapshot(s: NftSnapshotRow): void { this.push({ t: 'nft', r: s }, 'nftables'); }
-  probeRequest(p: ProbeRequestRow): void { this.push({ t: 'probe', r: p }, 'probe'); }
+  packet(p: PacketRow, source = 'packets'): void { this.packetBytes += p.data?.length ?? 0; this.push({ t: 'packet', r: p }, source); }
+  conntrack(c: ConntrackRow, source = 'conntrack'): void { this.push({ t: 'conntrack', r: c }, source); }
+  k8sObject(o: K8sObjectRow, source = 'kube'): void { this.push({ t: 'k8s', r: o }, source); }
+  nftSnapshot(s: NftSnapshotRow, source = 'nftables'): void { this.push({ t: 'nft', r: s }, source); }
+  probeRequest(p: ProbeRequestRow, source = 'probe'): void { this.push({ t: 'probe', r: p }, source); }
   /** For writers that attribute rows to a source other than the default (import:*). */
   countAs(source: string, n: number): void { this.count(source, n); }
   dropped(source: string, n: number): void {
@@ -162,13 +165,24 @@ export class BundleWriter implements Sink {
     this.dirtySources.clear();
   }
 
+  /** [min, max] ts_ns of everything written so far (flushes first), or null when empty. */
+  timeRange(): { start: number; end: number } | null {
+    this.flush();
+    const r = this.db.prepare(`SELECT min(a) AS a, max(b) AS b FROM (
+      SELECT min(ts_ns) AS a, max(ts_ns) AS b FROM events UNION ALL SELECT min(ts_ns), max(ts_ns) FROM packets
+      UNION ALL SELECT min(ts_ns), max(ts_ns) FROM conntrack UNION ALL SELECT min(ts_ns), max(ts_ns) FROM k8s_objects
+      UNION ALL SELECT min(ts_ns), max(ts_ns) FROM nft_snapshots UNION ALL SELECT min(start_ns), max(end_ns) FROM probe_requests)`).get() as { a: number | null; b: number | null };
+    return r.a === null || r.b === null ? null : { start: r.a, end: r.b };
+  }
+
   /** Flush, mark closed cleanly, checkpoint, integrity check, single-file journal, mode 0600. */
   close(): { integrity: string } {
     if (this.closed) return { integrity: 'ok' };
     if (this.timer) clearInterval(this.timer);
     this.flush();
     this.closed = true;
-    this.setMeta(META_KEYS.endedNs, String(Date.now() * 1e6));
+    if (!this.endedNs) this.setMeta(META_KEYS.endedNs, String(Date.now() * 1e6));
+    else this.setMeta(META_KEYS.endedNs, String(this.endedNs));
     this.setMeta(META_KEYS.closedCleanly, '1');
     this.db.pragma('wal_checkpoint(TRUNCATE)');
     const integrity = String(this.db.pragma('integrity_check', { simple: true }));
