@@ -1,0 +1,46 @@
+/**
+ * Kubelet-shaped cgroup v2 paths for pods:
+ * <cgroup2 root>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice/cri-containerd-<64hex>.scope
+ */
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+
+export function cgroup2Root(): string {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
+  const m = mounts.map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2');
+  if (!m) throw new Error('no cgroup2 mount');
+  return m[1]!;
+}
+
+export interface PodCgroup { podDir: string; scopeDir: string; containerId: string }
+
+export function podCgroupPaths(root: string, uid: string, containerId = randomBytes(32).toString('hex')): PodCgroup {
+  const podDir = join(root, 'kubepods.slice', 'kubepods-besteffort.slice', `kubepods-besteffort-pod${uid.replace(/-/g, '_')}.slice`);
+  return { podDir, scopeDir: join(podDir, `cri-containerd-${containerId}.scope`), containerId };
+}
+
+export function createPodCgroup(cg: PodCgroup): void {
+  mkdirSync(cg.scopeDir, { recursive: true });
+}
+
+export function addPid(cg: PodCgroup, pid: number): void {
+  writeFileSync(join(cg.scopeDir, 'cgroup.procs'), `${pid}\n`);
+}
+
+/** Kill what is left in the scope, then rmdir leaf first; parents only when empty. */
+export function removePodCgroup(cg: { podDir: string; scopeDir: string }): void {
+  for (const dir of [cg.scopeDir]) {
+    try {
+      const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+      for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+    } catch { /* no cgroup */ }
+  }
+  for (let i = 0; i < 50; i++) {
+    try { if (existsSync(cg.scopeDir)) rmdirSync(cg.scopeDir); break; } catch { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20); }
+  }
+  try { if (existsSync(cg.podDir)) rmdirSync(cg.podDir); } catch { /* busy */ }
+  const bestEffort = join(cg.podDir, '..');
+  try { rmdirSync(bestEffort); } catch { /* others use it */ }
+  try { rmdirSync(join(bestEffort, '..')); } catch { /* others use it */ }
+}

@@ -1,0 +1,79 @@
+/**
+ * The node and its pods as network namespaces: node ns with bridge cni0 (10.244.0.1/24), service CIDR
+ * routed to cni0 so locally generated traffic to a VIP hits the output NAT hook, pods as namespaces with a
+ * veth into the bridge, optional client ns linked to the node's "eth0". No route leaves the lab.
+ */
+import { run, runIn } from '../sys.js';
+
+export interface NodeNet {
+  prefix: string;
+  nodeNs: string;
+  bridgeIp: string;
+  podCIDR: string;
+  serviceCIDR: string;
+  clientNs: string | null;
+  nodeEth0Ip: string | null;
+  clientIp: string | null;
+}
+
+export const POD_SUBNET = '10.244.0';
+export const NODE_ETH0_IP = '192.168.77.1';
+export const CLIENT_IP = '192.168.77.2';
+
+export function nodeNsName(prefix: string) { return `${prefix}-node`; }
+
+/** Create the node ns (and client ns when asked). `onCreated` is called before each resource is made. */
+export function createNode(prefix: string, withClient: boolean, onCreated: (kind: 'netns', name: string) => void): NodeNet {
+  const nodeNs = nodeNsName(prefix);
+  onCreated('netns', nodeNs);
+  run('ip', ['netns', 'add', nodeNs]);
+  const n = (args: string[]) => runIn(nodeNs, 'ip', args);
+  n(['link', 'set', 'lo', 'up']);
+  n(['link', 'add', 'cni0', 'type', 'bridge']);
+  n(['addr', 'add', `${POD_SUBNET}.1/24`, 'dev', 'cni0']);
+  n(['link', 'set', 'cni0', 'up']);
+  n(['route', 'add', '10.96.0.0/16', 'dev', 'cni0', 'src', `${POD_SUBNET}.1`]);
+  runIn(nodeNs, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+  runIn(nodeNs, 'sysctl', ['-q', '-w', 'net.netfilter.nf_conntrack_tcp_loose=1'], { allowFail: true });
+  let clientNs: string | null = null;
+  if (withClient) {
+    clientNs = `${prefix}-client`;
+    onCreated('netns', clientNs);
+    run('ip', ['netns', 'add', clientNs]);
+    // veth created inside the node ns; the peer moved to the client ns
+    n(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'cl0', 'netns', clientNs]);
+    n(['addr', 'add', `${NODE_ETH0_IP}/24`, 'dev', 'eth0']);
+    n(['link', 'set', 'eth0', 'up']);
+    runIn(clientNs, 'ip', ['link', 'set', 'lo', 'up']);
+    runIn(clientNs, 'ip', ['addr', 'add', `${CLIENT_IP}/24`, 'dev', 'cl0']);
+    runIn(clientNs, 'ip', ['link', 'set', 'cl0', 'up']);
+  }
+  return {
+    prefix, nodeNs, bridgeIp: `${POD_SUBNET}.1`, podCIDR: '10.244.0.0/16', serviceCIDR: '10.96.0.0/16',
+    clientNs, nodeEth0Ip: withClient ? NODE_ETH0_IP : null, clientIp: withClient ? CLIENT_IP : null,
+  };
+}
+
+/** Create a pod network namespace with a veth into cni0. Runs from any namespace. */
+export function createPodNet(node: NodeNet, podNs: string, ip: string, vethHost: string): void {
+  run('ip', ['netns', 'add', podNs]);
+  runIn(node.nodeNs, 'ip', ['link', 'add', vethHost, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs]);
+  runIn(node.nodeNs, 'ip', ['link', 'set', vethHost, 'master', 'cni0']);
+  runIn(node.nodeNs, 'ip', ['link', 'set', vethHost, 'up']);
+  const p = (args: string[]) => runIn(podNs, 'ip', args);
+  p(['link', 'set', 'lo', 'up']);
+  p(['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+  p(['link', 'set', 'eth0', 'up']);
+  p(['route', 'add', 'default', 'via', node.bridgeIp]);
+}
+
+/** Kill every process in a namespace, then delete it (veths go with it). */
+export function deleteNetns(ns: string): void {
+  const pids = run('ip', ['netns', 'pids', ns], { allowFail: true }).stdout.split(/\s+/).filter(Boolean).map(Number);
+  for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  run('ip', ['netns', 'del', ns], { allowFail: true });
+}
+
+export function listNetns(): string[] {
+  return run('ip', ['netns', 'list'], { allowFail: true }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+}
