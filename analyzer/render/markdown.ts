@@ -1,0 +1,107 @@
+/**
+ * `analyze --format markdown`: the verdict, a table per terminated pod, the failure list and the
+ * recommendation, GitHub-flavoured and ready to paste into an issue. Every bundle string is escaped.
+ */
+import type { Analysis, AnalysisPod } from '../../schemas/analysis.js';
+import { nsFromIso } from '../../schemas/analysis.js';
+import { escapeMarkdown as md } from './escape.js';
+
+/** The one-line verdict shared by the Markdown and HTML reports. */
+export function overallVerdict(a: Analysis): { level: 'fail' | 'ok' | 'unknown'; text: string } {
+  const racing = a.pods.filter((p) => p.verdict === 'listener-closed-before-rule-removed');
+  const nFail = a.failures.length;
+  if (racing.length || nFail) {
+    const parts: string[] = [];
+    if (racing.length) parts.push(`${racing.length} of ${a.pods.length} pod(s) stopped listening before this node stopped routing to them`);
+    if (nFail) parts.push(`${nFail} failed request(s)/connection(s)`);
+    return { level: 'fail', text: `UNSAFE: ${parts.join('; ')}` };
+  }
+  if (a.pods.length && a.pods.every((p) => p.verdict === 'safe')) {
+    return { level: 'ok', text: `SAFE: all ${a.pods.length} terminated pod(s) kept listening until the rules no longer sent traffic to them; no failed requests` };
+  }
+  return { level: 'unknown', text: a.pods.length ? 'UNKNOWN: the bundle cannot decide every pod (see evidence)' : 'UNKNOWN: no terminated pod in this bundle' };
+}
+
+/** "HH:MM:SS.mmmuuu" of an ISO instant plus the offset from the bundle start. */
+export function fmtAt(iso: string | null | undefined, startNs: number | null): string {
+  if (!iso) return '—';
+  const ns = nsFromIso(iso);
+  const clock = iso.replace(/^.*T/, '').replace(/Z$/, '');
+  if (ns === null || startNs === null) return clock;
+  const rel = (ns - startNs) / 1e9;
+  return `${clock} (+${rel.toFixed(3)} s)`;
+}
+
+export function podLabel(p: Pick<AnalysisPod, 'namespace' | 'name'>): string {
+  return p.namespace ? `${p.namespace}/${p.name}` : p.name;
+}
+
+function ms(v: number | null | undefined): string {
+  return v === null || v === undefined ? '—' : `${v.toFixed(1)} ms`;
+}
+
+/** Renders the analysis; `reader` is accepted for signature symmetry with renderHtml and unused. */
+export function renderMarkdown(a: Analysis, _reader?: unknown): string {
+  const startNs = a.bundle.start ? nsFromIso(a.bundle.start) : null;
+  const out: string[] = [];
+  const v = overallVerdict(a);
+  out.push(`# rolltrace report${a.bundle.node ? ` — node ${md(a.bundle.node)}` : ''}`, '');
+  out.push(`**${v.level === 'fail' ? '❌' : v.level === 'ok' ? '✅' : '❔'} ${md(v.text)}**`, '');
+  out.push(`Recorded ${md(a.bundle.start ?? '?')} → ${md(a.bundle.end ?? '?')}${a.bundle.nodes?.length ? ` on nodes ${a.bundle.nodes.map(md).join(', ')}` : ''}.`);
+  if (a.bundle.sources.length) {
+    out.push('', `Sources: ${a.bundle.sources.map((s) => `${md(s.name)} ${md(s.status)} (${s.events}${s.dropped ? `, ${s.dropped} dropped` : ''})`).join(' · ')}`);
+  }
+  if (a.bundle.closedCleanly === false) out.push('', '> ⚠️ The recorder did not close this bundle cleanly; data up to its last flush is kept.');
+  for (const w of a.warnings ?? []) out.push('', `> ⚠️ ${md(w)}`);
+
+  out.push('', '## Recommendation', '');
+  const r = a.recommendation;
+  const recParts: string[] = [];
+  if (r.preStopSeconds !== null) recParts.push(`preStop sleep **${r.preStopSeconds} s**`);
+  if (r.terminationGracePeriodSeconds !== null) recParts.push(`terminationGracePeriodSeconds **${r.terminationGracePeriodSeconds}**`);
+  if (recParts.length) out.push(`- ${recParts.join(', ')}`);
+  out.push(`- ${md(r.why)}`);
+  for (const n of r.notes ?? []) out.push(`- ${md(n)}`);
+
+  out.push('', `## Terminated pods (${a.pods.length})`);
+  for (const p of a.pods) {
+    out.push('', `### ${md(podLabel(p))}${p.ip ? ` (${md(p.ip)})` : ''} — ${md(p.verdict)}`, '');
+    out.push('| step | when |', '| --- | --- |');
+    const rows: Array<[string, string | null]> = [
+      ['deletion requested (API)', p.deletionAt],
+      ['SIGTERM', p.sigtermAt],
+      ['listener closed', p.listenerClosedAt],
+      ['endpoint terminating (EndpointSlice)', p.endpointTerminatingAt],
+      ['endpoint removed (EndpointSlice)', p.endpointRemovedAt],
+      ['rule removed (this node)', p.ruleRemovedAt],
+      ['process exited', p.exitedAt],
+    ];
+    for (const [k, at] of rows) out.push(`| ${k} | ${md(fmtAt(at, startNs))} |`);
+    for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) out.push(`| rule removed on node ${md(node)} | ${md(fmtAt(at, startNs))} |`);
+    out.push(`| **exposure** (listener closed → rule removed) | **${ms(p.exposureMs)}** |`);
+    out.push(`| failed connections | ${p.failedConnections} |`);
+    if (p.evidence.length) {
+      out.push('', '<details><summary>evidence</summary>', '');
+      for (const e of p.evidence) out.push(`- ${md(e)}`);
+      out.push('', '</details>');
+    }
+  }
+
+  out.push('', `## Failures (${a.failures.length})`, '');
+  if (!a.failures.length) out.push('No failed request or connection was seen.');
+  else {
+    out.push('| at | client | service | backend | pod | cause | evidence |', '| --- | --- | --- | --- | --- | --- | --- |');
+    const max = 200;
+    for (const f of a.failures.slice(0, max)) {
+      const be = f.backend.ip ? `${f.backend.ip}${f.backend.port !== null ? `:${f.backend.port}` : ''}` : '—';
+      out.push(`| ${md(fmtAt(f.at, startNs))} | ${md(f.client)} | ${md(f.service ?? '—')} | ${md(be)} | ${md(f.backend.pod ?? '—')} | ${md(f.cause)} | ${f.evidence.map(md).join('<br>')} |`);
+    }
+    if (a.failures.length > max) out.push('', `…and ${a.failures.length - max} more (see \`rolltrace analyze --format json\`).`);
+  }
+  if (a.programmingLatency?.length) {
+    out.push('', '## Rule programming latency', '', '| EndpointSlice change | endpoint | node | latency |', '| --- | --- | --- | --- |');
+    for (const l of a.programmingLatency) out.push(`| ${md(fmtAt(l.at, startNs))} ${md(l.change)} | ${md(l.endpoint)} | ${md(l.node ?? '—')} | ${ms(l.latencyMs)} |`);
+  }
+  out.push('', '<sub>made by rolltrace from one bundle; every instant is on the recording node\'s clock</sub>', '');
+  return out.join('\n');
+}
