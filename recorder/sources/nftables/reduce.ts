@@ -1,0 +1,148 @@
+/**
+ * The reachable-DNAT-target reduction shared by both kube-proxy modes, and the diff between two
+ * reductions. Pure: no I/O.
+ *
+ * kube-proxy rewrites every chain on every sync, so rule-level add/delete lines are noise. What
+ * matters for the race is: which backends can a new connection to a service still be DNATed to on
+ * this node? A reduction answers that as a set of (service, endpoint) targets, plus the services for
+ * which the node rejects or drops instead (no endpoints / no local endpoints).
+ */
+import { ev, type Clock, type RtEvent } from '../../../schemas/events.js';
+
+export type RuleMode = 'nftables' | 'iptables' | 'iptables-legacy';
+
+export interface EndpointTarget {
+  mode: RuleMode;
+  /** namespace/name:port from chain names or comments, else the VIP ip:port */
+  service: string;
+  vip: string | null;
+  node_port: number | null;
+  endpoint: string;
+  ip: string;
+  port: number;
+  chain: string | null;
+}
+
+export interface NoEndpointTarget {
+  mode: RuleMode;
+  service: string;
+  vip: string | null;
+  node_port: number | null;
+  action: 'reject' | 'drop';
+}
+
+export interface Reduction {
+  /** key: mode|service|endpoint */
+  endpoints: Map<string, EndpointTarget>;
+  /** key: mode|service|action|vip|node_port */
+  noEndpoints: Map<string, NoEndpointTarget>;
+}
+
+export function emptyReduction(): Reduction {
+  return { endpoints: new Map(), noEndpoints: new Map() };
+}
+
+export function endpointKey(t: { mode: RuleMode; service: string; endpoint: string }): string {
+  return `${t.mode}|${t.service}|${t.endpoint}`;
+}
+export function noEndpointKey(t: NoEndpointTarget): string {
+  return `${t.mode}|${t.service}|${t.action}|${t.vip ?? ''}|${t.node_port ?? ''}`;
+}
+
+/** Path context while walking: what the rules have said so far about the service being reached. */
+export interface PathCtx {
+  service: string | null;
+  vip: string | null;
+  /** true when the VIP came from a ClusterIP-style entry (map/rule jumping straight into the service chain) */
+  vipIsCluster: boolean;
+  nodePort: number | null;
+}
+
+/** Which stored VIPs came from a ClusterIP-style entry (walk-only bookkeeping). */
+const vipFromCluster = new WeakMap<Reduction, Map<string, boolean>>();
+
+/** Add a DNAT target, merging several paths to the same (service, endpoint): a ClusterIP VIP wins. */
+export function addEndpoint(red: Reduction, mode: RuleMode, ctx: PathCtx, ep: { ip: string; port: number }, chain: string | null): void {
+  const endpoint = fmtAddr(ep.ip, ep.port);
+  const service = ctx.service ?? ctx.vip ?? `?->${endpoint}`;
+  const key = endpointKey({ mode, service, endpoint });
+  let vc = vipFromCluster.get(red);
+  if (!vc) { vc = new Map(); vipFromCluster.set(red, vc); }
+  const prev = red.endpoints.get(key);
+  if (!prev) {
+    red.endpoints.set(key, { mode, service, vip: ctx.vip, node_port: ctx.nodePort, endpoint, ip: ep.ip, port: ep.port, chain });
+    vc.set(key, ctx.vipIsCluster);
+    return;
+  }
+  if (ctx.vip && (!prev.vip || (ctx.vipIsCluster && !vc.get(key)))) {
+    prev.vip = ctx.vip;
+    vc.set(key, ctx.vipIsCluster);
+  }
+  if (prev.node_port === null && ctx.nodePort !== null) prev.node_port = ctx.nodePort;
+  if (!prev.chain && chain) prev.chain = chain;
+}
+
+export function addNoEndpoint(red: Reduction, t: NoEndpointTarget): void {
+  red.noEndpoints.set(noEndpointKey(t), t);
+}
+
+/** Merge several reductions (e.g. ip and ip6 tables, or nft and iptables-nft rules on one node). */
+export function mergeReductions(...reds: Reduction[]): Reduction {
+  const out = emptyReduction();
+  for (const r of reds) {
+    for (const [k, v] of r.endpoints) if (!out.endpoints.has(k)) out.endpoints.set(k, v);
+    for (const [k, v] of r.noEndpoints) if (!out.noEndpoints.has(k)) out.noEndpoints.set(k, v);
+  }
+  return out;
+}
+
+export function fmtAddr(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/**
+ * Service label from a kube-proxy nftables chain name:
+ * `service-ULMVA6XW-default/web/tcp/http` → `default/web:http`,
+ * `endpoint-5OJB2KTY-default/web/tcp/http__10.244.0.5/8080` → `default/web:http`;
+ * an empty port name gives `default/web` (kube-proxy's ServicePortName format).
+ */
+export function serviceFromNftChain(chain: string): string | null {
+  const m = /^(?:service|external|endpoint|local|firewall|cluster)-[A-Z0-9]+-([^/]+)\/([^/]+)\/[a-z]+\/([^_]*?)(?:__.*)?$/.exec(chain);
+  if (!m) return null;
+  return m[3] ? `${m[1]}/${m[2]}:${m[3]}` : `${m[1]}/${m[2]}`;
+}
+
+/** Service label from a kube-proxy iptables comment: its first word when it looks like ns/name[:port]. */
+export function serviceFromComment(comment: string | null | undefined): string | null {
+  if (!comment) return null;
+  const first = comment.trim().split(/\s+/)[0] ?? '';
+  return /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[-a-zA-Z0-9_.]*)?$/.test(first) ? first : null;
+}
+
+export interface DiffOptions {
+  ts_ns: number;
+  clock: Clock;
+}
+
+/**
+ * Events for what changed between two consecutive reductions: endpoint-rule-removed/added and
+ * no-endpoint-rule-removed/added, all stamped `ts_ns` (the first monitor line of the burst that caused it).
+ * Removals first, so a replaced endpoint reads removed-then-added at the same instant.
+ */
+export function diffReductions(prev: Reduction, next: Reduction, o: DiffOptions): RtEvent[] {
+  const out: RtEvent[] = [];
+  const epEvent = (kind: 'endpoint-rule-added' | 'endpoint-rule-removed', t: EndpointTarget) =>
+    ev(kind, o.ts_ns, 'nftables', t.endpoint, {
+      service: t.service, vip: t.vip, node_port: t.node_port, endpoint: t.endpoint, ip: t.ip, port: t.port,
+      chain: t.chain, mode: t.mode, clock: o.clock,
+    });
+  const neEvent = (kind: 'no-endpoint-rule-added' | 'no-endpoint-rule-removed', t: NoEndpointTarget) =>
+    ev(kind, o.ts_ns, 'nftables', t.service, {
+      service: t.service, vip: t.vip, node_port: t.node_port, action: t.action, mode: t.mode,
+    });
+  for (const [k, t] of prev.endpoints) if (!next.endpoints.has(k)) out.push(epEvent('endpoint-rule-removed', t));
+  for (const [k, t] of prev.noEndpoints) if (!next.noEndpoints.has(k)) out.push(neEvent('no-endpoint-rule-removed', t));
+  for (const [k, t] of next.endpoints) if (!prev.endpoints.has(k)) out.push(epEvent('endpoint-rule-added', t));
+  for (const [k, t] of next.noEndpoints) if (!prev.noEndpoints.has(k)) out.push(neEvent('no-endpoint-rule-added', t));
+  return out;
+}
