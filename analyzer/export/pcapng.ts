@@ -1,0 +1,138 @@
+/**
+ * pcapng writer (no libpcap): one Section Header Block, one Interface Description Block per captured
+ * (interface, linktype) with if_name and if_tsresol=9 (nanoseconds), one Enhanced Packet Block per
+ * packet, with an opt_comment on the packets that belong to a failure the analysis found.
+ * Spec: draft-ietf-opsawg-pcapng. Little-endian; every block padded to 32 bits.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import type { Analysis, AnalysisPod } from '../../schemas/analysis.js';
+import { nsFromIso } from '../../schemas/analysis.js';
+import type { StoredPacketRow } from '../../schemas/rows.js';
+
+const SHB = 0x0a0d0d0a;
+const IDB = 0x00000001;
+const EPB = 0x00000006;
+
+const pad4 = (n: number) => (4 - (n % 4)) % 4;
+
+function option(code: number, value: Buffer): Buffer {
+  const b = Buffer.alloc(4 + value.length + pad4(value.length));
+  b.writeUInt16LE(code, 0);
+  b.writeUInt16LE(value.length, 2);
+  value.copy(b, 4);
+  return b;
+}
+const endOfOpt = () => Buffer.alloc(4);
+
+function block(type: number, body: Buffer): Buffer {
+  const total = 12 + body.length;
+  const b = Buffer.alloc(total);
+  b.writeUInt32LE(type, 0);
+  b.writeUInt32LE(total, 4);
+  body.copy(b, 8);
+  b.writeUInt32LE(total, total - 4);
+  return b;
+}
+
+export function sectionHeader(appl: string): Buffer {
+  const fixed = Buffer.alloc(16);
+  fixed.writeUInt32LE(0x1a2b3c4d, 0);
+  fixed.writeUInt16LE(1, 4);
+  fixed.writeUInt16LE(0, 6);
+  fixed.writeBigInt64LE(-1n, 8); // section length unknown
+  return block(SHB, Buffer.concat([fixed, option(4, Buffer.from(appl, 'utf8')), endOfOpt()]));
+}
+
+export function interfaceDescription(linktype: number, name: string, snaplen = 0): Buffer {
+  const fixed = Buffer.alloc(8);
+  fixed.writeUInt16LE(linktype, 0);
+  fixed.writeUInt32LE(snaplen, 4);
+  return block(IDB, Buffer.concat([fixed, option(2, Buffer.from(name, 'utf8')), option(9, Buffer.from([9])), endOfOpt()]));
+}
+
+export function enhancedPacket(ifIndex: number, tsNs: number, data: Uint8Array, origLen: number, comment?: string | null): Buffer {
+  const ts = BigInt(Math.round(tsNs));
+  const fixed = Buffer.alloc(20);
+  fixed.writeUInt32LE(ifIndex, 0);
+  fixed.writeUInt32LE(Number(ts >> 32n), 4);
+  fixed.writeUInt32LE(Number(ts & 0xffffffffn), 8);
+  fixed.writeUInt32LE(data.length, 12);
+  fixed.writeUInt32LE(Math.max(origLen, data.length), 16);
+  const parts: Buffer[] = [fixed, Buffer.from(data.buffer, data.byteOffset, data.byteLength), Buffer.alloc(pad4(data.length))];
+  if (comment) parts.push(option(1, Buffer.from(comment, 'utf8')), endOfOpt());
+  return block(EPB, Buffer.concat(parts));
+}
+
+interface Annot { tsNs: number; cip: string; cport: number; text: string }
+
+/** Per-packet comments from the analysis: every packet of a failed connection names its backend pod and cause. */
+export class PacketAnnotator {
+  private byClient = new Map<string, Annot[]>();
+  constructor(a: Analysis | null, private windowNs = 5e9) {
+    if (!a) return;
+    const pods = new Map<string, AnalysisPod>();
+    for (const p of a.pods) { pods.set(p.namespace ? `${p.namespace}/${p.name}` : p.name, p); pods.set(p.name, p); }
+    for (const f of a.failures) {
+      const m = /^(.*):(\d+)$/.exec(f.client);
+      const at = nsFromIso(f.at);
+      if (!m || at === null) continue;
+      const pod = f.backend.pod ? pods.get(f.backend.pod) : a.pods.find((p) => p.ip && p.ip === f.backend.ip);
+      const podName = pod?.name ?? f.backend.pod ?? null;
+      const ip = f.backend.ip ?? pod?.ip ?? null;
+      const text = `${podName ? `backend pod ${podName}${ip ? ` (${ip})` : ''}` : `backend ${ip ?? 'unknown'}`}, failure ${f.cause}`;
+      const list = this.byClient.get(`${m[1]}|${m[2]}`) ?? [];
+      list.push({ tsNs: at, cip: m[1]!, cport: Number(m[2]), text: `${text}\u0000${pod?.listenerClosedAt ?? ''}` });
+      this.byClient.set(`${m[1]}|${m[2]}`, list);
+    }
+  }
+
+  get failures(): number { let n = 0; for (const l of this.byClient.values()) n += l.length; return n; }
+
+  comment(p: Pick<StoredPacketRow, 'ts_ns' | 'src' | 'sport' | 'dst' | 'dport'>): string | null {
+    const cands = [...(this.byClient.get(`${p.src}|${p.sport}`) ?? []), ...(this.byClient.get(`${p.dst}|${p.dport}`) ?? [])];
+    let best: Annot | null = null;
+    for (const c of cands) if (Math.abs(c.tsNs - p.ts_ns) <= this.windowNs && (!best || Math.abs(c.tsNs - p.ts_ns) < Math.abs(best.tsNs - p.ts_ns))) best = c;
+    if (!best) return null;
+    const [text, closedIso] = best.text.split('\u0000') as [string, string];
+    const closed = closedIso ? nsFromIso(closedIso) : null;
+    if (closed === null) return text;
+    const d = (p.ts_ns - closed) / 1e6;
+    return `${text}, listener closed ${Math.abs(d).toFixed(Math.abs(d) < 10 ? 1 : 0)} ms ${d >= 0 ? 'earlier' : 'later'}`;
+  }
+}
+
+export interface PcapngResult { packets: number; interfaces: Array<{ name: string; linktype: number }>; commented: number; bytes: number }
+
+/** Stream packets into a pcapng file; interfaces are declared as they first appear (legal in pcapng). */
+export function writePcapng(out: string, packets: Iterable<StoredPacketRow>, annot: PacketAnnotator, appl = 'rolltrace'): PcapngResult {
+  const fd = openSync(out, 'w');
+  const res: PcapngResult = { packets: 0, interfaces: [], commented: 0, bytes: 0 };
+  const ifIndex = new Map<string, number>();
+  let buf: Buffer[] = [];
+  let pending = 0;
+  const put = (b: Buffer) => { buf.push(b); pending += b.length; res.bytes += b.length; if (pending > 1 << 20) flush(); };
+  const flush = () => { if (buf.length) writeSync(fd, Buffer.concat(buf)); buf = []; pending = 0; };
+  try {
+    put(sectionHeader(appl));
+    for (const p of packets) {
+      const name = p.iface ?? 'unknown';
+      const key = `${name}\u0000${p.linktype}`;
+      let idx = ifIndex.get(key);
+      if (idx === undefined) {
+        idx = ifIndex.size;
+        ifIndex.set(key, idx);
+        res.interfaces.push({ name, linktype: p.linktype });
+        put(interfaceDescription(p.linktype, name));
+      }
+      const data = p.data ? (p.data instanceof Uint8Array ? p.data : new Uint8Array(p.data as ArrayBuffer)) : new Uint8Array(0);
+      const c = annot.comment(p);
+      if (c) res.commented++;
+      put(enhancedPacket(idx, p.ts_ns, data, p.len, c));
+      res.packets++;
+    }
+    flush();
+  } finally {
+    closeSync(fd);
+  }
+  return res;
+}
