@@ -56,6 +56,10 @@ export interface ListenAttrs {
   /** how rolltrace learnt of it: the listen() syscall, /proc at attach, or the kernel's TCP state */
   how: 'syscall' | 'proc' | 'tcp-state';
   netns?: number;
+  /** cgroup v2 id of the listening task (ebpf) */
+  cgroup_id?: number;
+  /** pod UID when the cgroup maps to a pod on this node */
+  pod_uid?: string | null;
 }
 
 export interface AcceptAttrs {
@@ -76,6 +80,8 @@ export interface ListenerClosedAttrs {
   how: 'close' | 'shutdown' | 'exit' | 'tcp-state';
   netns?: number;
   cgroup_id?: number;
+  /** pod UID when the cgroup maps to a pod on this node */
+  pod_uid?: string | null;
 }
 
 export interface ProcessExitAttrs {
