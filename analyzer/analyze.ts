@@ -1,0 +1,140 @@
+/**
+ * `analyzeBundle`: pure function from a bundle reader to `rolltrace.analysis/v1`.
+ * Every instant carries its evidence; what the bundle cannot support is null with the reason.
+ * A damaged or partial bundle gives a degraded analysis with `warnings`, never a crash.
+ */
+import { ANALYSIS_SCHEMA_ID, type Analysis, type AnalysisFailure, type AnalysisPod } from '../schemas/analysis.js';
+import { InputError } from '../schemas/errors.js';
+import { META_KEYS } from '../schemas/rows.js';
+import type { BundleReader } from './bundle-reader.js';
+import { loadFacts, type Facts } from './model/facts.js';
+import { detectFailures, resolveFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
+import { buildIdentity, Identity } from './model/identity.js';
+import { programmingLatency } from './model/latency.js';
+import { podSequences, type PodSequence } from './model/pods.js';
+import { recommend } from './model/recommend.js';
+import { clean, iso, sane, splitAddr } from './util.js';
+
+export interface AnalysisDetail {
+  analysis: Analysis;
+  seqs: PodSequence[];
+  failures: ResolvedFailure[];
+  identity: Identity;
+  startNs: number | null;
+}
+
+function isCorrupt(e: unknown): boolean {
+  const code = (e as { code?: string })?.code ?? '';
+  return /SQLITE_(CORRUPT|NOTADB)/.test(code) || /malformed|not a database/i.test((e as Error)?.message ?? '');
+}
+
+/** Run one stage; SQLite/data errors become warnings, a damaged file becomes an InputError. */
+function stage<T>(name: string, warnings: string[], fallback: T, fn: () => T, file: string): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    if (isCorrupt(e)) throw new InputError(`${file}: damaged bundle (${clean((e as Error).message, 200)}) while reading ${name}`);
+    warnings.push(`${name} skipped: ${clean((e as Error)?.message ?? String(e), 200)}`);
+    return fallback;
+  }
+}
+
+export async function analyzeBundle(reader: BundleReader): Promise<Analysis> {
+  return analyzeDetailed(reader).analysis;
+}
+
+export function analyzeDetailed(reader: BundleReader): AnalysisDetail {
+  const warnings: string[] = [];
+  const file = reader.file;
+  const missing = reader.missing();
+  if (missing.length) warnings.push(`bundle lacks table(s) ${missing.join(', ')}: read as empty`);
+  if (!reader.closedCleanly) warnings.push('the recorder did not close this bundle cleanly (crashed or still running): the last second may be missing');
+  const range = stage('time range', warnings, null, () => reader.timeRange(), file);
+  const startNs = sane(reader.metaNumber(META_KEYS.startedNs)) ?? sane(range?.start) ?? null;
+  const endNs = sane(reader.metaNumber(META_KEYS.endedNs)) ?? sane(range?.end) ?? null;
+  const node = reader.metaValue(META_KEYS.node) ?? reader.metaValue(META_KEYS.hostname) ?? null;
+  const sources = stage('sources', warnings, [], () => reader.sources(), file).map((s) => ({
+    name: clean(s.name, 80), status: clean(s.status, 40),
+    events: Number.isSafeInteger(s.events) && s.events >= 0 ? s.events : 0,
+    dropped: Number.isSafeInteger(s.dropped) && s.dropped >= 0 ? s.dropped : 0,
+  }));
+  for (const s of reader.sources()) {
+    if (s.status !== 'ok' && s.status !== 'running') warnings.push(`source ${clean(s.name, 40)} ${clean(s.status, 40)}${s.detail ? `: ${clean(s.detail, 160)}` : ''}`);
+    if (Number(s.dropped) > 0) warnings.push(`source ${clean(s.name, 40)} dropped ${s.dropped} record(s)`);
+  }
+  const emptyFacts: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
+  const facts = stage('process/rule/kube events', warnings, emptyFacts, () => loadFacts(reader), file);
+  warnings.push(...facts.warnings);
+  const id = stage('pod identities', warnings, new Identity(), () => buildIdentity(reader, endNs ?? Number.MAX_SAFE_INTEGER), file);
+  if (!id.hasKube) warnings.push('no Pod objects from the kube source: pods are named by IP');
+  const seqs = stage('pod sequences', warnings, [] as PodSequence[], () => podSequences(id, facts, startNs ?? 0, node), file);
+  const det = stage('failure detection', warnings, null, () => detectFailures(reader, facts, id), file);
+  if (det?.capped) warnings.push(`${det.capped} further failure candidates not analyzed (cap reached)`);
+  const vips = new Set<string>();
+  for (const r of facts.rules) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
+  for (const r of facts.noEp) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
+  for (const c of det?.candidates() ?? []) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
+  const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
+    'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1'), file) : null;
+  if (ctStmt) {
+    // conntrack's original destination is the VIP for DNATed flows
+  }
+  const ctx: ResolveContext = {
+    id, facts, seqs, vips,
+    conntrack: (client, cport, t) => {
+      if (!ctStmt) return null;
+      try {
+        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null } | undefined;
+        if (!r) return null;
+        if (r.orig_dst) vips.add(r.orig_dst);
+        return { ...r, ts: r.ts_ns };
+      } catch { return null; }
+    },
+  };
+  const failures = stage('failure resolution', warnings, [] as ResolvedFailure[], () => (det?.candidates() ?? []).map((c) => resolveFailure(c, ctx)), file);
+  for (const f of failures) {
+    if (!f.backend.podKey) continue;
+    const s = seqs.find((x) => x.pod.key === f.backend.podKey);
+    if (s) s.failedConnections++;
+  }
+  const hasRules = facts.rules.length > 0;
+  if (!hasRules) warnings.push('no endpoint-rule events: this node\'s rule removals are unknown (nftables source missing or saw no change)');
+  const latency = stage('programming latency', warnings, [], () => programmingLatency(facts, node, hasRules), file);
+  const rec = recommend(seqs, failures);
+  if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON: read as empty`);
+  const pods: AnalysisPod[] = seqs.map((s) => {
+    const p: AnalysisPod = {
+      namespace: s.pod.namespace ? clean(s.pod.namespace, 253) : null,
+      name: clean(s.pod.name, 253),
+      ip: s.ip,
+      deletionAt: iso(s.deletion), sigtermAt: iso(s.sigterm), listenerClosedAt: iso(s.listenerClosed), exitedAt: iso(s.exited),
+      endpointTerminatingAt: iso(s.endpointTerminating), endpointRemovedAt: iso(s.endpointRemoved), ruleRemovedAt: iso(s.ruleRemoved),
+      exposureMs: s.exposureNs === null ? null : Math.round(s.exposureNs / 1e3) / 1e3,
+      verdict: s.verdict, failedConnections: s.failedConnections, evidence: s.evidence.map((e) => clean(e, 600)),
+    };
+    if (s.ruleRemovedByNode.size > 1) p.ruleRemovedAtByNode = Object.fromEntries([...s.ruleRemovedByNode].map(([k, v]) => [clean(k, 100), iso(v)]));
+    return p;
+  });
+  const fails: AnalysisFailure[] = failures.map((f) => ({
+    at: iso(f.at) ?? '1970-01-01T00:00:00.000000Z',
+    client: clean(f.client, 100), service: f.service ? clean(f.service, 100) : null,
+    backend: { ip: f.backend.ip ? clean(f.backend.ip, 64) : null, port: Number.isInteger(f.backend.port) ? f.backend.port : null, pod: f.backend.pod ? clean(f.backend.pod, 300) : null },
+    cause: f.cause, evidence: f.evidence.map((e) => clean(e, 600)), via: f.via.map((v) => clean(v, 40)), error: f.error ? clean(f.error, 300) : null,
+  }));
+  const nodes = [...new Set([...(node ? [node] : []), ...facts.rules.map((r) => r.node).filter((x): x is string => !!x)])].map((n) => clean(n, 100));
+  const analysis: Analysis = {
+    schema: ANALYSIS_SCHEMA_ID,
+    bundle: { node: node ? clean(node, 100) : null, start: iso(startNs), end: iso(endNs), sources, nodes, closedCleanly: reader.closedCleanly },
+    pods, failures: fails,
+    recommendation: { ...rec, why: clean(rec.why, 2000), notes: rec.notes?.map((n) => clean(n, 600)) },
+    programmingLatency: latency.map((l) => ({ ...l, endpoint: clean(l.endpoint, 64), node: l.node ? clean(l.node, 100) : null, evidence: l.evidence.map((e) => clean(e, 600)) })),
+    warnings: warnings.map((w) => clean(w, 400)),
+  };
+  return { analysis, seqs, failures, identity: id, startNs };
+}
+
+/** Failures found: the CI gate. */
+export function hasFailures(a: Analysis): boolean {
+  return a.failures.length > 0 || a.pods.some((p) => p.verdict === 'listener-closed-before-rule-removed');
+}

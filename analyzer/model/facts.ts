@@ -1,0 +1,104 @@
+/**
+ * The low-volume facts every model needs, read once from a bundle: process events, rule events,
+ * kube-derived events and EndpointSlice changes. Packets, conntrack and probes stay streamed.
+ */
+import type { BundleReader } from '../bundle-reader.js';
+import { num, sane, str } from '../util.js';
+import { SliceTracker, type SliceChange } from './slices.js';
+
+export interface Ev<A = Record<string, unknown>> { ts: number; source: string; kind: string; subject: string | null; a: A }
+
+export interface SignalEv { ts: number; source: string; pid: number | null; signame: string; phase: string | null; sender: string | null; netns: number | null }
+export interface ListenEv { ts: number; source: string; pid: number | null; addr: string; port: number | null; how: string; netns: number | null; cgroup: number | null }
+export interface ExitEv { ts: number; source: string; pid: number | null; code: number | null; signal: string | null }
+export interface RuleEv { ts: number; source: string; added: boolean; ip: string; port: number | null; service: string; vip: string | null; mode: string; node: string | null; chain: string | null; clock: string | null }
+export interface NoEpRuleEv { ts: number; added: boolean; service: string; vip: string | null; action: string; node_port: number | null }
+export interface TcpResetEv { ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null }
+
+export interface Facts {
+  signals: SignalEv[];
+  listens: ListenEv[];
+  closes: ListenEv[];
+  exits: ExitEv[];
+  rules: RuleEv[];
+  noEp: NoEpRuleEv[];
+  resets: TcpResetEv[];
+  podTerminating: Ev[];
+  sliceChanges: SliceChange[];
+  /** endpoint-changed events when there are no EndpointSlice rows */
+  warnings: string[];
+}
+
+const SIGNO: Record<number, string> = { 9: 'SIGKILL', 15: 'SIGTERM', 2: 'SIGINT', 1: 'SIGHUP', 3: 'SIGQUIT' };
+
+export function loadFacts(reader: BundleReader): Facts {
+  const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
+  const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'endpoint-rule-added', 'endpoint-rule-removed',
+    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed'];
+  const derivedSlice: SliceChange[] = [];
+  let badTs = 0;
+  for (const e of reader.eventsParsed({ kinds })) {
+    const ts = sane(e.ts_ns);
+    if (ts === null) { badTs++; continue; }
+    const a = e.a;
+    const source = String(e.source);
+    switch (e.kind) {
+      case 'signal': {
+        const signame = str(a.signame) ?? (num(a.signo) !== null ? SIGNO[num(a.signo)!] ?? `SIG${num(a.signo)}` : null);
+        if (!signame) break;
+        f.signals.push({ ts, source, pid: num(a.pid), signame, phase: str(a.phase), sender: str(a.sender_comm) ?? (num(a.sender_pid) !== null ? String(a.sender_pid) : null), netns: num(a.netns) });
+        break;
+      }
+      case 'listen': case 'listener-closed': {
+        const addr = str(a.addr) ?? '0.0.0.0';
+        const l = { ts, source, pid: num(a.pid), addr, port: num(a.port), how: str(a.how) ?? '?', netns: num(a.netns), cgroup: num(a.cgroup_id) };
+        (e.kind === 'listen' ? f.listens : f.closes).push(l);
+        break;
+      }
+      case 'process-exit':
+        f.exits.push({ ts, source, pid: num(a.pid), code: num(a.code), signal: str(a.signal) });
+        break;
+      case 'endpoint-rule-added': case 'endpoint-rule-removed': {
+        const ip = str(a.ip) ?? (str(a.endpoint)?.replace(/:\d+$/, '') ?? null);
+        if (!ip) break;
+        f.rules.push({ ts, source, added: e.kind === 'endpoint-rule-added', ip, port: num(a.port), service: str(a.service) ?? str(a.vip) ?? '?', vip: str(a.vip), mode: str(a.mode) ?? '?', node: str(a.node), chain: str(a.chain), clock: str(a.clock) });
+        break;
+      }
+      case 'no-endpoint-rule-added': case 'no-endpoint-rule-removed':
+        f.noEp.push({ ts, added: e.kind === 'no-endpoint-rule-added', service: str(a.service) ?? '?', vip: str(a.vip), action: str(a.action) ?? '?', node_port: num(a.node_port) });
+        break;
+      case 'tcp-reset-sent': {
+        const saddr = str(a.saddr); const daddr = str(a.daddr);
+        if (saddr && daddr) f.resets.push({ ts, source, saddr, sport: num(a.sport), daddr, dport: num(a.dport), reason: str(a.reason), state: str(a.state) });
+        break;
+      }
+      case 'pod-terminating':
+        f.podTerminating.push({ ts, source, kind: e.kind, subject: e.subject, a });
+        break;
+      case 'endpoint-changed': {
+        const ip = str(a.ip);
+        const ch = str(a.change);
+        if (!ip || (ch !== 'added' && ch !== 'removed' && ch !== 'modified')) break;
+        derivedSlice.push({
+          ts, ip, change: ch, namespace: str(a.namespace), slice: str(a.slice) ?? '?', service: str(a.service),
+          ports: Array.isArray(a.ports) ? (a.ports as unknown[]).filter((x): x is number => typeof x === 'number') : [],
+          ready: typeof a.ready === 'boolean' ? a.ready : null, serving: typeof a.serving === 'boolean' ? a.serving : null,
+          terminating: typeof a.terminating === 'boolean' ? a.terminating : null, podUid: str(a.pod_uid), podName: str(a.pod), node: str(a.node),
+        });
+        break;
+      }
+    }
+  }
+  const tracker = new SliceTracker();
+  let sliceRows = 0;
+  for (const r of reader.k8sObjects({ kinds: ['EndpointSlice'] })) {
+    const ts = sane(r.ts_ns);
+    if (ts === null) { badTs++; continue; }
+    sliceRows++;
+    f.sliceChanges.push(...tracker.push(ts, String(r.event_type), r.namespace, r.name, r.object));
+  }
+  if (!sliceRows) f.sliceChanges = derivedSlice;
+  if (tracker.bad) f.warnings.push(`${tracker.bad} EndpointSlice rows are not valid JSON and were skipped`);
+  if (badTs) f.warnings.push(`${badTs} rows have an impossible timestamp (negative, not a number or beyond year 9999) and were skipped`);
+  return f;
+}

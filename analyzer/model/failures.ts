@@ -1,0 +1,314 @@
+/**
+ * Every failed connection and its backend. Detection streams packets once with a bounded per-connection
+ * table (finished connections are dropped at once, idle ones after a minute of capture time); probe
+ * requests and tcp-reset-sent events add candidates; everything is merged per client ip:port.
+ */
+import type { FailureCause } from '../../schemas/analysis.js';
+import { TCP, type StoredPacketRow } from '../../schemas/rows.js';
+import type { BundleReader } from '../bundle-reader.js';
+import { iso, joinAddr, ms, sane, splitAddr } from '../util.js';
+import type { Facts } from './facts.js';
+import { podLabel, type Identity } from './identity.js';
+import type { PodSequence } from './pods.js';
+
+export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'syn-timeout' | 'icmp-unreachable' | 'probe' | 'reset-sent';
+
+export interface View { server: string; sport: number | null; ts: number; iface: string | null }
+
+export interface Candidate {
+  ts: number;
+  client: string;
+  cport: number | null;
+  kinds: Set<FailureKind>;
+  views: View[];
+  via: Set<string>;
+  synTs: number | null;
+  establishedTs: number | null;
+  icmp: { type: number; code: number; from: string } | null;
+  error: string | null;
+  evidence: string[];
+  probe: { remote: string; start: number; end: number | null } | null;
+}
+
+interface Conn {
+  client: string; cport: number; server: string; sport: number; iface: string | null;
+  syn: number; synAck: number | null; clientData: boolean; serverData: boolean; last: number;
+}
+
+const MAX_CANDIDATES = 200_000;
+
+export class FailureDetector {
+  private conns = new Map<string, Conn>();
+  readonly byClient = new Map<string, Candidate[]>();
+  count = 0;
+  capped = 0;
+  packets = 0;
+  lastTs = 0;
+  private lastSweep = 0;
+  maxConns = 0;
+
+  private add(c: Omit<Candidate, 'kinds' | 'via' | 'views' | 'evidence'> & { kind: FailureKind; via: string; view?: View | null; evidence: string }): void {
+    const key = `${c.client}|${c.cport ?? '?'}`;
+    const list = this.byClient.get(key) ?? [];
+    let hit = list.find((x) => Math.abs(x.ts - c.ts) <= 5e9 || (x.probe && c.ts >= x.probe.start - 1e7 && c.ts <= (x.probe.end ?? x.probe.start) + 1e9));
+    if (!hit) {
+      if (this.count >= MAX_CANDIDATES) { this.capped++; return; }
+      hit = { ts: c.ts, client: c.client, cport: c.cport, kinds: new Set(), views: [], via: new Set(), synTs: null, establishedTs: null, icmp: null, error: null, evidence: [], probe: null };
+      list.push(hit);
+      this.byClient.set(key, list);
+      this.count++;
+    }
+    const hadPkt = [...hit.via].some((v) => v !== 'probe');
+    if (c.via !== 'probe') hit.ts = hadPkt ? Math.min(hit.ts, c.ts) : c.ts;
+    else if (!hadPkt) hit.ts = Math.min(hit.ts, c.ts);
+    hit.kinds.add(c.kind);
+    hit.via.add(c.via);
+    if (c.view && !hit.views.some((v) => v.server === c.view!.server && v.sport === c.view!.sport)) hit.views.push(c.view);
+    if (c.synTs !== null) hit.synTs = hit.synTs === null ? c.synTs : Math.min(hit.synTs, c.synTs);
+    if (c.establishedTs !== null) hit.establishedTs = hit.establishedTs === null ? c.establishedTs : Math.min(hit.establishedTs, c.establishedTs);
+    if (c.icmp) hit.icmp = c.icmp;
+    if (c.error) hit.error = hit.error ? hit.error : c.error;
+    if (c.probe) hit.probe = c.probe;
+    if (hit.evidence.length < 12 && !hit.evidence.includes(c.evidence)) hit.evidence.push(c.evidence);
+  }
+
+  private connFailure(c: Conn, kind: FailureKind, ts: number, what: string, icmp: Candidate['icmp'] = null): void {
+    this.add({
+      ts, client: c.client, cport: c.cport, kind, via: 'packets', view: { server: c.server, sport: c.sport, ts, iface: c.iface },
+      synTs: c.syn, establishedTs: c.synAck, icmp, error: what, probe: null,
+      evidence: `${what}: ${joinAddr(c.client, c.cport)} -> ${joinAddr(c.server, c.sport)} at ${iso(ts)}${c.iface ? ` on ${c.iface}` : ''} (SYN at ${iso(c.syn)}${c.synAck !== null ? `, handshake done ${iso(c.synAck)}` : ''})`,
+    });
+  }
+
+  /** Feed one packet (in capture order). */
+  packet(p: StoredPacketRow): void {
+    const ts = sane(p.ts_ns);
+    if (ts === null) return;
+    this.packets++;
+    this.lastTs = Math.max(this.lastTs, ts);
+    if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
+    if (p.proto === 'tcp' && p.src && p.dst && p.sport !== null && p.dport !== null) {
+      const f = p.tcp_flags ?? 0;
+      const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`;
+      if ((f & TCP.SYN) && !(f & TCP.ACK)) {
+        const c = this.conns.get(fwd);
+        if (!c) {
+          this.conns.set(fwd, { client: p.src, cport: p.sport, server: p.dst, sport: p.dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts });
+          if (this.conns.size > this.maxConns) this.maxConns = this.conns.size;
+        } else c.last = ts;
+        return;
+      }
+      const c2s = this.conns.get(fwd);
+      if (c2s) {
+        c2s.last = ts;
+        if ((p.payload_len ?? 0) > 0) c2s.clientData = true;
+        if (f & (TCP.RST | TCP.FIN)) {
+          if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.conns.delete(fwd);
+        }
+        return;
+      }
+      const rev = `${p.dst}|${p.dport}|${p.src}|${p.sport}`;
+      const s2c = this.conns.get(rev);
+      if (!s2c) return;
+      s2c.last = ts;
+      if ((f & TCP.SYN) && (f & TCP.ACK)) { if (s2c.synAck === null) s2c.synAck = ts; return; }
+      if (f & TCP.RST) {
+        this.conns.delete(rev);
+        if (s2c.serverData) return;
+        if (s2c.synAck === null) this.connFailure(s2c, 'syn-rst', ts, 'SYN answered by RST');
+        else this.connFailure(s2c, 'rst-before-response', ts, 'RST before any response on an established connection');
+        return;
+      }
+      if ((p.payload_len ?? 0) > 0) s2c.serverData = true;
+      if ((f & TCP.FIN) && !s2c.serverData) {
+        this.conns.delete(rev);
+        if (s2c.clientData) this.connFailure(s2c, 'fin-before-response', ts, 'FIN before any response on an established connection');
+        return;
+      }
+      if ((f & TCP.FIN) && s2c.serverData) this.conns.delete(rev);
+      return;
+    }
+    const isUnreach = (p.proto === 'icmp' && p.icmp_type === 3) || (p.proto === 'icmp6' && p.icmp_type === 1);
+    if (isUnreach && p.inner_src && p.inner_dst && p.inner_sport !== null && p.inner_dport !== null) {
+      const key = `${p.inner_src}|${p.inner_sport}|${p.inner_dst}|${p.inner_dport}`;
+      const c = this.conns.get(key) ?? { client: p.inner_src, cport: p.inner_sport, server: p.inner_dst, sport: p.inner_dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts };
+      this.conns.delete(key);
+      const name = icmpName(p.proto ?? "icmp", p.icmp_type ?? 0, p.icmp_code ?? 0);
+      this.connFailure(c, 'icmp-unreachable', ts, `ICMP ${name} from ${p.src}`, { type: p.icmp_type ?? 0, code: p.icmp_code ?? 0, from: p.src ?? '?' });
+    }
+  }
+
+  /** SYNs unanswered for 3 s are timeouts; connections idle for 60 s are forgotten (bounded memory). */
+  sweep(now: number, final: boolean): void {
+    this.lastSweep = now;
+    for (const [k, c] of this.conns) {
+      if (c.synAck === null && (now - c.syn > 3e9 || (final && now - c.syn > 1e9))) {
+        this.conns.delete(k);
+        this.connFailure(c, 'syn-timeout', c.syn, `SYN never answered (last seen ${ms(c.last - c.syn)} ms after the first SYN)`);
+      } else if (now - c.last > 60e9 || final) this.conns.delete(k);
+    }
+  }
+
+  probe(r: { start_ns: number; end_ns: number | null; local_addr: string | null; local_port: number | null; remote: string; outcome: string; status: number | null; error: string | null }): void {
+    const start = sane(r.start_ns);
+    if (start === null || r.outcome === 'ok') return;
+    const end = sane(r.end_ns);
+    const client = r.local_addr ?? 'probe';
+    this.add({
+      ts: end ?? start, client, cport: r.local_port ?? null, kind: 'probe', via: 'probe', view: null, synTs: null, establishedTs: null, icmp: null,
+      error: `${r.outcome}${r.error ? `: ${r.error}` : ''}`, probe: { remote: String(r.remote), start, end },
+      evidence: `probe request ${joinAddr(client, r.local_port)} -> ${r.remote} started ${iso(start)}, ${r.outcome}${r.error ? ` (${r.error})` : ''}${end !== null ? ` after ${ms(end - start)} ms` : ''}`,
+    });
+  }
+
+  resetSent(e: { ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null }): void {
+    this.add({
+      ts: e.ts, client: e.daddr, cport: e.dport, kind: 'reset-sent', via: e.source, view: { server: e.saddr, sport: e.sport, ts: e.ts, iface: null },
+      synTs: null, establishedTs: null, icmp: null, error: null, probe: null,
+      evidence: `kernel sent RST ${joinAddr(e.saddr, e.sport)} -> ${joinAddr(e.daddr, e.dport)} at ${iso(e.ts)}${e.reason ? ` reason ${e.reason}` : ''}${e.state ? ` state ${e.state}` : ''} [${e.source}]`,
+    });
+  }
+
+  candidates(): Candidate[] {
+    const out: Candidate[] = [];
+    for (const l of this.byClient.values()) out.push(...l);
+    return out.sort((a, b) => a.ts - b.ts);
+  }
+}
+
+function icmpName(proto: string, type: number, code: number): string {
+  if (proto === 'icmp6') return ['no-route', 'admin-prohibited', 'beyond-scope', 'addr-unreachable', 'port-unreachable', 'policy-fail', 'reject-route'][code] ?? `unreachable code ${code}`;
+  const names: Record<number, string> = { 0: 'net-unreachable', 1: 'host-unreachable', 3: 'port-unreachable', 9: 'net-prohibited', 10: 'host-prohibited', 13: 'admin-prohibited' };
+  return names[code] ?? `unreachable code ${code}`;
+}
+
+/** Stream the bundle once: packets, probes, tcp-reset-sent events. */
+export function detectFailures(reader: BundleReader, facts: Facts, id: Identity): FailureDetector {
+  const d = new FailureDetector();
+  for (const r of reader.probeRequests()) d.probe(r);
+  // ICMP and TCP only; everything else is irrelevant for failures
+  for (const p of reader.packets({ withData: false, where: "proto IN ('tcp','icmp','icmp6')" })) d.packet(p);
+  d.sweep(d.lastTs, true);
+  // kernel resets count only when the sender is a pod (a backend), not a client aborting
+  for (const r of facts.resets) if (id.podAt(r.saddr, r.ts)) d.resetSent(r);
+  return d;
+}
+
+export interface ResolvedFailure {
+  c: Candidate;
+  at: number;
+  client: string;
+  service: string | null;
+  backend: { ip: string | null; port: number | null; pod: string | null; podKey: string | null };
+  cause: FailureCause;
+  evidence: string[];
+  via: string[];
+  error: string | null;
+}
+
+export interface ResolveContext {
+  id: Identity;
+  facts: Facts;
+  seqs: PodSequence[];
+  vips: Set<string>;
+  conntrack: (client: string, cport: number, t: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null } | null;
+}
+
+export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailure {
+  const ev = [...c.evidence];
+  const { id } = ctx;
+  let service: string | null = null;
+  let backend: { ip: string | null; port: number | null } = { ip: null, port: null };
+  if (c.probe) {
+    const a = splitAddr(c.probe.remote);
+    service = a ? joinAddr(a.ip, a.port) : c.probe.remote;
+  }
+  for (const v of c.views) {
+    const isVip = ctx.vips.has(v.server) || ctx.vips.has(joinAddr(v.server, v.sport));
+    const isPod = id.podAt(v.server, v.ts) !== null;
+    if (isVip && !isPod) { if (!service) service = joinAddr(v.server, v.sport); }
+    else if (isPod || !isVip) { if (backend.ip === null || isPod) backend = { ip: v.server, port: v.sport }; }
+  }
+  if (c.cport !== null) {
+    const ct = ctx.conntrack(c.client, c.cport, c.ts);
+    if (ct) {
+      if (ct.orig_dst && !service) service = joinAddr(ct.orig_dst, ct.orig_dport);
+      if (ct.reply_src && ct.reply_src !== ct.orig_dst) {
+        if (backend.ip === null || backend.ip === ct.orig_dst) backend = { ip: ct.reply_src, port: ct.reply_sport };
+        ev.push(`conntrack: ${joinAddr(c.client, c.cport)} -> ${joinAddr(ct.orig_dst, ct.orig_dport)} DNAT to ${joinAddr(ct.reply_src, ct.reply_sport)} (${iso(ct.ts)}${ct.state ? `, ${ct.state}` : ''})`);
+        c.via.add('conntrack');
+      } else if (ct.reply_src === ct.orig_dst) ev.push(`conntrack: ${joinAddr(c.client, c.cport)} -> ${joinAddr(ct.orig_dst, ct.orig_dport)} was not DNATed (no endpoint chosen)`);
+    }
+  }
+  // a view equal to the service is not a backend
+  if (backend.ip !== null && service && joinAddr(backend.ip, backend.port) === service && !id.podAt(backend.ip, c.ts)) backend = { ip: null, port: null };
+  const hit = backend.ip ? id.podAt(backend.ip, c.ts) : null;
+  if (hit) ev.push(`backend ${joinAddr(backend.ip, backend.port)} was held by pod ${podLabel(hit.pod)}${hit.pod.uid ? ` (uid ${hit.pod.uid})` : ''} at that instant (${hit.how})`);
+  else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
+  else ev.push('backend unknown: no packet after DNAT and no conntrack entry for this client port');
+  const seq = hit ? ctx.seqs.find((s) => s.pod.key === hit.pod.key) ?? null : null;
+  const { cause, why } = classify(c, ctx, service, backend.ip, hit?.pod.key ?? null, seq);
+  ev.push(...why);
+  return {
+    c, at: c.ts, client: joinAddr(c.client, c.cport), service,
+    backend: { ip: backend.ip, port: backend.port, pod: hit ? podLabel(hit.pod) : null, podKey: hit?.pod.key ?? null },
+    cause, evidence: ev, via: [...c.via].sort(), error: c.error,
+  };
+}
+
+function noEndpointActive(ctx: ResolveContext, service: string | null, t: number): { action: string; service: string } | null {
+  if (!service) return null;
+  const sa = splitAddr(service);
+  let state: { action: string; service: string; added: boolean } | null = null;
+  for (const r of ctx.facts.noEp) {
+    if (r.ts > t) break;
+    const v = r.vip ? splitAddr(r.vip) : null;
+    const match = (r.vip && r.vip === service) || (v && sa && v.ip === sa.ip && (v.port === null || v.port === sa.port)) || r.service === service
+      || (r.node_port !== null && sa && sa.port === r.node_port);
+    if (match) state = { action: r.action, service: r.service, added: r.added };
+  }
+  return state?.added ? state : null;
+}
+
+function classify(c: Candidate, ctx: ResolveContext, service: string | null, backendIp: string | null, podKey: string | null, seq: PodSequence | null): { cause: FailureCause; why: string[] } {
+  const t = c.ts;
+  const noEp = noEndpointActive(ctx, service, t);
+  if (!backendIp && (c.icmp || noEp || c.kinds.has('syn-timeout'))) {
+    if (noEp) return { cause: 'no-endpoint', why: [`cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint) since before ${iso(t)}`] };
+    if (c.icmp && c.icmp.code === 13) return { cause: 'no-endpoint', why: [`cause no-endpoint: the node answered with ICMP admin-prohibited (reject of a service with no endpoint) and no backend was reached`] };
+    if (c.icmp && c.icmp.code === 3 && !ctx.id.podAt(c.icmp.from, t)) return { cause: 'no-endpoint', why: [`cause no-endpoint: ICMP port-unreachable from ${c.icmp.from} (not a pod) and no backend was reached`] };
+  }
+  if (!podKey) {
+    return { cause: 'unknown', why: [`cause unknown: ${backendIp ? `no pod known for backend ${backendIp}` : 'the backend is not in the bundle (need packets on the pod bridge or conntrack)'}`] };
+  }
+  const pod = ctx.id.pods.get(podKey)!;
+  const label = podLabel(pod);
+  const listens = ctx.facts.listens.filter((l) => (l.pid !== null && pod.pids.has(l.pid)) || (l.netns !== null && pod.netns.has(l.netns)));
+  const listenAfter = listens.filter((l) => l.ts > t).sort((a, b) => a.ts - b.ts)[0];
+  const listenBefore = listens.some((l) => l.ts <= t);
+  if (listenAfter && !listenBefore && (!seq || seq.listenerClosed === null || seq.listenerClosed > t)) {
+    return { cause: 'not-ready', why: [`cause not-ready: ${label} started listening only at ${iso(listenAfter.ts)}, ${ms(listenAfter.ts - t)} ms after this connection reached it`] };
+  }
+  const closed = seq?.listenerClosed ?? null;
+  const exited = seq?.exited ?? null;
+  const est = c.establishedTs;
+  if (est !== null && closed !== null && est < closed && t >= closed - 5e6) {
+    const dClose = Math.abs(t - closed);
+    const dExit = exited !== null ? Math.abs(t - exited) : Infinity;
+    if (dClose <= dExit || exited === null) {
+      return { cause: 'listener-closed', why: [`cause listener-closed: the connection completed its handshake at ${iso(est)} and sat in ${label}'s accept queue; the listener closed at ${iso(closed)} and the queued connection was reset ${ms(t - closed)} ms later`] };
+    }
+  }
+  if (est !== null && exited !== null && est < exited && t >= exited - 5e6) {
+    return { cause: 'killed-in-flight', why: [`cause killed-in-flight: connection open since ${iso(est)} when ${label}'s process exited at ${iso(exited)}${seq?.exitSignal ? ` (${seq.exitSignal})` : ''}; failure ${ms(t - exited)} ms after`] };
+  }
+  if (closed !== null && t >= closed - 5e6) {
+    const rule = seq?.ruleRemoved ?? null;
+    return { cause: 'listener-closed', why: [`cause listener-closed: ${label}'s listener closed at ${iso(closed)}, ${ms(t - closed)} ms before this failure, while this node still routed to it${rule !== null ? ` (rule removed at ${iso(rule)})` : ' (no rule removal recorded)'}`] };
+  }
+  const missing: string[] = [];
+  if (!seq || seq.listenerClosed === null) missing.push(`no listener-closed event for ${label}`);
+  if (!listens.length) missing.push(`no listen event for ${label}`);
+  if (exited === null) missing.push(`no process-exit for ${label}`);
+  return { cause: 'unknown', why: [`cause unknown: ${missing.join('; ') || `${label} was listening and running at ${iso(t)}`}`] };
+}
