@@ -9,7 +9,7 @@ import { SliceTracker, type SliceChange } from './slices.js';
 export interface Ev<A = Record<string, unknown>> { ts: number; source: string; kind: string; subject: string | null; a: A }
 
 export interface SignalEv { ts: number; source: string; pid: number | null; signame: string; phase: string | null; sender: string | null; netns: number | null }
-export interface ListenEv { ts: number; source: string; pid: number | null; addr: string; port: number | null; how: string; netns: number | null; cgroup: number | null }
+export interface ListenEv { ts: number; source: string; pid: number | null; addr: string; port: number | null; how: string; netns: number | null; cgroup: number | null; podUid: string | null }
 export interface ExitEv { ts: number; source: string; pid: number | null; code: number | null; signal: string | null }
 export interface RuleEv { ts: number; source: string; added: boolean; ip: string; port: number | null; service: string; vip: string | null; mode: string; node: string | null; chain: string | null; clock: string | null }
 export interface NoEpRuleEv { ts: number; added: boolean; service: string; vip: string | null; action: string; node_port: number | null }
@@ -51,7 +51,7 @@ export function loadFacts(reader: BundleReader): Facts {
       }
       case 'listen': case 'listener-closed': {
         const addr = str(a.addr) ?? '0.0.0.0';
-        const l = { ts, source, pid: num(a.pid), addr, port: num(a.port), how: str(a.how) ?? '?', netns: num(a.netns), cgroup: num(a.cgroup_id) };
+        const l = { ts, source, pid: num(a.pid), addr, port: num(a.port), how: str(a.how) ?? '?', netns: num(a.netns), cgroup: num(a.cgroup_id), podUid: str(a.pod_uid) };
         (e.kind === 'listen' ? f.listens : f.closes).push(l);
         break;
       }

@@ -283,7 +283,7 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   }
   const pod = ctx.id.pods.get(podKey)!;
   const label = podLabel(pod);
-  const listens = ctx.facts.listens.filter((l) => (l.pid !== null && pod.pids.has(l.pid)) || (l.netns !== null && pod.netns.has(l.netns)));
+  const listens = ctx.facts.listens.filter((l) => (l.podUid !== null && l.podUid === pod.uid) || (l.pid !== null && pod.pids.has(l.pid)) || (l.netns !== null && pod.netns.has(l.netns)));
   const listenAfter = listens.filter((l) => l.ts > t).sort((a, b) => a.ts - b.ts)[0];
   const listenBefore = listens.some((l) => l.ts <= t);
   if (listenAfter && !listenBefore && (!seq || seq.listenerClosed === null || seq.listenerClosed > t)) {

@@ -37,7 +37,8 @@ function prefKernel<T extends { source: string; ts: number }>(list: T[]): T | nu
   return (k.length ? k : list).reduce((a, b) => (b.ts < a.ts ? b : a));
 }
 
-function belongs(id: Identity, pod: PodInfo, pid: number | null, netns: number | null): boolean {
+function belongs(id: Identity, pod: PodInfo, pid: number | null, netns: number | null, podUid?: string | null): boolean {
+  if (podUid && pod.uid === podUid) return true;
   if (pid !== null && pod.pids.has(pid)) return true;
   if (netns !== null && pod.netns.has(netns)) return true;
   if (pid !== null && id.pidPod.get(pid) === pod.key) return true;
@@ -71,7 +72,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     for (const r of f.rules) if (ips.includes(r.ip) && r.port !== null) portsFromRules.add(r.port);
     for (const c of f.sliceChanges) if (ips.includes(c.ip)) for (const p of c.ports) portsFromRules.add(p);
     const ports = [...portsFromRules];
-    const closesAll = f.closes.filter((c) => belongs(id, pod, c.pid, c.netns) || (c.addr !== '0.0.0.0' && c.addr !== '::' && ips.includes(c.addr) && inTenure(c.ts)));
+    const closesAll = f.closes.filter((c) => belongs(id, pod, c.pid, c.netns, c.podUid) || (c.addr !== '0.0.0.0' && c.addr !== '::' && ips.includes(c.addr) && inTenure(c.ts)));
     const closesPort = ports.length ? closesAll.filter((c) => c.port !== null && ports.includes(c.port)) : closesAll;
     const closes = (closesPort.length ? closesPort : closesAll).filter((c) => sigterm === null || c.ts >= sigterm - 5e9);
     const firstBySource = new Map<string, ListenEv>();
@@ -80,7 +81,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     for (const c of firstBySource.values()) {
       ev.push(`listener ${c.addr}:${c.port ?? '?'} closed (${c.how}) pid ${c.pid ?? '?'} at ${iso(c.ts)} [${c.source}]${c === chosenClose && firstBySource.size > 1 ? ' — chosen: kernel-stamped' : ''}`);
     }
-    const listens = mine(f.listens).filter((l) => ports.length === 0 || l.port === null || ports.includes(l.port));
+    const listens = f.listens.filter((l) => belongs(id, pod, l.pid, l.netns, l.podUid)).filter((l) => ports.length === 0 || l.port === null || ports.includes(l.port));
     const firstListen = listens.length ? Math.min(...listens.map((l) => l.ts)) : null;
     const exitsMine = mine(f.exits.map((x) => ({ ...x, netns: null as number | null })));
     let exitEv = chosenClose?.pid != null ? exitsMine.find((x) => x.pid === chosenClose.pid) : undefined;
