@@ -44,7 +44,23 @@ export async function analyzeBundle(reader: BundleReader): Promise<Analysis> {
   return analyzeDetailed(reader).analysis;
 }
 
+/** A SQLite error from a damaged file → one-line InputError; anything else is rethrown. */
+export function asInputError(e: unknown, file: string): unknown {
+  if (e instanceof InputError) return e;
+  const name = (e as { name?: string; code?: string })?.name ?? '';
+  if (name === 'SqliteError' || isCorrupt(e)) return new InputError(`${file}: damaged bundle (${clean((e as Error).message, 200)})`);
+  return e;
+}
+
 export function analyzeDetailed(reader: BundleReader): AnalysisDetail {
+  try {
+    return analyzeInner(reader);
+  } catch (e) {
+    throw asInputError(e, reader.file);
+  }
+}
+
+function analyzeInner(reader: BundleReader): AnalysisDetail {
   const warnings: string[] = [];
   const file = reader.file;
   const missing = reader.missing();
@@ -59,7 +75,7 @@ export function analyzeDetailed(reader: BundleReader): AnalysisDetail {
     events: Number.isSafeInteger(s.events) && s.events >= 0 ? s.events : 0,
     dropped: Number.isSafeInteger(s.dropped) && s.dropped >= 0 ? s.dropped : 0,
   }));
-  for (const s of reader.sources()) {
+  for (const s of stage('sources', warnings, [], () => reader.sources(), file)) {
     if (s.status !== 'ok' && s.status !== 'running') warnings.push(`source ${clean(s.name, 40)} ${clean(s.status, 40)}${s.detail ? `: ${clean(s.detail, 160)}` : ''}`);
     if (Number(s.dropped) > 0) warnings.push(`source ${clean(s.name, 40)} dropped ${s.dropped} record(s)`);
   }

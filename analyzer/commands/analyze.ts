@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Analysis } from '../../schemas/analysis.js';
 import { InputError } from '../../schemas/errors.js';
-import { analyzeBundle, hasFailures } from '../analyze.js';
+import { analyzeBundle, asInputError, hasFailures } from '../analyze.js';
 import { BundleReader } from '../bundle-reader.js';
 import { renderText } from '../render/text.js';
 
@@ -21,7 +21,7 @@ async function loadRenderer(format: string): Promise<Renderer> {
 export async function runAnalyze(file: string, opts: { format?: string; out?: string }): Promise<number> {
   const format = opts.format ?? 'text';
   if (!['text', 'json', 'markdown', 'html'].includes(format)) throw new InputError(`unknown format ${format} (text, json, markdown, html)`);
-  const reader = await BundleReader.open(file);
+  const reader = await BundleReader.open(file).catch((e: unknown) => { throw asInputError(e, file); });
   try {
     const analysis = await analyzeBundle(reader);
     let out: string;
@@ -36,6 +36,8 @@ export async function runAnalyze(file: string, opts: { format?: string; out?: st
       try { writeFileSync(opts.out, out); } catch (e) { throw new InputError(`cannot write ${opts.out}: ${(e as Error).message}`); }
     } else process.stdout.write(out);
     return hasFailures(analysis) ? 1 : 0;
+  } catch (e) {
+    throw asInputError(e, file);
   } finally {
     reader.close();
   }

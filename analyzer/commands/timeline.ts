@@ -1,6 +1,7 @@
 /** `rolltrace timeline FILE [--source S]... [--since T] [--until T] [--pod P] [--packets]`. */
 import { InputError } from '../../schemas/errors.js';
 import { META_KEYS } from '../../schemas/rows.js';
+import { asInputError } from '../analyze.js';
 import { BundleReader } from '../bundle-reader.js';
 import { buildIdentity } from '../model/identity.js';
 import { formatTimelineLine, parseInstant, timelineItems } from '../timeline.js';
@@ -9,7 +10,7 @@ import { sane } from '../util.js';
 export interface TimelineCliOptions { source?: string[]; since?: string; until?: string; pod?: string; packets?: boolean }
 
 export async function runTimeline(file: string, opts: TimelineCliOptions): Promise<number> {
-  const reader = await BundleReader.open(file);
+  const reader = await BundleReader.open(file).catch((e: unknown) => { throw asInputError(e, file); });
   try {
     const range = reader.timeRange();
     const startNs = sane(reader.metaNumber(META_KEYS.startedNs)) ?? sane(range?.start) ?? 0;
@@ -34,6 +35,8 @@ export async function runTimeline(file: string, opts: TimelineCliOptions): Promi
     }
     process.stdout.write(buf);
     return 0;
+  } catch (e) {
+    throw asInputError(e, file);
   } finally {
     reader.close();
   }
