@@ -26,7 +26,7 @@ const pod = (name: string, labels: Record<string, string> = {}, extra: Record<st
 
 interface WatchEv { type: string; object: any }
 /** Open a raw watch with client-node's Watch; events are pushed into `events`. */
-async function openWatch(path: string, params: Record<string, unknown>) {
+async function openWatch(path: string, params: Record<string, string | number | boolean | undefined>) {
   const events: WatchEv[] = [];
   let doneErr: unknown = 'open';
   const w = new k8s.Watch(kc);
