@@ -40,7 +40,7 @@ describe('strace parser on real output (strace 6.1, -f -ttt -q -y)', () => {
     expect(tail[0]!.attrs).toMatchObject({ addr: '127.0.0.1', port: 9090, how: 'syscall', fd: 3 });
     expect(tail[1]!.attrs).toMatchObject({ fd: 4, listen_fd: 3, peer: '127.0.0.1' });
     expect(tail[2]!.attrs).toMatchObject({ port: 9090, how: 'exit' });
-    expect(tail[3]!.attrs).toEqual({ pid: tail[0]!.attrs.pid, code: null, signal: 'SIGKILL' });
+    expect(tail[3]!.attrs).toEqual({ pid: (tail[0]!.attrs as { pid: number }).pid, code: null, signal: 'SIGKILL' });
   });
 
   it('joins <unfinished ...> with <... resumed> per thread, stamped at entry', () => {

@@ -1,0 +1,159 @@
+/**
+ * ebpf source: bpftrace, node-wide, no PIDs. The program is generated at start from the running
+ * kernel's tracepoint formats; its lines go through the pure EbpfParser. bpftrace stamps `nsecs`
+ * (CLOCK_MONOTONIC); we convert with the realtime-monotonic offset measured at start.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Sink } from '../../bundle-writer.js';
+import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
+import { parseCgroupLine } from '../../procfs/parse.js';
+import { measureMonotonicToRealtime } from './clock.js';
+import { parseTracepointFormat, type TpFormat } from './format.js';
+import { EbpfParser } from './parse.js';
+import { buildProgram, type Program } from './program.js';
+
+const TRACEFS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
+
+export function tracefsRoot(): string | null {
+  for (const r of TRACEFS) if (existsSync(join(r, 'events'))) return r;
+  try {
+    spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
+    if (existsSync('/sys/kernel/tracing/events')) return '/sys/kernel/tracing';
+  } catch { /* fall through */ }
+  return null;
+}
+
+function readFormat(root: string, ev: string): TpFormat | null {
+  try { return parseTracepointFormat(readFileSync(join(root, 'events', ev, 'format'), 'utf8')); } catch { return null; }
+}
+
+export function generateForThisKernel(): { program: Program; formats: Record<string, TpFormat | null> } | { error: string } {
+  const root = tracefsRoot();
+  if (!root) return { error: 'tracefs not mounted and cannot be mounted' };
+  const formats = {
+    sockState: readFormat(root, 'sock/inet_sock_set_state'),
+    sendReset: readFormat(root, 'tcp/tcp_send_reset'),
+    signalGenerate: readFormat(root, 'signal/signal_generate'),
+    processExit: readFormat(root, 'sched/sched_process_exit'),
+  };
+  return { program: buildProgram({ ...formats, btf: existsSync('/sys/kernel/btf/vmlinux') }), formats };
+}
+
+/** cgroup v2 id (= directory inode) -> pod uid, for every kubepods directory. */
+export function scanPodCgroups(): Map<number, string> {
+  const out = new Map<number, string>();
+  const roots = ['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].filter((r) => existsSync(join(r, 'cgroup.controllers')) || existsSync(join(r, 'cgroup.procs')));
+  const root = roots[0];
+  if (!root) return out;
+  const walk = (dir: string, rel: string, depth: number) => {
+    if (depth > 6) return;
+    let entries: string[];
+    try { entries = readdirSync(dir); } catch { return; }
+    for (const e of entries) {
+      if (!e.includes('kubepods') && !/^pod|^cri-|^crio-|^docker-|^[0-9a-f]{64}$/.test(e) && !(depth === 0 && e === 'kubelet.slice')) continue;
+      const p = join(dir, e);
+      let st;
+      try { st = statSync(p); } catch { continue; }
+      if (!st.isDirectory()) continue;
+      const m = parseCgroupLine(`0::${rel}/${e}`);
+      if (m) out.set(st.ino, m.podUid);
+      walk(p, `${rel}/${e}`, depth + 1);
+    }
+  };
+  walk(root, '', 0);
+  return out;
+}
+
+export function create(_opts: RecordOptions): Source {
+  const name = 'ebpf';
+  let child: ChildProcess | null = null;
+  let parser: EbpfParser | null = null;
+  let events = 0;
+  let program: Program | null = null;
+  let resetReasons: Map<number, string> | undefined;
+  let offset = { offsetNs: 0, uncertaintyNs: 0, samples: 0 };
+  let podCgroups = new Map<number, string>();
+  let dir: string | null = null;
+  const bin = process.env.ROLLTRACE_BPFTRACE ?? 'bpftrace';
+
+  return {
+    name,
+    async preflight(): Promise<Preflight> {
+      const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+      if (v.error || v.status !== 0) return { ok: false, detail: `${bin} not found (${v.error?.message ?? v.stderr.trim()})`, clock: 'converted-monotonic' };
+      const version = v.stdout.trim();
+      if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root', clock: 'converted-monotonic', versions: { bpftrace: version } };
+      const g = generateForThisKernel();
+      if ('error' in g) return { ok: false, detail: g.error, clock: 'converted-monotonic', versions: { bpftrace: version } };
+      program = g.program;
+      resetReasons = g.formats.sendReset?.symbols.get('reason');
+      if (program.features.length === 0) return { ok: false, detail: `no usable tracepoint: ${program.missing.join('; ')}`, clock: 'converted-monotonic', versions: { bpftrace: version } };
+      offset = measureMonotonicToRealtime();
+      return {
+        ok: true, clock: 'converted-monotonic', versions: { bpftrace: version },
+        detail: `${version}; ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
+          + `nsecs (monotonic) + offset ${offset.offsetNs} ns (±${Math.round(offset.uncertaintyNs / 1000)} µs)`,
+        meta: { clock_offsets: JSON.stringify({ ebpf_monotonic_to_realtime_ns: offset.offsetNs, ebpf_offset_uncertainty_ns: offset.uncertaintyNs }) },
+      };
+    },
+    async start(sink: Sink, ctx: RecordContext): Promise<void> {
+      if (!program) {
+        const g = generateForThisKernel();
+        if ('error' in g) throw new Error(g.error);
+        program = g.program;
+        resetReasons = g.formats.sendReset?.symbols.get('reason');
+        offset = measureMonotonicToRealtime();
+      }
+      podCgroups = scanPodCgroups();
+      ctx.onPodsChanged(() => { podCgroups = scanPodCgroups(); });
+      parser = new EbpfParser({
+        offsetNs: offset.offsetNs,
+        resetReasons,
+        podOfCgroup: (id) => podCgroups.get(id) ?? null,
+      });
+      dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));
+      const file = join(dir, 'rolltrace.bt');
+      writeFileSync(file, program.text);
+      const p = parser;
+      const c = spawn(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64' } });
+      child = c;
+      const began = new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('bpftrace did not start within 20 s')), 20000);
+        createInterface({ input: c.stdout! }).on('line', (line) => {
+          const out = p.line(line);
+          if (p.beginNs !== null) { clearTimeout(t); resolve(); }
+          for (const e of out) { sink.event(e); events++; }
+        });
+        const errLines: string[] = [];
+        createInterface({ input: c.stderr! }).on('line', (l) => {
+          if (/RLIMIT_MEMLOCK|Attaching/.test(l)) return;
+          errLines.push(l);
+          ctx.log(`bpftrace: ${l}`);
+        });
+        c.on('exit', (code) => { clearTimeout(t); child = null; reject(new Error(`bpftrace exited (${code}): ${errLines.slice(-3).join(' / ')}`)); });
+        c.on('error', (e) => { clearTimeout(t); reject(e); });
+      });
+      await began;
+      // BEGIN runs before the other probes attach: wait until bpftrace reports them attached
+      await new Promise((r) => setTimeout(r, 300));
+      const beginReal = p.beginNs! + offset.offsetNs;
+      ctx.log(`ebpf: BEGIN probe cross-check: converted BEGIN is ${((Date.now() * 1e6 - beginReal) / 1e6).toFixed(1)} ms before now`);
+    },
+    async stop(): Promise<void> {
+      const c = child;
+      if (c && c.exitCode === null) {
+        await new Promise<void>((res) => {
+          const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+          c.on('exit', () => { clearTimeout(t); res(); });
+          c.kill('SIGINT');
+        });
+      }
+      if (dir) { rmSync(dir, { recursive: true, force: true }); dir = null; }
+    },
+    stats(): SourceStats { return { events, dropped: parser?.malformed ?? 0 }; },
+  };
+}
