@@ -145,6 +145,9 @@ export class KubeProxy {
     if (this.dirty) this.schedule(this.o.syncDelayMs ?? 0);
   }
 
+  /** endpoints routed by the last successful sync ("ns/svc:port|ip:port") */
+  routedNow(): string[] { return [...this.routed]; }
+
   async stop(): Promise<void> {
     this.abort.abort();
     if (this.timer) clearTimeout(this.timer);

@@ -211,7 +211,8 @@ export class Kubelet {
     const deadline = start + graceS * 1000;
     this.emit(rt, 'deletion-seen', { deletionTimestamp: pod.metadata.deletionTimestamp, graceSeconds: graceS });
     const c = pod.spec?.containers?.[0] ?? {};
-    const cmd: string[] | undefined = c.lifecycle?.preStop?.exec?.command;
+    const preStop = c.lifecycle?.preStop;
+    const cmd: string[] | undefined = preStop?.exec?.command ?? (preStop?.sleep?.seconds != null ? ['sleep', String(preStop.sleep.seconds)] : undefined);
     if (cmd?.length && !rt.exited) {
       this.emit(rt, 'prestop-start', { command: cmd });
       const pre = spawn('ip', ['netns', 'exec', rt.netns, ...cmd.map(String)], { stdio: 'ignore' });

@@ -1,0 +1,101 @@
+/**
+ * `rolltrace lab run|up|down`. The host side: builds the node (and client) namespaces, re-execs the
+ * lab's control process (lab/run.ts) inside the node namespace, forwards Ctrl-C, and removes every
+ * namespace, cgroup and process at the end (also after a failure). `lab down` sweeps what a killed lab
+ * left behind, from the state files under /run/rolltrace-lab/ and the netns prefix.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { InputError } from '../schemas/errors.js';
+import { createNode } from './node/netns.js';
+import { cleanupLab, LabState, sweepAll } from './state.js';
+import { getScenario, SCENARIOS } from './scenarios/index.js';
+import type { RunConfig } from './run.js';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface LabRunOptions { scenario: string; out: string; truth?: string; seed?: number; keep?: boolean; noRecorder?: boolean; recorderTimeoutS?: number; prefix?: string }
+
+function checkRoot(): void {
+  if (process.getuid?.() !== 0) throw new InputError('the lab needs root (network namespaces, nftables, cgroups)');
+}
+
+export function newPrefix(): string { return `rtl${randomBytes(3).toString('hex')}`; }
+
+/** Build the lab, run lab/run.ts inside the node ns, tear down. Returns the exit code. */
+export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onLine?: (l: string) => void }): Promise<{ code: number; prefix: string }> {
+  checkRoot();
+  const sc = getScenario(opts.scenario);
+  if (!sc) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${Object.keys(SCENARIOS).join(', ')})`);
+  const prefix = opts.prefix ?? newPrefix();
+  const state = new LabState(prefix);
+  state.pid(process.pid);
+  const workDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  state.info('workdir', workDir);
+  let code = 1;
+  let child: ReturnType<typeof spawn> | null = null;
+  let interrupted = false;
+  const onSig = () => { interrupted = true; if (child?.pid) { try { child.kill('SIGTERM'); } catch { /* gone */ } } };
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  try {
+    const node = createNode(prefix, sc.client, (_k, name) => state.netns(name));
+    const cfg: RunConfig = {
+      prefix, scenario: sc.name, seed: opts.seed ?? 1, out: opts.out ? resolve(opts.out) : null, truth: opts.truth ? resolve(opts.truth) : null,
+      repoRoot, workDir, node, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS,
+    };
+    const cfgPath = join(workDir, 'config.json');
+    writeFileSync(cfgPath, JSON.stringify(cfg));
+    child = spawn('ip', ['netns', 'exec', node.nodeNs, process.execPath, '--import', 'tsx', join(repoRoot, 'lab/run.ts'), cfgPath],
+      { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+    if (child.pid) state.pid(child.pid);
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i); buf = buf.slice(i + 1);
+        if (opts.onLine) opts.onLine(line); else process.stdout.write(line + '\n');
+      }
+    });
+    code = await new Promise<number>((r) => child!.on('exit', (c, s) => r(c ?? (s ? 1 : 0))));
+    if (interrupted) code = 130;
+    if (opts.keep && opts.mode === 'run') return { code, prefix };
+  } finally {
+    process.off('SIGINT', onSig);
+    process.off('SIGTERM', onSig);
+    if (!(opts.keep && opts.mode === 'run')) {
+      cleanupLab(prefix);
+      rmSync(workDir, { recursive: true, force: true });
+    }
+  }
+  return { code, prefix };
+}
+
+export async function runLabRun(opts: LabRunOptions): Promise<number> {
+  if (opts.out && existsSync(opts.out)) throw new InputError(`--out ${opts.out} exists; remove it or choose another path`);
+  const { code } = await labSession({ ...opts, mode: 'run' });
+  return code === 0 ? 0 : code === 130 ? 130 : 1;
+}
+
+export async function runLabUp(opts: { scenario?: string }): Promise<number> {
+  const { code } = await labSession({ scenario: opts.scenario ?? 'race', out: '', mode: 'up', onLine: (l) => {
+    if (!l.startsWith('LAB ')) { process.stdout.write(l + '\n'); return; }
+    const o = JSON.parse(l.slice(4));
+    if (o.kind === 'ready') {
+      process.stdout.write(`lab up (Ctrl-C to stop, or \`rolltrace lab down\`)\n  node netns: ${o.nodeNs}\n  kubeconfig: ${o.kubeconfig}\n  API server: ${o.url} (inside the node netns)\n  service VIP: ${o.vip}${o.nodePort ? `\n  NodePort: ${o.nodePort}` : ''}\n  record with:\n    ${o.record}\n`);
+    } else process.stdout.write(l + '\n');
+  } });
+  return code === 130 ? 0 : code;
+}
+
+export async function runLabDown(): Promise<number> {
+  checkRoot();
+  const r = sweepAll();
+  process.stdout.write(`lab down: ${r.labs.length} lab(s), ${r.netns.length} netns, ${r.cgroups} cgroup(s), ${r.killed} process(es) removed\n`);
+  return 0;
+}

@@ -1,0 +1,203 @@
+/**
+ * The lab's control process. It runs INSIDE the node namespace (lab/cli.ts re-execs it there with
+ * `ip netns exec`), so the API server listens on 127.0.0.1 of the node, where the recorder runs too.
+ * It starts the control plane, the kubelet, kube-proxy and a conntrack reader, creates the Deployment
+ * and Service, runs the real recorder (or, without one, drives the rollout and traffic itself), writes
+ * the truth file and stops everything it started. Usage: node --import tsx lab/run.ts CONFIG.json
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startControlPlane, makeDeployment, makeService, rolloutComplete, type ControlPlane, type Change } from './controlplane.js';
+import { KubeClient } from './kube.js';
+import { Kubelet } from './node/kubelet.js';
+import { KubeProxy } from './kubeproxy/proxy.js';
+import { parseConntrackLine, type CtEvent } from './conntrack.js';
+import { LabState } from './state.js';
+import { nowNs, sleep } from './sys.js';
+import { buildTruth, type ClientResult, type SliceChange } from './truth.js';
+import { BACKEND_PORT, getScenario, NODE_NAME, SERVICE_PORT, VIP, type Scenario } from './scenarios/index.js';
+import type { NodeNet } from './node/netns.js';
+
+export interface RunConfig {
+  prefix: string;
+  scenario: string;
+  seed: number;
+  out: string | null;
+  truth: string | null;
+  repoRoot: string;
+  workDir: string;
+  node: NodeNet;
+  /** 'run': record and exit; 'up': stay up until SIGTERM */
+  mode: 'run' | 'up';
+  /** seconds to wait for the recorder before stopping it */
+  recorderTimeoutS?: number;
+  /** force the lab's own rollout + traffic even when the recorder exists */
+  noRecorder?: boolean;
+}
+
+const say = (kind: string, o: Record<string, unknown> = {}) => process.stdout.write(`LAB ${JSON.stringify({ kind, ...o })}\n`);
+
+export async function labMain(cfg: RunConfig): Promise<number> {
+  const sc = getScenario(cfg.scenario) as Scenario;
+  const state = new LabState(cfg.prefix);
+  state.pid(process.pid);
+  const startNs = nowNs();
+  let stopping = false;
+  const stopWaiters: Array<() => void> = [];
+  const onSignal = () => { stopping = true; for (const w of stopWaiters.splice(0)) w(); };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const stopped = new Promise<void>((r) => stopWaiters.push(r));
+
+  const children: ChildProcess[] = [];
+  const startChild = (cmd: string, args: string[]) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (c.pid) state.pid(c.pid);
+    children.push(c);
+    return c;
+  };
+
+  let cp: ControlPlane | null = null, kubelet: Kubelet | null = null, proxy: KubeProxy | null = null;
+  const slices: SliceChange[] = [];
+  const ct: CtEvent[] = [];
+  let ctSkipped = 0;
+  const clientResults: ClientResult[] = [];
+  let recorder = { ran: false, exitCode: null as number | null, reason: null as string | null };
+  let code = 0;
+  try {
+    const kubeconfigPath = join(cfg.workDir, 'kubeconfig');
+    cp = await startControlPlane({ host: '127.0.0.1', port: 6443, nodeName: NODE_NAME, kubeconfigPath, namespace: 'default',
+      endpointDelayMs: sc.endpointDelayMs, nodeIP: cfg.node.nodeEth0Ip ?? cfg.node.bridgeIp, serviceCIDR: cfg.node.serviceCIDR });
+    cp.store.subscribe((c: Change) => {
+      if (c.resource !== 'endpointslices') return;
+      const o = c.object as any;
+      if (o?.metadata?.labels?.['kubernetes.io/service-name'] !== 'web') return;
+      slices.push({ ts_ns: nowNs(), type: c.type, endpoints: c.type === 'DELETED' ? [] : (o.endpoints ?? []).map((e: any) => ({
+        ip: e.addresses?.[0], ready: e.conditions?.ready ?? true, serving: e.conditions?.serving ?? e.conditions?.ready ?? true, terminating: e.conditions?.terminating ?? false })) });
+    });
+    const client = new KubeClient(cp.url);
+    // conntrack: the lab's own reader of the kernel's table (node ns)
+    const ctp = startChild('conntrack', ['-E', '-o', 'timestamp,extended']);
+    let ctBuf = '';
+    ctp.stdout!.on('data', (d: Buffer) => {
+      ctBuf += d.toString();
+      let i: number;
+      while ((i = ctBuf.indexOf('\n')) >= 0) {
+        const line = ctBuf.slice(0, i); ctBuf = ctBuf.slice(i + 1);
+        const e = parseConntrackLine(line);
+        if (e) ct.push(e); else if (line.trim()) ctSkipped++;
+      }
+    });
+    kubelet = new Kubelet({ client, nodeName: NODE_NAME, node: cfg.node, state, backendPath: join(cfg.repoRoot, 'lab/backend/server.mjs'), logDir: cfg.workDir });
+    await kubelet.start();
+    proxy = new KubeProxy({ client, nodeName: NODE_NAME, mode: sc.mode, podCIDR: cfg.node.podCIDR, serviceCIDR: cfg.node.serviceCIDR,
+      nodePortIPs: [cfg.node.nodeEth0Ip ?? cfg.node.bridgeIp], syncDelayMs: sc.syncDelayMs, minSyncPeriodMs: sc.minSyncPeriodMs });
+    await proxy.start();
+    await client.mustOk('POST', '/api/v1/namespaces/default/services', makeService({ name: 'web', clusterIP: VIP, port: SERVICE_PORT, targetPort: BACKEND_PORT,
+      selector: { app: 'web' }, type: sc.serviceType, ...(sc.nodePort ? { nodePort: sc.nodePort } : {}), externalTrafficPolicy: sc.externalTrafficPolicy }));
+    await client.mustOk('POST', '/apis/apps/v1/namespaces/default/deployments', makeDeployment({ name: 'web', replicas: sc.replicas, labels: { app: 'web' },
+      port: BACKEND_PORT, args: sc.backendArgs, maxSurge: sc.maxSurge, maxUnavailable: sc.maxUnavailable,
+      terminationGracePeriodSeconds: sc.terminationGracePeriodSeconds, preStopSleepSeconds: sc.preStopSleepSeconds,
+      ...(sc.readinessProbe ? { readinessProbe: { path: '/healthz', port: BACKEND_PORT, periodSeconds: 1, failureThreshold: 1 } } : {}) }));
+    // ready: the rollout is complete and kube-proxy routes every replica
+    const t0 = Date.now();
+    for (;;) {
+      if (stopping) throw new Error('interrupted');
+      const d = await client.req('GET', '/apis/apps/v1/namespaces/default/deployments/web');
+      const routed = proxy.routedNow().length;
+      if (d.status < 300 && rolloutComplete(d.json) && routed >= sc.replicas) break;
+      if (Date.now() - t0 > 30000) throw new Error('lab: deployment did not become ready in 30 s');
+      await sleep(100);
+    }
+    await sleep(300);
+    const probeUrl = `http://${VIP}:${SERVICE_PORT}/`;
+    const recordCmd = ['bin/rolltrace.mjs', 'record', '--out', cfg.out ?? join(cfg.workDir, 'lab.rtb'), '--kubeconfig', kubeconfigPath,
+      '--namespace', 'default', '--deployment', 'web', '--restart', '--probe', probeUrl, '--rate', '10', '--until-rollout-complete', '--iface', 'cni0', '--settle', '3', '--quiet'];
+    say('ready', { url: cp.url, kubeconfig: kubeconfigPath, vip: `${VIP}:${SERVICE_PORT}`, nodeNs: cfg.node.nodeNs, nodePort: sc.nodePort,
+      record: `ip netns exec ${cfg.node.nodeNs} node ${join(cfg.repoRoot, 'bin/rolltrace.mjs')} ${recordCmd.slice(1).join(' ')}` });
+    if (cfg.mode === 'up') { await stopped; return 0; }
+
+    // traffic the recorder does not make: the client namespace (NodePort), or everything without a recorder
+    const haveRecorder = !cfg.noRecorder && existsSync(join(cfg.repoRoot, 'recorder/record.ts'));
+    const clients: ChildProcess[] = [];
+    const startTraffic = (ns: string | null, url: string) => {
+      const args = [join(cfg.repoRoot, 'lab/backend/client.mjs'), '--url', url, '--interval-ms', '100', '--timeout-ms', '1000'];
+      const c = ns ? startChild('ip', ['netns', 'exec', ns, 'node', ...args]) : startChild('node', args);
+      let buf = '';
+      c.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString();
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); try { clientResults.push(JSON.parse(l)); } catch { /* */ } }
+      });
+      clients.push(c);
+    };
+    if (sc.client && cfg.node.clientNs) startTraffic(cfg.node.clientNs, `http://${cfg.node.nodeEth0Ip}:${sc.nodePort}/`);
+    if (!haveRecorder) startTraffic(null, probeUrl);
+    if (clients.length) await sleep(1000);
+
+    const timeoutS = cfg.recorderTimeoutS ?? 90;
+    if (haveRecorder) {
+      say('recorder', { cmd: recordCmd.join(' ') });
+      const rec = spawn('node', recordCmd, { cwd: cfg.repoRoot, stdio: ['ignore', 'inherit', 'inherit'] });
+      if (rec.pid) state.pid(rec.pid);
+      recorder.ran = true;
+      const exit = new Promise<number | null>((r) => rec.on('exit', (c, s) => r(c ?? (s ? 128 : null))));
+      const res = await Promise.race([exit, sleep(timeoutS * 1000).then(() => 'timeout' as const), stopped.then(() => 'stopped' as const)]);
+      if (res === 'timeout' || res === 'stopped') {
+        rec.kill('SIGINT');
+        const r2 = await Promise.race([exit, sleep(10000).then(() => null)]);
+        if (r2 === null) rec.kill('SIGKILL');
+        recorder.exitCode = r2; recorder.reason = res;
+      } else { recorder.exitCode = res; recorder.reason = res === 0 ? null : `exit ${res}`; }
+    } else {
+      recorder.reason = 'recorder/record.ts not present: the lab restarted the Deployment and sent the traffic itself';
+    }
+    // without a recorder (or if it failed before restarting), restart like `kubectl rollout restart`
+    const dep = await client.mustOk('GET', '/apis/apps/v1/namespaces/default/deployments/web');
+    const restarted = dep.spec?.template?.metadata?.annotations?.['kubectl.kubernetes.io/restartedAt'];
+    if (!restarted && !stopping) {
+      await client.mustOk('PATCH', '/apis/apps/v1/namespaces/default/deployments/web',
+        { spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': new Date().toISOString() } } } } }, 'application/strategic-merge-patch+json');
+    }
+    // wait for the rollout and for every old pod to be gone (the truth needs their exits)
+    const t1 = Date.now();
+    while (!stopping && Date.now() - t1 < 60000) {
+      const d = await client.req('GET', '/apis/apps/v1/namespaces/default/deployments/web');
+      const pods = await client.req('GET', '/api/v1/namespaces/default/pods');
+      const terminating = (pods.json?.items ?? []).filter((p: any) => p.metadata.deletionTimestamp).length;
+      if (d.status < 300 && rolloutComplete(d.json) && (d.json.status?.observedGeneration ?? 0) >= 2 && terminating === 0) break;
+      await sleep(200);
+    }
+    await sleep(clients.length ? 1500 : 500);
+    for (const c of clients) c.kill('SIGTERM');
+    await sleep(clients.length ? 800 : 0);
+    say('done', { recorder });
+  } catch (e) {
+    say('error', { message: (e as Error).message });
+    code = 1;
+  } finally {
+    const endNs = nowNs();
+    await proxy?.stop().catch(() => undefined);
+    await kubelet?.stop().catch(() => undefined);
+    await sleep(200);
+    for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+    await cp?.stop().catch(() => undefined);
+    if (cfg.truth && cfg.mode === 'run') {
+      const truth = buildTruth({
+        scenario: sc.name, seed: cfg.seed, node: NODE_NAME, mode: sc.mode,
+        service: { namespace: 'default', name: 'web', vip: VIP, port: SERVICE_PORT, nodePort: sc.nodePort, externalTrafficPolicy: sc.externalTrafficPolicy },
+        startNs, endNs, recorder, kubelet: kubelet?.events ?? [], syncs: proxy?.syncs ?? [], slices, conntrack: { events: ct, skipped: ctSkipped },
+        clientResults, backendPort: BACKEND_PORT,
+      });
+      writeFileSync(cfg.truth, JSON.stringify(truth, null, 2) + '\n');
+      say('truth', { path: cfg.truth, pods: truth.pods.length, failures: truth.failures.length });
+    }
+  }
+  return code;
+}
+
+if (process.argv[1] && /lab[\\/]run\.ts$/.test(process.argv[1])) {
+  const cfg = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as RunConfig;
+  labMain(cfg).then((c) => process.exit(c), (e) => { process.stderr.write(`lab: ${(e as Error).stack}\n`); process.exit(1); });
+}

@@ -1,0 +1,145 @@
+/**
+ * The lab's ground truth for one scenario run, from the lab's own clocks and logs (kubelet actions,
+ * the backends' JSON logs, the API server's store changes, kube-proxy's sync records and the kernel's
+ * conntrack events read by the lab) — independent of the recorder. Instants: Unix-epoch ns (realtime).
+ */
+import type { KubeletEvent } from './node/kubelet.js';
+import type { SyncRecord } from './kubeproxy/proxy.js';
+import { conntrackFailures, type CtEvent } from './conntrack.js';
+
+export interface TruthPod {
+  namespace: string;
+  name: string;
+  uid: string;
+  ip: string;
+  port: number;
+  /** the kubelet's kill(SIGTERM) call */
+  sigtermNs: number | null;
+  /** the backend's SIGTERM handler ran */
+  sigtermReceivedNs: number | null;
+  /** the backend closed its listening socket */
+  listenerClosedNs: number | null;
+  /** the backend process exited (its last log line, else the kubelet's wait) */
+  exitNs: number | null;
+  /** SIGKILL at the end of the grace period */
+  killed: boolean;
+  killNs: number | null;
+  /** the kubelet saw deletionTimestamp */
+  deletionSeenNs: number | null;
+  preStopStartNs: number | null;
+  preStopEndNs: number | null;
+  /** the API server stored the EndpointSlice with this endpoint not ready / terminating */
+  endpointTerminatingNs: number | null;
+  /** the API server stored the EndpointSlice without this endpoint */
+  endpointRemovedNs: number | null;
+  /** the kube-proxy sync that stopped routing new connections to this endpoint */
+  ruleRemoved: { syncStartNs: number; syncEndNs: number; seq: number } | null;
+}
+
+export interface TruthFailure {
+  atNs: number;
+  /** "ip:port" */
+  client: string;
+  /** "vip:port" (or node-ip:nodePort) */
+  service: string;
+  backendIp: string | null;
+  backendPort: number | null;
+  /** "ns/name" of the pod behind backendIp, null when none (no endpoint) */
+  backendPod: string | null;
+  /** refused: SYN answered by RST; closed-at-kill: open connection cut by SIGKILL; timeout: no answer (client log) */
+  kind: 'refused' | 'closed-at-kill' | 'timeout' | 'error';
+  /** where the lab learnt it */
+  from: 'conntrack' | 'client-log';
+}
+
+export interface Truth {
+  schema: 'rolltrace.lab-truth/v1';
+  scenario: string;
+  seed: number;
+  node: string;
+  mode: 'nftables' | 'iptables';
+  service: { namespace: string; name: string; vip: string; port: number; nodePort: number | null; externalTrafficPolicy: string };
+  startNs: number;
+  endNs: number;
+  recorder: { ran: boolean; exitCode: number | null; reason: string | null };
+  pods: TruthPod[];
+  /** every pod the run started, terminated or not */
+  allPods: Array<{ namespace: string; name: string; uid: string; ip: string; startedNs: number; listeningNs: number | null; readyNs: number | null }>;
+  syncs: SyncRecord[];
+  failures: TruthFailure[];
+  conntrack: { events: number; skipped: number };
+}
+
+export interface SliceChange { ts_ns: number; type: string; endpoints: Array<{ ip: string; ready: boolean; serving: boolean; terminating: boolean }> }
+
+export interface ClientResult { ts_ns: number; ok: boolean; error?: string; client?: string; target: string }
+
+export interface TruthInput {
+  scenario: string; seed: number; node: string; mode: 'nftables' | 'iptables';
+  service: Truth['service'];
+  startNs: number; endNs: number;
+  recorder: Truth['recorder'];
+  kubelet: KubeletEvent[];
+  syncs: SyncRecord[];
+  slices: SliceChange[];
+  conntrack: { events: CtEvent[]; skipped: number };
+  clientResults?: ClientResult[];
+  backendPort: number;
+}
+
+export function buildTruth(i: TruthInput): Truth {
+  const byPod = new Map<string, KubeletEvent[]>();
+  for (const e of i.kubelet) { const a = byPod.get(e.uid) ?? []; a.push(e); byPod.set(e.uid, a); }
+  const first = (evs: KubeletEvent[], what: string) => evs.find((e) => e.what === what)?.ts_ns ?? null;
+  const allPods: Truth['allPods'] = [];
+  const pods: TruthPod[] = [];
+  const ipToPod = new Map<string, string>();
+  for (const [uid, evs] of byPod) {
+    const started = evs.find((e) => e.what === 'container-started');
+    if (!started || !started.ip) continue;
+    const [namespace, name] = started.pod.split('/') as [string, string];
+    ipToPod.set(started.ip, started.pod);
+    allPods.push({ namespace, name, uid, ip: started.ip, startedNs: started.ts_ns, listeningNs: first(evs, 'backend:listening'),
+      readyNs: first(evs, 'probe-ready') ?? first(evs, 'ready-without-probe') });
+    const deletion = first(evs, 'deletion-seen');
+    if (deletion == null) continue;
+    const ip = started.ip;
+    const ep = `${ip}:${i.backendPort}`;
+    let terminatingNs: number | null = null, removedNs: number | null = null, present = false;
+    for (const s of i.slices) {
+      const e = s.endpoints.find((x) => x.ip === ip);
+      if (e) { present = true; if (terminatingNs == null && (e.terminating || !e.ready) && s.ts_ns >= deletion - 5e9) terminatingNs = s.ts_ns; }
+      else if (present && removedNs == null && s.ts_ns >= deletion) removedNs = s.ts_ns;
+    }
+    const sync = i.syncs.find((s) => !s.error && s.removed.some((r) => r.endsWith(`|${ep}`)) && s.startNs >= deletion - 1e9);
+    pods.push({
+      namespace, name, uid, ip, port: i.backendPort,
+      sigtermNs: first(evs, 'sigterm-sent'), sigtermReceivedNs: first(evs, 'backend:sigterm'),
+      listenerClosedNs: first(evs, 'backend:listener-closed'),
+      exitNs: first(evs, 'backend:exit') ?? first(evs, 'container-exited'),
+      killed: first(evs, 'sigkill-sent') != null, killNs: first(evs, 'sigkill-sent'),
+      deletionSeenNs: deletion, preStopStartNs: first(evs, 'prestop-start'), preStopEndNs: first(evs, 'prestop-end'),
+      endpointTerminatingNs: terminatingNs, endpointRemovedNs: removedNs,
+      ruleRemoved: sync ? { syncStartNs: sync.startNs, syncEndNs: sync.endNs, seq: sync.seq } : null,
+    });
+  }
+  const svc = i.service;
+  const isService = (ip: string, port: number) => (ip === svc.vip && port === svc.port) || (svc.nodePort != null && port === svc.nodePort);
+  const kills = pods.filter((p) => p.killNs != null).map((p) => ({ ip: p.ip, atNs: p.killNs! }));
+  const failures: TruthFailure[] = conntrackFailures(i.conntrack.events, isService, kills).map((f) => ({
+    ...f, backendPod: f.backendIp ? ipToPod.get(f.backendIp) ?? null : null, from: 'conntrack' as const,
+  }));
+  for (const r of i.clientResults ?? []) {
+    if (r.ok) continue;
+    // a refused connection already seen by conntrack is not counted twice
+    if (r.client && failures.some((f) => f.client === r.client)) continue;
+    failures.push({ atNs: r.ts_ns, client: r.client ?? '?', service: r.target, backendIp: null, backendPort: null, backendPod: null,
+      kind: /timeout|abort/i.test(r.error ?? '') ? 'timeout' : 'error', from: 'client-log' });
+  }
+  failures.sort((a, b) => a.atNs - b.atNs);
+  return {
+    schema: 'rolltrace.lab-truth/v1', scenario: i.scenario, seed: i.seed, node: i.node, mode: i.mode, service: svc,
+    startNs: i.startNs, endNs: i.endNs, recorder: i.recorder, pods, allPods, syncs: i.syncs, failures,
+    conntrack: { events: i.conntrack.events.length, skipped: i.conntrack.skipped },
+  };
+}
