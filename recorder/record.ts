@@ -86,6 +86,8 @@ export interface RecordHooks {
   loader?: SourceLoader;
   /** status mode override (tests) */
   statusMode?: StatusMode;
+  /** process.exit replacement for the forced-close path (tests) */
+  exit?: (code: number) => void;
 }
 
 export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks = {}): Promise<number> {
@@ -121,7 +123,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
     const r = running.find((x) => x.plan.name === name);
     if (r && !r.failed) {
       r.failed = reason;
-      writer?.setSource(name, { status: 'failed', detail: reason });
+      try { writer?.setSource(name, { status: 'failed', detail: reason }); } catch { /* bundle already closed */ }
       status.log(`rolltrace: source ${name} failed: ${reason} (the other sources go on)`);
     }
   };
@@ -174,6 +176,8 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   // signals: first SIGINT/SIGTERM stops gracefully, a second SIGINT closes the bundle at once
   let stopping = false;
   let forced = false;
+  let wakeForced: () => void = () => undefined;
+  const forcedP = new Promise<void>((r) => { wakeForced = r; });
   const forceClose = () => {
     if (forced) return;
     forced = true;
@@ -185,7 +189,8 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
     }
     try { w.close(); } catch { /* already closed */ }
     process.stderr.write(`bundle: ${opts.out}\nnext: rolltrace analyze ${opts.out}\n`);
-    process.exit(130);
+    wakeForced();
+    (hooks.exit ?? process.exit)(130);
   };
   const onSigint = () => { if (stopping) forceClose(); else requestStop('SIGINT'); };
   const onSigterm = () => { if (!stopping) requestStop('SIGTERM'); };
@@ -193,6 +198,12 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
     const msg = e instanceof Error ? e.message : String(e);
     status.log(`rolltrace: internal error, recording goes on: ${msg.split('\n')[0]}`);
     try { w.event(ev('marker', nowNs(), 'recorder', null, { text: `internal error: ${msg.split('\n')[0]}` })); } catch { /* closed */ }
+  };
+  const detach = () => {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
+    process.off('uncaughtException', onUncaught);
+    process.off('unhandledRejection', onUncaught);
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
@@ -235,29 +246,29 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   stopping = true;
   status.stop();
   process.stderr.write(`rolltrace: stopping (${stopReason})\n`);
-  await Promise.all([...running].reverse().map(async (r) => {
+  await Promise.race([forcedP, Promise.all([...running].reverse().map(async (r) => {
     try {
       await withTimeout(r.source.stop(), 15000, 'stop');
     } catch (e) {
-      if (!r.failed) {
-        r.failed = /timed out/.test(firstLine(e)) ? '' : firstLine(e);
-        if (r.failed === '') { w.setSource(r.plan.name, { status: 'stopped-early', detail: `${r.plan.detail} (did not stop within 15 s)` }); return; }
-        w.setSource(r.plan.name, { status: 'failed', detail: `stop failed: ${r.failed}` });
-      }
+      if (forced || r.failed) return;
+      const why = firstLine(e);
+      if (/^stop timed out/.test(why)) w.setSource(r.plan.name, { status: 'stopped-early', detail: `${r.plan.detail} (did not stop within 15 s)` });
+      else { r.failed = why; w.setSource(r.plan.name, { status: 'failed', detail: `stop failed: ${why}` }); }
       return;
     }
+    if (forced) return;
     let st = { events: 0, dropped: 0 };
     try { st = { ...st, ...r.source.stats() }; } catch { /* ignore */ }
     const cur = w.source(r.plan.name);
     const dropped = Math.max(cur?.dropped ?? 0, st.dropped);
     if (!r.failed) w.setSource(r.plan.name, { status: cur?.status === 'running' ? 'ok' : cur?.status ?? 'ok', dropped });
     else w.setSource(r.plan.name, { status: 'failed', dropped });
-  }));
-  if (forced) return 130;
-  process.off('SIGINT', onSigint);
-  process.off('SIGTERM', onSigterm);
-  process.off('uncaughtException', onUncaught);
-  process.off('unhandledRejection', onUncaught);
+  }))]);
+  if (forced) {
+    detach();
+    return 130;
+  }
+  detach();
 
   const elapsed = (Date.now() - startedMs) / 1000;
   const { integrity } = w.close();
