@@ -132,3 +132,51 @@ describe('label selectors', () => {
       .toBe('app=web,env in (a,b),!x');
   });
 });
+
+describe('kube derive on the lab API server watch stream (fixtures/watch)', () => {
+  const text = readFileSync(new URL('../fixtures/watch/rollout-watch.jsonl', import.meta.url), 'utf8');
+  const { events: ws, bad } = parseWatchLines(text);
+  let state: KubeState = emptyKubeState();
+  const out: RtEvent[] = [];
+  for (const w of ws) {
+    const r = deriveKubeEvents(state, w, w.ts ?? 0);
+    state = r.state;
+    out.push(...r.events);
+  }
+  const bySubject = (subject: string) => out.filter((e) => e.subject === subject).map((e) => {
+    if (e.kind === 'endpoint-changed') return `ep-${(e.attrs as { change: string }).change}${(e.attrs as { terminating: boolean }).terminating ? '-terminating' : ''}`;
+    if (e.kind === 'pod-ready') return `ready-${(e.attrs as { ready: boolean }).ready}`;
+    return e.kind;
+  });
+
+  it('reads every line, stamped with the recorded receive time', () => {
+    expect(bad).toBe(0);
+    expect(ws.length).toBeGreaterThan(10);
+    expect(ws.every((w) => typeof w.ts === 'number' && w.ts > 1.6e18)).toBe(true);
+  });
+
+  it('every replaced pod goes created -> ready -> terminating -> deleted, its endpoint terminating then removed', () => {
+    const deleted = out.filter((e) => e.kind === 'pod-deleted').map((e) => e.subject!);
+    expect(deleted.length).toBeGreaterThan(0);
+    for (const s of deleted) {
+      const seq = bySubject(s);
+      const podSeq = seq.filter((x) => !x.startsWith('ep-'));
+      expect(podSeq.indexOf('pod-terminating')).toBeGreaterThan(podSeq.indexOf('ready-true'));
+      expect(podSeq[podSeq.length - 1]).toBe('pod-deleted');
+      const epSeq = seq.filter((x) => x.startsWith('ep-'));
+      expect(epSeq[epSeq.length - 1]).toBe('ep-removed-terminating');
+      expect(epSeq).toContain('ep-modified-terminating');
+    }
+    // timestamps come from the file, in order
+    const ts = out.map((e) => e.ts_ns);
+    expect([...ts].sort((a, b) => a - b)).toEqual(ts);
+  });
+
+  it('ends with only new pods, all ready, and one endpoint each', () => {
+    const pods = Object.values(state.pods);
+    expect(pods.length).toBeGreaterThan(0);
+    expect(pods.every((p) => p.ready && !p.terminating && p.ip)).toBe(true);
+    const eps = Object.values(state.slices).flatMap((s) => Object.values(s.endpoints));
+    expect(eps.map((e) => e.ip).sort()).toEqual(pods.map((p) => p.ip).sort());
+  });
+});
