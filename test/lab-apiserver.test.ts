@@ -351,6 +351,32 @@ describe('watch', () => {
   });
 });
 
+describe('client-node informer', () => {
+  it('recovers from a clean server-side close and from a 410 Expired by rewatching and relisting', async () => {
+    const inf = k8s.makeInformer(kc, '/api/v1/namespaces/default/pods', () => core.listNamespacedPod({ namespace: 'default', labelSelector: 'app=inf' }), 'app=inf');
+    const seen: string[] = [];
+    inf.on('add', (p) => seen.push(`add ${p.metadata?.name}`));
+    inf.on('error', (e) => seen.push(`error ${(e as Error)?.message}`));
+    await inf.start();
+    try {
+      const mk = (n: string) => core.createNamespacedPod({ namespace: 'default', body: pod(n, { app: 'inf' }) });
+      await mk('inf-a');
+      await until(() => seen.includes('add inf-a'), 'inf-a');
+      expect(api.faults.closeWatches()).toBeGreaterThanOrEqual(1);
+      await until(() => api.faults.openWatches() >= 1, 'informer rewatch');
+      await mk('inf-b');
+      await until(() => seen.includes('add inf-b'), 'inf-b after a clean close');
+      api.faults.expireWatches(1);
+      api.faults.closeWatches();
+      await mk('inf-c');
+      await until(() => seen.includes('add inf-c'), 'inf-c after a 410 and relist');
+      expect(seen.filter((x) => x.startsWith('error'))).toEqual([]);
+    } finally {
+      await inf.stop();
+    }
+  });
+});
+
 describe('deletion', () => {
   it('deletes a scheduled pod gracefully: deletionTimestamp, then gone after gracePeriodSeconds=0', async () => {
     await core.createNamespacedPod({ namespace: 'default', body: pod('del-a', { app: 'del' }, { nodeName: 'lab-node-1', terminationGracePeriodSeconds: 20 }) });

@@ -15,6 +15,8 @@ import type { Obj } from './util.js';
 export interface Faults {
   /** end every open watch stream abruptly (socket destroyed, no final chunk) */
   cutWatches(): number;
+  /** end every open watch stream cleanly, like a real API server at its request timeout (clients rewatch) */
+  closeWatches(): number;
   /** forget the watch history (every resume from an older resourceVersion gets 410) and make the next
    *  `count` watch requests (default 1) get the 410 ERROR event whatever their resourceVersion */
   expireWatches(count?: number): void;
@@ -117,6 +119,14 @@ export async function startApiServer(store: Store, opts: ApiServerOptions = {}):
         w.end();
         w.res.socket?.destroy();
         w.res.destroy();
+      }
+      return n;
+    },
+    closeWatches() {
+      const n = watches.size;
+      for (const w of [...watches]) {
+        w.end();
+        w.res.end();
       }
       return n;
     },
