@@ -186,8 +186,20 @@ function icmpName(proto: string, type: number, code: number): string {
 export function detectFailures(reader: BundleReader, facts: Facts, id: Identity): FailureDetector {
   const d = new FailureDetector();
   for (const r of reader.probeRequests()) d.probe(r);
-  // ICMP and TCP only; everything else is irrelevant for failures
-  for (const p of reader.packets({ withData: false, where: "proto IN ('tcp','icmp','icmp6')" })) d.packet(p);
+  // ICMP and TCP only, the columns the detector reads, as raw arrays in capture (rowid) order: one
+  // sequential table scan, ~2x faster than objects in timestamp order (per-connection causality is kept)
+  if (reader.has('packets')) {
+    const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
+      inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
+    const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;
+    for (const r of st.iterate() as IterableIterator<unknown[]>) {
+      row.ts_ns = r[0] as number; row.iface = r[1] as string | null; row.src = r[2] as string | null; row.dst = r[3] as string | null;
+      row.proto = r[4] as string | null; row.sport = r[5] as number | null; row.dport = r[6] as number | null; row.tcp_flags = r[7] as number | null;
+      row.payload_len = r[8] as number | null; row.icmp_type = r[9] as number | null; row.icmp_code = r[10] as number | null;
+      row.inner_src = r[11] as string | null; row.inner_dst = r[12] as string | null; row.inner_sport = r[13] as number | null; row.inner_dport = r[14] as number | null;
+      d.packet(row);
+    }
+  }
   d.sweep(d.lastTs, true);
   // kernel resets count only when the sender is a pod (a backend), not a client aborting
   for (const r of facts.resets) if (id.podAt(r.saddr, r.ts)) d.resetSent(r);
