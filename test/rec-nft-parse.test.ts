@@ -10,6 +10,7 @@ import {
 } from '../recorder/sources/nftables/reduce.js';
 import type { EndpointRuleAttrs, NoEndpointRuleAttrs } from '../schemas/events.js';
 import { isInputError } from '../schemas/errors.js';
+import { iptablesFamilies } from '../recorder/sources/nftables/index.js';
 
 const nft = (f: string) => readFileSync(new URL(`../fixtures/nft/${f}`, import.meta.url), 'utf8');
 const ipt = (f: string) => readFileSync(new URL(`../fixtures/iptables/${f}`, import.meta.url), 'utf8');
@@ -90,6 +91,8 @@ describe('nft JSON reduction (kube-proxy nftables mode)', () => {
     const x = parseNftRuleset(ipt('nft-ruleset-before.json'));
     expect(hasIptablesKubeChains(x)).toBe(true);
     expect(reduceNftRuleset(x).endpoints.size).toBe(0); // xt targets carry no address
+    expect(iptablesFamilies(x)).toEqual(['ip']);
+    expect(iptablesFamilies(m)).toEqual([]);
   });
 
   it('bad input is an InputError', () => {

@@ -23,7 +23,7 @@ import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { ev, type Clock } from '../../../schemas/events.js';
 import type { NftSnapshotRow } from '../../../schemas/rows.js';
-import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset } from './nft-json.js';
+import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave } from './iptables.js';
 import { isKubeRelevantTable, parseMonitorLine, summarizeBurst, type MonitorRecord } from './monitor.js';
 import { diffReductions, emptyReduction, mergeReductions, type Reduction } from './reduce.js';
@@ -62,6 +62,7 @@ export class NftablesSource implements Source {
   private lastPollText = '';
   private mode: Mode = 'monitor';
   private iptSave = 'iptables-save';
+  private ip6tSave = 'ip6tables-save';
   private legacySave = 'iptables-legacy-save';
   private lastSnapshotText = new Map<string, string>();
   private st = { events: 0, dropped: 0, bursts: 0, snapshots: 0 };
@@ -102,6 +103,7 @@ export class NftablesSource implements Source {
     let nftList = nftOk ? this.runSync(['nft', '-j', 'list', 'ruleset']) : null;
     if (nftList && !nftList.ok) nftList = null;
     const ipt = this.runSync(['iptables-nft-save', '--version']);
+    if (this.runSync(['ip6tables-nft-save', '--version']).ok) this.ip6tSave = 'ip6tables-nft-save';
     if (ipt.ok) { this.iptSave = 'iptables-nft-save'; versions['iptables-nft-save'] = ipt.out.trim(); } else {
       const i2 = this.runSync(['iptables-save', '--version']);
       if (i2.ok && /nf_tables/.test(i2.out)) versions['iptables-save'] = i2.out.trim();
@@ -213,10 +215,11 @@ export class NftablesSource implements Source {
     this.sink?.event(e);
   }
 
-  private storeSnapshot(format: NftSnapshotRow['format'], reason: string, ts: number, text: string): void {
+  private storeSnapshot(format: NftSnapshotRow['format'], reason: string, ts: number, text: string, family = ''): void {
     // identical consecutive snapshots (same handles: nothing was rewritten) are stored once
-    if (reason === 'burst' && this.lastSnapshotText.get(format) === text) return;
-    this.lastSnapshotText.set(format, text);
+    const k = `${format} ${family}`;
+    if (reason === 'burst' && this.lastSnapshotText.get(k) === text) return;
+    this.lastSnapshotText.set(k, text);
     this.st.snapshots++;
     this.sink?.nftSnapshot({ ts_ns: ts, format, reason, ruleset: text });
   }
@@ -228,11 +231,12 @@ export class NftablesSource implements Source {
     const model = parseNftRuleset(nftText);
     this.storeSnapshot('nft-json', reason, takenAt, nftText);
     const reds: Reduction[] = [reduceNftRuleset(model)];
-    if (hasIptablesKubeChains(model)) {
-      const nat = await this.run([this.iptSave, '-t', 'nat']);
-      const filter = await this.run([this.iptSave, '-t', 'filter']);
+    for (const fam of iptablesFamilies(model)) {
+      const save = fam === 'ip' ? this.iptSave : this.ip6tSave;
+      const nat = await this.run([save, '-t', 'nat']);
+      const filter = await this.run([save, '-t', 'filter']);
       const text = nat + filter;
-      this.storeSnapshot('iptables-save', reason, takenAt, text);
+      this.storeSnapshot('iptables-save', reason, takenAt, text, fam);
       const parsed = parseIptablesSave(text);
       if (parsed.malformed) { this.st.dropped += parsed.malformed; this.sink?.dropped('nftables', parsed.malformed); }
       reds.push(reduceIptablesSave(parsed, 'iptables'));
@@ -303,6 +307,16 @@ export class NftablesSource implements Source {
   stats(): SourceStats {
     return { events: this.st.events, dropped: this.st.dropped, extra: `${this.st.bursts} bursts, ${this.st.snapshots} snapshots` };
   }
+}
+
+/** Families ('ip', 'ip6') whose iptables-nft tables hold kube-proxy KUBE-* chains. */
+export function iptablesFamilies(model: NftModel): Array<'ip' | 'ip6'> {
+  const out = new Set<'ip' | 'ip6'>();
+  for (const t of model.tables) {
+    if (t.name === 'kube-proxy' || (t.family !== 'ip' && t.family !== 'ip6')) continue;
+    if ([...t.chains.keys()].some((c) => c.startsWith('KUBE-'))) out.add(t.family);
+  }
+  return [...out].sort();
 }
 
 export function create(opts: RecordOptions, o: NftSourceOptions = {}): Source {
