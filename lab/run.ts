@@ -6,7 +6,7 @@
  * the truth file and stops everything it started. Usage: node --import tsx lab/run.ts CONFIG.json
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startControlPlane, makeDeployment, makeService, rolloutComplete, type ControlPlane, type Change } from './controlplane.js';
 import { KubeClient } from './kube.js';
@@ -139,7 +139,13 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     const timeoutS = cfg.recorderTimeoutS ?? 90;
     if (haveRecorder) {
       say('recorder', { cmd: recordCmd.join(' ') });
-      const rec = spawn('node', recordCmd, { cwd: cfg.repoRoot, stdio: ['ignore', 'inherit', 'inherit'] });
+      // a file, not a pipe: node's pipes are sockets and tools under the recorder may open /dev/stdout
+      const recLogPath = join(cfg.workDir, 'recorder.log');
+      const recLog = openSync(recLogPath, 'w');
+      const rec = spawn('node', recordCmd, { cwd: cfg.repoRoot, stdio: ['ignore', recLog, recLog] });
+      closeSync(recLog);
+      const echo = () => { try { process.stderr.write(readFileSync(recLogPath, 'utf8')); } catch { /* none */ } };
+      rec.on('exit', echo);
       if (rec.pid) state.pid(rec.pid);
       recorder.ran = true;
       const exit = new Promise<number | null>((r) => rec.on('exit', (c, s) => r(c ?? (s ? 128 : null))));

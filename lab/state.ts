@@ -6,7 +6,7 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { deleteNetns, listNetns } from './node/netns.js';
-import { removePodCgroup } from './node/cgroup.js';
+import { absCgroup, cgroup2Root, removePodCgroup } from './node/cgroup.js';
 
 export const STATE_ROOT = '/run/rolltrace-lab';
 export const PREFIX_RE = /^rtl[0-9a-f]{6}-/;
@@ -51,9 +51,16 @@ export function cleanupLab(prefix: string): Cleanup {
     const [k, a] = l.split(' ');
     if (k === 'netns' && a && nsList.has(a)) { deleteNetns(a); res.netns.push(a); }
   }
-  for (const l of lines.reverse()) {
-    const [k, a, b] = l.split(' ');
-    if (k === 'cgroup' && a && b && (existsSync(b) || existsSync(a))) { removePodCgroup({ podDir: a, scopeDir: b }); res.cgroups++; }
+  const cgLines = lines.filter((l) => l.startsWith('cgroup ')).reverse();
+  if (cgLines.length) {
+    const root = cgroup2Root();
+    for (const l of cgLines) {
+      // paths are stored relative to the cgroup2 root (mount points differ between mount namespaces)
+      const [, a, b] = l.split(' ');
+      if (!a || !b) continue;
+      const podDir = absCgroup(root, a), scopeDir = absCgroup(root, b);
+      if (existsSync(scopeDir) || existsSync(podDir)) { removePodCgroup({ podDir, scopeDir }); res.cgroups++; }
+    }
   }
   rmSync(dir, { recursive: true, force: true });
   return res;

@@ -5,13 +5,26 @@
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 
+/**
+ * Where the cgroup v2 hierarchy is mounted in this mount namespace. `ip netns exec` gives its children a
+ * fresh /sys without cgroup mounts: there the lab mounts cgroup2 (private to that mount namespace,
+ * same hierarchy) under /run/rolltrace-lab/.cgroup2.
+ */
 export function cgroup2Root(): string {
-  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
-  const m = mounts.map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2');
-  if (!m) throw new Error('no cgroup2 mount');
-  return m[1]!;
+  const find = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
+  const m = find();
+  if (m) return m;
+  const dir = '/run/rolltrace-lab/.cgroup2';
+  mkdirSync(dir, { recursive: true });
+  execFileSync('mount', ['-t', 'cgroup2', 'cgroup2', dir]);
+  return find() ?? dir;
 }
+
+/** A cgroup path relative to the hierarchy root (as /proc/PID/cgroup shows it) and back. */
+export const relCgroup = (root: string, abs: string) => abs.startsWith(root) ? abs.slice(root.length) || '/' : abs;
+export const absCgroup = (root: string, rel: string) => join(root, rel);
 
 export interface PodCgroup { podDir: string; scopeDir: string; containerId: string }
 

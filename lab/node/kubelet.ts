@@ -13,7 +13,7 @@ import { informer, type KObj, type KubeClient } from '../kube.js';
 import { nowNs, pidAlive, sleep } from '../sys.js';
 import type { LabState } from '../state.js';
 import { createPodNet, deleteNetns, POD_SUBNET, type NodeNet } from './netns.js';
-import { addPid, cgroup2Root, createPodCgroup, podCgroupPaths, removePodCgroup, type PodCgroup } from './cgroup.js';
+import { relCgroup, cgroup2Root, createPodCgroup, podCgroupPaths, removePodCgroup, type PodCgroup } from './cgroup.js';
 
 export interface KubeletEvent {
   ts_ns: number;
@@ -34,6 +34,9 @@ export interface KubeletOptions {
   backendPath: string;
   logDir: string;
   onEvent?: (e: KubeletEvent) => void;
+  /** between the container's exit and the sandbox teardown + API delete (the kubelet's pod worker and
+   * status manager take about this long on a real node; the pod IP keeps answering with RSTs meanwhile) */
+  podCleanupDelayMs?: number;
   /** default readiness probe period when the pod says none (ms) */
   defaultProbePeriodMs?: number;
 }
@@ -122,7 +125,7 @@ export class Kubelet {
     };
     this.pods.set(key, rt);
     this.o.state.netns(netns);
-    this.o.state.cgroup(cg.podDir, cg.scopeDir);
+    this.o.state.cgroup(relCgroup(this.cgRoot, cg.podDir), relCgroup(this.cgRoot, cg.scopeDir));
     createPodNet(this.o.node, netns, ip, veth);
     createPodCgroup(cg);
     // the shell puts itself in the pod's cgroup, then execs into the netns and the backend: one PID
@@ -237,6 +240,8 @@ export class Kubelet {
       }
     }
     await this.patchStatus(rt, pod, false, killed || (rt.exitCode ?? 0) !== 0 ? 'Failed' : 'Succeeded', { exitCode: killed ? 137 : rt.exitCode ?? 0, signal: rt.exitSignal });
+    await sleep(this.o.podCleanupDelayMs ?? 1000);
+    if (rt.gone) return;
     rt.gone = true;
     this.teardown(rt);
     const r = await this.o.client.req('DELETE', `/api/v1/namespaces/${rt.namespace}/pods/${rt.name}?gracePeriodSeconds=0`,
