@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
+import Database from 'better-sqlite3';
 import { BundleWriter } from '../recorder/bundle-writer.js';
 import { ev } from '../schemas/events.js';
 import { isoFromNs, type Analysis } from '../schemas/analysis.js';
@@ -65,6 +66,8 @@ export interface RaceOpts {
   ruleRemovedMs?: number;
   /** write probe/packets (the client node); other nodes only see API + rules */
   withTraffic?: boolean;
+  /** this node runs the pod (strace events); other nodes only see API + rules */
+  hostsPod?: boolean;
   t0?: number;
 }
 
@@ -95,7 +98,9 @@ export function writeRaceBundle(path: string, o: RaceOpts = {}): { t0: number; f
     w.setSource(n, { status: 'ok', clock, detail: n === 'probe' ? `probing http://${RACE.vip}/healthz?token=${RACE.token}` : null });
   }
   const ip = RACE.podIp;
-  const ref = { namespace: nsName, name: pod, uid: 'uid-1111', ip, node };
+  const podNode = 'node-a'; // the pod runs on node-a; API objects are the same whichever node receives them
+  const apiTs = (ms: number) => isoFromNs(t0 + ms * 1e6)!; // API server's own instants (not this node's clock)
+  const ref = { namespace: nsName, name: pod, uid: 'uid-1111', ip, node: podNode };
   const uid = 'uid-1111';
   const podObj = (rv: string, extra: Record<string, unknown> = {}) => JSON.stringify({
     apiVersion: 'v1', kind: 'Pod',
@@ -104,29 +109,29 @@ export function writeRaceBundle(path: string, o: RaceOpts = {}): { t0: number; f
       annotations: { 'kubectl.kubernetes.io/last-applied-configuration': `{"env":"${RACE.secret}"}`, 'example.com/api-token': RACE.token },
       managedFields: [{ manager: 'kubectl', fieldsV1: { 'f:metadata': {} } }], ...extra,
     },
-    spec: { nodeName: node, containers: [{ name: 'app', image: 'web:1', command: ['/app', '--password', RACE.secret], env: [{ name: 'DB_PASSWORD', value: RACE.secret }, { name: 'MODE', value: 'prod' }] }] },
+    spec: { nodeName: podNode, containers: [{ name: 'app', image: 'web:1', command: ['/app', '--password', RACE.secret], env: [{ name: 'DB_PASSWORD', value: RACE.secret }, { name: 'MODE', value: 'prod' }] }] },
     status: { podIP: ip, phase: 'Running' },
   });
   const k8s = (ms: number, kind: string, name: string, rv: string, type: 'ADDED' | 'MODIFIED' | 'DELETED', object: string) =>
     w.k8sObject({ ts_ns: T(ms) + api, kind, namespace: nsName, name, uid: kind === 'Pod' ? uid : `uid-${kind}`, resource_version: rv, event_type: type, object });
   k8s(-500, 'Pod', pod, '100', 'ADDED', podObj('100'));
   k8s(-400, 'Secret', 'db-creds', '101', 'ADDED', JSON.stringify({ kind: 'Secret', metadata: { name: 'db-creds', namespace: nsName }, data: { password: Buffer.from(RACE.secret).toString('base64') } }));
-  k8s(1000, 'Pod', pod, '200', 'MODIFIED', podObj('200', { deletionTimestamp: isoFromNs(T(1000)) }));
+  k8s(1000, 'Pod', pod, '200', 'MODIFIED', podObj('200', { deletionTimestamp: apiTs(1000) }));
   const slice = (rv: string, terminating: boolean) => JSON.stringify({ kind: 'EndpointSlice', metadata: { name: 'web-x1', namespace: nsName, resourceVersion: rv, labels: { 'kubernetes.io/service-name': 'web' } }, endpoints: [{ addresses: [ip], conditions: { ready: !terminating, serving: true, terminating }, targetRef: { kind: 'Pod', name: pod, namespace: nsName } }] });
   k8s(1030, 'EndpointSlice', 'web-x1', '201', 'MODIFIED', slice('201', true));
   k8s(1400, 'EndpointSlice', 'web-x1', '202', 'MODIFIED', slice('202', true));
   k8s(1500, 'Pod', pod, '203', 'DELETED', podObj('203'));
 
   w.event(ev('endpoint-rule-added', T(-600), 'nftables', `${ip}:8080`, { service: `${nsName}/web:http`, vip: `${RACE.vip}:80`, endpoint: `${ip}:8080`, ip, port: 8080, chain: `endpoint-ABCD-${nsName}/web/tcp/http__${ip}/8080`, mode: 'nftables' }));
-  w.event(ev('process-attached', T(-550), 'strace', 'pid:4242', { pid: 4242, comm: 'app', cmdline: `/app --password ${RACE.secret} --port 8080`, addrs: [ip], pod_uid: uid }));
-  w.event(ev('pod-terminating', T(1000) + api, 'kube', `${nsName}/${pod}`, { ...ref, deletionTimestamp: isoFromNs(T(1000))!, gracePeriodSeconds: 30 }));
-  w.event(ev('signal', T(1005), 'strace', 'pid:4242', { pid: 4242, comm: 'app', signo: 15, signame: 'SIGTERM', phase: 'delivered' }));
-  w.event(ev('listener-closed', T(1010), 'strace', `${ip}:8080`, { pid: 4242, comm: 'app', fd: 3, addr: '0.0.0.0', port: 8080, how: 'close' }));
-  w.event(ev('endpoint-changed', T(1030) + api, 'kube', `${nsName}/web-x1`, { namespace: nsName, slice: 'web-x1', service: 'web', ip, ports: [8080], change: 'modified', ready: false, serving: true, terminating: true, pod: `${nsName}/${pod}`, pod_uid: uid, node }));
+  if (o.hostsPod !== false) w.event(ev('process-attached', T(-550), 'strace', 'pid:4242', { pid: 4242, comm: 'app', cmdline: `/app --password ${RACE.secret} --port 8080`, addrs: [ip], pod_uid: uid }));
+  w.event(ev('pod-terminating', T(1000) + api, 'kube', `${nsName}/${pod}`, { ...ref, deletionTimestamp: apiTs(1000), gracePeriodSeconds: 30 }));
+  if (o.hostsPod !== false) w.event(ev('signal', T(1005), 'strace', 'pid:4242', { pid: 4242, comm: 'app', signo: 15, signame: 'SIGTERM', phase: 'delivered' }));
+  if (o.hostsPod !== false) w.event(ev('listener-closed', T(1010), 'strace', `${ip}:8080`, { pid: 4242, comm: 'app', fd: 3, addr: '0.0.0.0', port: 8080, how: 'close' }));
+  w.event(ev('endpoint-changed', T(1030) + api, 'kube', `${nsName}/web-x1`, { namespace: nsName, slice: 'web-x1', service: 'web', ip, ports: [8080], change: 'modified', ready: false, serving: true, terminating: true, pod: `${nsName}/${pod}`, pod_uid: uid, node: podNode }));
   const ruleMs = o.ruleRemovedMs ?? 1210;
   w.event(ev('endpoint-rule-removed', T(ruleMs), 'nftables', `${ip}:8080`, { service: `${nsName}/web:http`, vip: `${RACE.vip}:80`, endpoint: `${ip}:8080`, ip, port: 8080, chain: `endpoint-ABCD-${nsName}/web/tcp/http__${ip}/8080`, mode: 'nftables', clock: 'receipt' }));
-  w.event(ev('process-exit', T(1300), 'strace', 'pid:4242', { pid: 4242, comm: 'app', code: 0 }));
-  w.event(ev('endpoint-changed', T(1400) + api, 'kube', `${nsName}/web-x1`, { namespace: nsName, slice: 'web-x1', service: 'web', ip, change: 'removed', pod: `${nsName}/${pod}`, node }));
+  if (o.hostsPod !== false) w.event(ev('process-exit', T(1300), 'strace', 'pid:4242', { pid: 4242, comm: 'app', code: 0 }));
+  w.event(ev('endpoint-changed', T(1400) + api, 'kube', `${nsName}/web-x1`, { namespace: nsName, slice: 'web-x1', service: 'web', ip, change: 'removed', pod: `${nsName}/${pod}`, node: podNode }));
   w.event(ev('pod-deleted', T(1500) + api, 'kube', `${nsName}/${pod}`, ref));
   w.nftSnapshot({ ts_ns: T(-600), format: 'nft-json', reason: 'start', ruleset: JSON.stringify({ nftables: [{ rule: { family: 'ip', table: 'kube-proxy', chain: `endpoint-ABCD-${nsName}/web/tcp/http__${ip}/8080`, expr: [{ dnat: { addr: ip, port: 8080 } }] } }] }) });
 
@@ -149,8 +154,10 @@ export function writeRaceBundle(path: string, o: RaceOpts = {}): { t0: number; f
       }
     }
   }
-  w.setMeta('ended_ns', String(T(1600)));
   w.close();
+  const db = new Database(path);
+  db.prepare("UPDATE meta SET value = ? WHERE key = 'ended_ns'").run(String(T(1600)));
+  db.close();
   return { t0: t0 + skew, failuresAtMs };
 }
 
