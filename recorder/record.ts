@@ -163,7 +163,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   w.setMeta(META_KEYS.rolltraceVersion, rolltraceVersion());
   w.setMeta(META_KEYS.argv, process.argv.slice(2));
   w.setMeta(META_KEYS.hostname, hostname());
-  w.setMeta(META_KEYS.node, hostname());
+  w.setMeta(META_KEYS.node, plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname());
   w.setMeta(META_KEYS.kernel, release());
   w.setMeta(META_KEYS.toolVersions, versions);
   w.setMeta(META_KEYS.clockOffsets, clockOffsets);

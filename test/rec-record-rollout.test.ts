@@ -54,10 +54,11 @@ describe('record --restart --until-rollout-complete against the lab control plan
   it('restarts the deployment, follows the rollout and stops after it completes', async () => {
     const out = join(dir, 'rollout.rtb');
     const oldPods = cp.store.list('pods', { namespace: NS }).items.map((p) => p.metadata.name).sort();
+    process.env.NODE_NAME = NODE; // as the downward API sets it in a DaemonSet pod
     const code = await runRecord({
       out, kubeconfig: cp.kubeconfigPath, namespace: NS, deployment: 'web', restart: true, untilRolloutComplete: true, settle: 0.3,
       duration: 40, packets: false, strace: false, ebpf: false, nft: false, conntrack: false, quiet: true,
-    }, { statusMode: 'quiet' });
+    }, { statusMode: 'quiet' }).finally(() => { delete process.env.NODE_NAME; });
     expect(code).toBe(0);
     const v = await verifyBundle(out);
     expect(v.valid && v.closedCleanly).toBe(true);
@@ -84,6 +85,7 @@ describe('record --restart --until-rollout-complete against the lab control plan
       expect(evs.some((e) => e.kind === 'endpoint-changed' && JSON.parse(e.attrs).change === 'removed')).toBe(true);
       const patched = cp.store.get('deployments', NS, 'web')!.spec.template.metadata.annotations['kubectl.kubernetes.io/restartedAt'];
       expect(JSON.parse(evs[restart]!.attrs).detail).toContain(patched);
+      expect((db.prepare("select value from meta where key = 'node'").get() as { value: string }).value).toBe(NODE);
       const ended = Number((db.prepare("select value from meta where key = 'ended_ns'").get() as { value: string }).value);
       expect(ended - evs[complete]!.ts_ns).toBeGreaterThan(0.25e9);
       expect(ended - evs[complete]!.ts_ns).toBeLessThan(20e9);

@@ -4,6 +4,7 @@
  * whole in k8s_objects (receive time, resourceVersion); derive.ts turns pod and slice changes into
  * timeline events; ctx.pods is kept current for the strace source. Clock: receipt.
  */
+import { hostname } from 'node:os';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { ev, type RtEvent } from '../../../schemas/events.js';
@@ -157,14 +158,29 @@ class KubeSource implements Source {
       this.target = await resolveTarget(this.client, this.opts);
       // access check: can we list pods?
       await this.client.request('GET', `/api/v1/namespaces/${encodeURIComponent(this.target.namespace)}/pods?limit=1`, undefined, undefined, 10000);
+      const meta: Record<string, string> = {};
+      const node = await this.nodeName();
+      if (node) meta.node = node;
       const what = this.target.deployment ? `deployment ${this.target.deployment} (${this.target.selector || 'all pods'})`
         : this.target.selector ? `selector ${this.target.selector}` : 'every pod';
-      return { ok: true, clock, versions, detail: `watching pods, endpointslices, services, deployments, replicasets, events of ${what} in namespace ${this.target.namespace} at ${this.client.server}` };
+      return { ok: true, clock, versions, meta, detail: `watching pods, endpointslices, services, deployments, replicasets, events of ${what} in namespace ${this.target.namespace} at ${this.client.server}` };
     } catch (e) {
       const msg = e instanceof ApiError && e.status === 404 && this.opts.deployment && !this.target
         ? `deployment ${this.opts.deployment} not found in namespace ${this.opts.namespace}`
         : (e as Error).message;
       return { ok: false, clock, detail: `cannot reach the Kubernetes API: ${msg}` };
+    }
+  }
+
+  /** This node's Kubernetes name: $NODE_NAME (downward API), else a Node named like this host (needs get nodes; optional). */
+  private async nodeName(): Promise<string | null> {
+    if (process.env.NODE_NAME) return process.env.NODE_NAME;
+    const h = hostname();
+    try {
+      const n = await this.client!.request('GET', `/api/v1/nodes/${encodeURIComponent(h)}`, undefined, undefined, 3000);
+      return n.metadata?.name ?? null;
+    } catch {
+      return null;
     }
   }
 
