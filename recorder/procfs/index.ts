@@ -77,3 +77,8 @@ export function netnsAddrs(pid: number): string[] {
     .filter((x) => x.scope === 0 && x.addr !== '::1').map((x) => x.addr);
   return [...v4, ...v6];
 }
+
+/** Thread ids of a process (/proc/PID/task). */
+export function tasksOf(pid: number): number[] {
+  try { return readdirSync(`/proc/${pid}/task`).filter((n) => /^\d+$/.test(n)).map(Number); } catch { return []; }
+}

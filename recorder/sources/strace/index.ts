@@ -11,14 +11,14 @@ import { ev } from '../../../schemas/events.js';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import {
-  cgroupOf, cmdlineOf, commOf, findPodPids, listenersOf, netnsAddrs, netnsOf, rawCgroup, tgidOf,
+  tasksOf, cgroupOf, cmdlineOf, commOf, findPodPids, listenersOf, netnsAddrs, netnsOf, rawCgroup, tgidOf,
 } from '../../procfs/index.js';
 import { StraceParser } from './parse.js';
 
 export const STRACE_SYSCALLS = 'bind,listen,accept,accept4,close,shutdown,exit_group';
 
 export function straceArgs(pids: number[]): string[] {
-  return ['-f', '-ttt', '-q', '-y', '-e', `trace=${STRACE_SYSCALLS}`, '-e', 'signal=!SIGURG,SIGCHLD,SIGWINCH', ...pids.flatMap((p) => ['-p', String(p)])];
+  return ['-o', '|cat', '-f', '-ttt', '-q', '-y', '-e', `trace=${STRACE_SYSCALLS}`, '-e', 'signal=!SIGURG,SIGCHLD,SIGWINCH', ...pids.flatMap((p) => ['-p', String(p)])];
 }
 
 export function create(opts: RecordOptions): Source {
@@ -55,6 +55,7 @@ export function create(opts: RecordOptions): Source {
     for (const pid of fresh) {
       traced.add(pid);
       tgidCache.set(pid, pid);
+      for (const t of tasksOf(pid)) tgidCache.set(t, pid);
       const cg = cgroupOf(pid);
       const listeners = listenersOf(pid);
       for (const l of listeners) parser.addListener({ pid, ...l });
@@ -70,11 +71,13 @@ export function create(opts: RecordOptions): Source {
         events++;
       }
     }
-    const child = spawn(bin, straceArgs(fresh), { stdio: ['ignore', 'ignore', 'pipe'] });
+    // -o '|cat': the trace on stdout (through cat: node's stdio is a socket strace cannot open) with a pid on every line; strace's own messages on stderr
+    const child = spawn(bin, straceArgs(fresh), { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
-    const rl = createInterface({ input: child.stderr! });
+    createInterface({ input: child.stderr! }).on('line', (line) => ctx?.log(`strace: ${line.replace(/^strace: /, '')}`));
+    const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
-      if (line.startsWith('strace: ')) { ctx?.log(`strace: ${line.slice(8)}`); return; }
+      if (process.env.ROLLTRACE_STRACE_DEBUG) process.stderr.write(`[strace] ${line}\n`);
       for (const e of parser.line(line)) { sink?.event(e); events++; }
     });
     child.on('exit', () => { children.delete(child); });

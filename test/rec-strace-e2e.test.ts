@@ -1,0 +1,102 @@
+// End-to-end: a real HTTP server in a private netns, traced by the strace and ebpf sources at once
+// through their Source interface; SIGTERM it and compare what both saw.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { Sink } from '../recorder/bundle-writer.js';
+import type { RecordContext, RecordOptions } from '../recorder/source.js';
+import type { RtEvent } from '../schemas/events.js';
+import { create as createStrace } from '../recorder/sources/strace/index.js';
+import { create as createEbpf } from '../recorder/sources/ebpf/index.js';
+
+const NS = `rt-st-e2e-${randomBytes(3).toString('hex')}`;
+const SERVER = fileURLToPath(new URL('../fixtures/strace/server.cjs', import.meta.url));
+let server: ChildProcess | null = null;
+
+function memSink(): Sink & { events: RtEvent[] } {
+  const events: RtEvent[] = [];
+  return {
+    events, event: (e) => events.push(e), packet: () => {}, conntrack: () => {}, k8sObject: () => {}, nftSnapshot: () => {},
+    probeRequest: () => {}, dropped: () => {},
+  };
+}
+export function ctxFor(opts: RecordOptions, log: string[] = []): RecordContext {
+  const cbs: Array<() => void> = [];
+  return {
+    opts, pods: new Map(), onPodsChanged: (cb) => cbs.push(cb), podsChanged: () => cbs.forEach((c) => c()),
+    requestStop: () => {}, log: (l) => log.push(l),
+  };
+}
+export function baseOpts(over: Partial<RecordOptions> = {}): RecordOptions {
+  return {
+    out: '/dev/null', namespace: 'default', iface: [], snaplen: 128, rate: 10, concurrency: 1, settle: 0, packets: true,
+    strace: true, ebpf: true, nft: true, conntrack: true, kube: false, pid: [], ...over,
+  };
+}
+const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: 'pipe' }).toString();
+
+beforeAll(() => {
+  sh('ip', 'netns', 'add', NS);
+  sh('ip', '-n', NS, 'link', 'set', 'lo', 'up');
+});
+afterAll(() => {
+  if (server?.pid && server.exitCode === null) try { process.kill(server.pid, 'SIGKILL'); } catch { /* gone */ }
+  try { sh('ip', 'netns', 'del', NS); } catch { /* gone */ }
+});
+
+describe('strace + ebpf sources against a real server', () => {
+  it('see SIGTERM, the listener closing (with port) and the exit, within a few ms of each other', async () => {
+    server = spawn('ip', ['netns', 'exec', NS, 'node', SERVER, '18080'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((res) => server!.stdout!.once('data', () => res()));
+    const pid = server.pid!; // ip netns exec execs node in place: same pid
+    const opts = baseOpts({ pid: [String(pid)] });
+    const log: string[] = [];
+    const ctx = ctxFor(opts, log);
+    const st = createStrace(opts), eb = createEbpf(opts);
+    const pst = await st.preflight(ctx), peb = await eb.preflight(ctx);
+    expect(pst.ok, pst.detail).toBe(true);
+    expect(peb.ok, peb.detail).toBe(true);
+    expect(JSON.parse(peb.meta!.clock_offsets!).ebpf_monotonic_to_realtime_ns).toBeGreaterThan(1.6e18);
+    const sst = memSink(), seb = memSink();
+    await eb.start(seb, ctx);
+    await st.start(sst, ctx);
+    sh('ip', 'netns', 'exec', NS, 'curl', '-s', 'http://127.0.0.1:18080/');
+    const before = Date.now() * 1e6;
+    process.kill(pid, 'SIGTERM');
+    await new Promise<void>((res) => server!.once('exit', () => res()));
+    await new Promise((r) => setTimeout(r, 500));
+    await st.stop(); await eb.stop();
+    const after = Date.now() * 1e6;
+
+    const one = (evs: RtEvent[], kind: string, pred: (a: Record<string, unknown>) => boolean = () => true) => {
+      const m = evs.filter((e) => e.kind === kind && pred(e.attrs as unknown as Record<string, unknown>));
+      expect(m.length, `${kind} in ${JSON.stringify(evs.map((e) => e.kind))}`).toBeGreaterThanOrEqual(1);
+      return m[0]!;
+    };
+    const attached = one(sst.events, 'process-attached');
+    expect(attached.attrs).toMatchObject({ pid, listeners: expect.arrayContaining([expect.objectContaining({ port: 18080 })]) });
+    one(sst.events, 'accept');
+    const sSig = one(sst.events, 'signal', (a) => a.signame === 'SIGTERM');
+    const sClose = one(sst.events, 'listener-closed', (a) => a.port === 18080);
+        const sExit = one(sst.events, 'process-exit', (a) => a.pid === pid);
+    const eSig = one(seb.events, 'signal', (a) => a.signame === 'SIGTERM' && a.pid === pid);
+    const eClose = one(seb.events, 'listener-closed', (a) => a.port === 18080 && a.pid === pid);
+    const eExit = one(seb.events, 'process-exit', (a) => a.pid === pid);
+    expect(sClose.attrs).toMatchObject({ how: 'close', addr: '0.0.0.0' });
+    expect(eClose.attrs).toMatchObject({ how: 'tcp-state' });
+    expect((sExit.attrs as { code: number }).code).toBe(0);
+    for (const e of [sSig, sClose, sExit, eSig, eClose, eExit]) {
+      expect(e.ts_ns).toBeGreaterThan(before - 5e6);
+      expect(e.ts_ns).toBeLessThan(after);
+    }
+    // order on each clock: signal, listener closed, exit
+    expect(sSig.ts_ns).toBeLessThanOrEqual(sClose.ts_ns);
+    expect(sClose.ts_ns).toBeLessThanOrEqual(sExit.ts_ns);
+    expect(eSig.ts_ns).toBeLessThanOrEqual(eClose.ts_ns);
+    // the two clocks agree within a few ms
+    expect(Math.abs(eClose.ts_ns - sClose.ts_ns)).toBeLessThan(5e6);
+    expect(Math.abs(eSig.ts_ns - sSig.ts_ns)).toBeLessThan(5e6);
+    console.log(`strace vs ebpf: signal ${((sSig.ts_ns - eSig.ts_ns) / 1e3).toFixed(0)} µs, listener-closed ${((sClose.ts_ns - eClose.ts_ns) / 1e3).toFixed(0)} µs, exit ${((sExit.ts_ns - eExit.ts_ns) / 1e3).toFixed(0)} µs`);
+  });
+});
