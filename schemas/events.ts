@@ -14,11 +14,11 @@ export type SourceName = (typeof SOURCE_NAMES)[number] | `import:${string}`;
 
 /** How a source stamps time. */
 export const CLOCKS = {
-  /** stamped by the kernel on the realtime clock (pcap, strace -ttt, conntrack -o timestamp) */
+  /** stamped by the kernel, or by a tracer synchronously with the kernel event, on the realtime clock (pcap, strace -ttt) */
   kernel: 'kernel',
   /** stamped by the kernel on CLOCK_MONOTONIC/BOOTTIME and converted with meta.clock_offset_* */
   convertedMonotonic: 'converted-monotonic',
-  /** stamped by rolltrace when it read the line from an unbuffered pipe (nft monitor, watches) */
+  /** stamped on receipt from an unbuffered pipe, by rolltrace (nft monitor, watches) or by the tool (conntrack -o timestamp) */
   receipt: 'receipt',
   /** seen by polling at an interval: the true instant is up to one interval earlier */
   polled: 'polled',
