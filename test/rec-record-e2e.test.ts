@@ -120,4 +120,12 @@ describe('rolltrace record end-to-end (kube + probe against the lab API server)'
     expect(v.sources.find((s) => s.name === 'kube')!.status).toBe('running');
     expect(v.tables.k8s_objects).toBeGreaterThanOrEqual(2);
   }, 50_000);
+
+  it('--restart without --deployment is a one-line usage error (exit 2), nothing written', async () => {
+    const out = join(dir, 'usage.rtb');
+    const r = await run(['record', '--out', out, '--restart', '--no-packets']).done;
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe('rolltrace: --restart needs --deployment NAME');
+    expect(existsSync(out)).toBe(false);
+  }, 30_000);
 });
