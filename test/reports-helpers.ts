@@ -210,3 +210,24 @@ export function countColour(png: PNG, rgb: [number, number, number], tol = 12, r
   }
   return n;
 }
+
+/**
+ * Screenshot of the HTML report of any bundle (for the README): analyze, render, open in headless
+ * Chromium. `npx tsx -e "import('./test/reports-helpers.ts').then(m => m.screenshotBundle('race.rtb', 'docs/report.png'))"`
+ */
+export async function screenshotBundle(bundlePath: string, pngPath: string, size = { w: 1400, h: 1000 }): Promise<{ html: string; png: PNG; dom: string }> {
+  const { BundleReader } = await import('../analyzer/bundle-reader.js');
+  const { analyzeBundle } = await import('../analyzer/analyze.js');
+  const { renderHtml } = await import('../analyzer/render/html.js');
+  const { writeFileSync } = await import('node:fs');
+  const reader = await BundleReader.open(bundlePath);
+  let html: string;
+  try { html = await renderHtml(await analyzeBundle(reader), reader); } finally { reader.close(); }
+  const dir = mkdtempSync(join(tmpdir(), 'reports-shot-'));
+  try {
+    const file = join(dir, 'report.html');
+    writeFileSync(file, html);
+    const { dom, png } = chromiumRender(file, pngPath, size);
+    return { html, png, dom };
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+}

@@ -101,3 +101,21 @@ describe('html report in headless chromium', () => {
     expect(countColour(png, hex(HTML_COLOURS.lanePkt), 3)).toBeGreaterThan(20_000);
   }, 90_000);
 });
+
+describe('html report of the shared race fixture through analyzeBundle', () => {
+  it('has one failure mark per failure the analysis found and shaded exposure', async () => {
+    const { screenshotBundle } = await import('./reports-helpers.js');
+    const fixture = join(import.meta.dirname, '..', 'fixtures', 'bundles', 'race-synthetic.rtb');
+    const { html, png, dom } = await screenshotBundle(fixture, join(dir, 'fixture.png'));
+    const { BundleReader: R } = await import('../analyzer/bundle-reader.js');
+    const { analyzeBundle } = await import('../analyzer/analyze.js');
+    const r = await R.open(fixture);
+    let nFail: number;
+    try { nFail = (await analyzeBundle(r)).failures.length; } finally { r.close(); }
+    expect(nFail).toBeGreaterThan(0);
+    expect(html.match(/class="mark fail"/g)?.length).toBe(nFail);
+    expect(dom).toContain('data-scripted="1"');
+    expect(countColour(png, hex(HTML_COLOURS.failure), 12)).toBeGreaterThan(nFail * 60);
+    expect(countColour(png, hex(HTML_COLOURS.exposure), 10)).toBeGreaterThan(300);
+  }, 90_000);
+});
