@@ -99,6 +99,18 @@ describe('kubeconfig and discovery', () => {
     expect(apiVersions.versions).toEqual(['v1']);
   });
 
+  it('answers kubectl-style Table requests with columns and rows', async () => {
+    await core.createNamespacedPod({ namespace: 'default', body: pod('table-a', { app: 'table' }, { nodeName: 'lab-node-1' }) });
+    const res = await fetch(`${api.url}/api/v1/namespaces/default/pods?labelSelector=app%3Dtable`, { headers: { accept: 'application/json;as=Table;v=v1;g=meta.k8s.io,application/json' } });
+    const t = await res.json();
+    expect(t.kind).toBe('Table');
+    expect(t.columnDefinitions.map((c: { name: string }) => c.name)).toEqual(['Name', 'Ready', 'Status', 'Restarts', 'Age', 'IP', 'Node']);
+    expect(t.rows).toHaveLength(1);
+    expect(t.rows[0].cells.slice(0, 4)).toEqual(['table-a', '0/1', 'Pending', '0']);
+    expect(t.rows[0].cells[6]).toBe('lab-node-1');
+    expect(t.rows[0].object.metadata.name).toBe('table-a');
+  });
+
   it('has the default namespace and the lab node', async () => {
     const ns = await core.readNamespace({ name: 'default' });
     expect(ns.status?.phase).toBe('Active');

@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { API_GROUPS, apiVersionOf, findResource, RESOURCES, type ResourceDef } from './resources.js';
 import { patchTypeOf } from './patch.js';
+import { toTable, wantsTable } from './table.js';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type FieldRequirement, type LabelRequirement } from './selectors.js';
 import { ApiError, Store, type Change, type ListOptions } from './store.js';
 import type { Obj } from './util.js';
@@ -153,8 +154,15 @@ export async function startApiServer(store: Store, opts: ApiServerOptions = {}):
     const timeoutSeconds = Number(q.get('timeoutSeconds') ?? '0');
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
     res.flushHeaders();
+    const table = wantsTable(req.headers.accept);
+    let firstTable = true;
     const write = (ev: Obj) => {
-      if (!res.writableEnded && !res.destroyed) res.write(JSON.stringify(ev) + '\n');
+      if (res.writableEnded || res.destroyed) return;
+      if (table && ev.type !== 'ERROR' && ev.type !== 'BOOKMARK') {
+        ev = { type: ev.type, object: toTable(d, [ev.object], ev.object.metadata?.resourceVersion, firstTable) };
+        firstTable = false;
+      }
+      res.write(JSON.stringify(ev) + '\n');
     };
     if (forcedExpiries > 0) {
       forcedExpiries--;
@@ -280,6 +288,7 @@ export async function startApiServer(store: Store, opts: ApiServerOptions = {}):
       if (method === 'GET') {
         if (watch) return serveWatch(req, res, d, lo, q);
         const { items, resourceVersion } = store.list(d.resource, lo);
+        if (wantsTable(req.headers.accept)) return sendJson(res, 200, toTable(d, items, resourceVersion));
         return sendJson(res, 200, { kind: listKind(d), apiVersion: apiVersionOf(d), metadata: { resourceVersion }, items: items.map(stripTypeMeta) });
       }
       if (method === 'POST') {
@@ -306,6 +315,7 @@ export async function startApiServer(store: Store, opts: ApiServerOptions = {}):
       if (watch) return serveWatch(req, res, d, { ...lo, fieldSelector: [...(fieldSelector ?? []), { field: 'metadata.name', op: 'eq', value: name }] }, q);
       const o = store.get(d.resource, namespace, name);
       if (!o) throw new ApiError(404, 'NotFound', `${d.resource}${d.group ? '.' + d.group : ''} "${name}" not found`, { name, group: d.group || undefined, kind: d.resource });
+      if (wantsTable(req.headers.accept) && sub === undefined) return sendJson(res, 200, toTable(d, [o], o.metadata.resourceVersion));
       return sendJson(res, 200, o);
     }
     if (method === 'POST' && sub === 'binding') {
