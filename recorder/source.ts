@@ -61,6 +61,8 @@ export interface RecordContext {
   requestStop(reason: string): void;
   /** log a line on stderr above the status line */
   log(line: string): void;
+  /** a running source reports that it failed (its tool died, its stream broke): marked failed, the others go on */
+  sourceFailed?(name: string, reason: string): void;
 }
 
 export interface SourceStats {
