@@ -231,17 +231,17 @@ describe('controllers in-process', () => {
     const c = startControllers(s, { nodeName: 'n1', endpointDelayMs: 10 });
     try {
       s.create('replicasets', { metadata: { name: 'rs1' }, spec: { replicas: 3, selector: { matchLabels: { app: 'r' } }, template: { metadata: { labels: { app: 'r' } }, spec: { containers: [{ name: 'c', image: 'i' }], terminationGracePeriodSeconds: 7 } } } });
-      await settle();
+      await until(() => s.list('pods').items.filter((p) => p.spec.nodeName).length === 3, 'three bound pods');
       const pods = s.list('pods').items;
       expect(pods).toHaveLength(3);
       expect(pods.every((p) => p.spec.nodeName === 'n1' && p.status.conditions?.some((x: any) => x.type === 'PodScheduled'))).toBe(true);
       const [a, b, cc] = pods.map((p) => p.metadata.name as string);
       markReady(s, a!, '10.0.0.1', Date.now() - 100_000);
       markReady(s, cc!, '10.0.0.3', Date.now() - 10_000);
-      await settle();
+      await until(() => s.get('replicasets', 'default', 'rs1')!.status.readyReplicas === 2, 'rs status');
       expect(s.get('replicasets', 'default', 'rs1')!.status).toMatchObject({ replicas: 3, readyReplicas: 2, availableReplicas: 2 });
       s.mutate('replicasets', 'default', 'rs1', (r) => { r.spec.replicas = 1; });
-      await settle();
+      await until(() => s.get('replicasets', 'default', 'rs1')!.status.replicas === 1, 'scale-down');
       const after = s.list('pods').items;
       const terminating = after.filter((p) => p.metadata.deletionTimestamp).map((p) => p.metadata.name).sort();
       expect(terminating).toEqual([b, cc].sort());
@@ -255,6 +255,7 @@ describe('controllers in-process', () => {
   it('EndpointSlice controller batches changes within its delay, resolves named ports, drops gone pods and orphaned slices', async () => {
     const s = new Store({ nodeName: 'n1' });
     const c = startControllers(s, { nodeName: 'n1', endpointDelayMs: 150 });
+    const sliceRuns = () => sliceChanges.length;
     const sliceChanges: string[] = [];
     s.subscribe((ch) => { if (ch.resource === 'endpointslices') sliceChanges.push(`${ch.type} ${(ch.object.endpoints ?? []).length}`); });
     try {
@@ -262,9 +263,10 @@ describe('controllers in-process', () => {
       s.create('services', { metadata: { name: 'manual' }, spec: { ports: [{ port: 81 }] } });
       for (const n of ['e1', 'e2', 'e3']) s.create('pods', pod(n, { app: 'e' }));
       s.create('pods', pod('other', { app: 'x' }));
-      await settle(20); // the scheduler binds (pod MODIFIED) within the batching window
+      // all in one tick: the scheduler (0 ms timer) binds before the slice controller's 150 ms batch runs
       markReady(s, 'e1', '10.1.0.1'); markReady(s, 'e2', '10.1.0.2'); markReady(s, 'e3', '10.1.0.3'); markReady(s, 'other', '10.1.0.9');
-      await settle(400);
+      await until(() => sliceRuns() >= 1, 'first slice');
+      await settle(300);
       expect(sliceChanges).toEqual(['ADDED 3']);
       const slice = s.list('endpointslices').items[0]!;
       expect(slice.metadata.labels).toMatchObject({ team: 'x', 'kubernetes.io/service-name': 'svc' });
@@ -273,9 +275,10 @@ describe('controllers in-process', () => {
       expect(slice.endpoints.map((e: any) => e.addresses[0])).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3']);
       // three changes in one tick -> one update
       s.delete('pods', 'default', 'e1'); // graceful: terminating
-      s.mutate('pods', 'default', 'e2', (p) => { p.status.conditions[0].status = 'False'; });
+      s.mutate('pods', 'default', 'e2', (p) => { p.status.conditions.find((x: any) => x.type === 'Ready').status = 'False'; });
       s.delete('pods', 'default', 'e3', { gracePeriodSeconds: 0 });
-      await settle(400);
+      await until(() => sliceRuns() >= 2, 'slice update');
+      await settle(300);
       expect(sliceChanges).toEqual(['ADDED 3', 'MODIFIED 2']);
       const eps = s.list('endpointslices').items[0]!.endpoints;
       expect(eps.map((e: any) => [e.targetRef.name, e.conditions])).toEqual([
@@ -283,8 +286,7 @@ describe('controllers in-process', () => {
         ['e2', { ready: false, serving: false, terminating: false }],
       ]);
       s.delete('services', 'default', 'svc');
-      await settle(400);
-      expect(s.list('endpointslices').items).toHaveLength(0);
+      await until(() => s.list('endpointslices').items.length === 0, 'orphaned slice removed');
     } finally {
       c.stop();
     }
