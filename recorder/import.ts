@@ -4,12 +4,13 @@
  * who arrive with a pcap attached to an incident get an analysis without having run the recorder.
  * Each artifact goes through the same pure parsers the live sources use.
  */
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { basename } from 'node:path';
 import { hostname } from 'node:os';
 import { InputError } from '../schemas/errors.js';
-import { META_KEYS } from '../schemas/rows.js';
+import { META_KEYS, type K8sObjectRow } from '../schemas/rows.js';
+import { ev } from '../schemas/events.js';
 import { BundleWriter } from './bundle-writer.js';
 import { CaptureStreamParser } from './decode/pcapfile.js';
 import { decodeFrame } from './decode/packet.js';
@@ -53,26 +54,52 @@ async function importPcap(w: BundleWriter, file: string): Promise<ImportSummary>
       rows++;
     }
   };
-  for await (const chunk of createReadStream(file)) emit(p.push(chunk as Buffer));
-  p.end();
+  try {
+    for await (const chunk of createReadStream(file)) emit(p.push(chunk as Buffer));
+    p.end();
+  } catch (e) {
+    if (e instanceof Error && e.name === 'InputError' && !e.message.includes(file)) throw new InputError(`--pcap ${file}: ${e.message}`);
+    throw e;
+  }
   if (p.format === null) throw new InputError(`--pcap ${file}: empty or not a pcap/pcapng capture`);
   w.dropped(src, p.malformed);
   addDetail(w, src, `${p.format} ${basename(file)}: ${rows} packets${p.malformed ? `, ${p.malformed} malformed records skipped` : ''}`);
   return { source: src, file, rows, skipped: p.malformed };
 }
 
-/** Parser hooks implemented by the live sources' pure parsers (loaded lazily). */
+/** `-o file -ff` writes one file per process, named PREFIX.PID, whose lines carry no pid. */
+function pidFromFileName(file: string): number | null {
+  const m = /\.(\d+)$/.exec(basename(file));
+  return m ? Number(m[1]) : null;
+}
+
+const STRACE_NO_PID = /^\d+\.\d+\s/;
+
 async function importStrace(w: BundleWriter, file: string): Promise<ImportSummary> {
   const src = 'import:strace';
   const { StraceParser } = await import('./sources/strace/parse.js');
+  // lines without a pid (one file per process, or the first tracee before `strace -f` saw a second):
+  // the pid from the file name, else the lowest pid the log names (the first tracee), else 0
+  let unprefixed = 0;
+  let minPid = Infinity;
+  let stamped = 0;
+  for await (const l of lines(file)) {
+    if (STRACE_NO_PID.test(l)) { unprefixed++; stamped++; continue; }
+    const m = /^(?:\[pid\s+)?(\d+)\]?\s+\d+\.\d+\s/.exec(l);
+    if (m) { stamped++; minPid = Math.min(minPid, Number(m[1])); }
+  }
+  if (!stamped) throw new InputError(`--strace ${file}: no strace -ttt lines (capture with strace -f -ttt)`);
+  const filePid = pidFromFileName(file);
+  const defaultPid = filePid ?? (Number.isFinite(minPid) ? minPid : 0);
   const parser = new StraceParser({ source: src });
   let rows = 0;
   for await (const l of lines(file)) {
-    for (const e of parser.push(l)) { w.event(e); rows++; }
+    const line = STRACE_NO_PID.test(l) ? `${defaultPid} ${l}` : l;
+    for (const e of parser.line(line)) { w.event(e); rows++; }
   }
-  for (const e of parser.end()) { w.event(e); rows++; }
   w.dropped(src, parser.malformed);
-  addDetail(w, src, `strace log ${basename(file)}: ${rows} events, ${parser.malformed} lines skipped`);
+  const pidNote = unprefixed ? `, ${unprefixed} lines without a pid taken as pid ${defaultPid}${filePid !== null ? ' (file name)' : defaultPid ? ' (lowest pid in the log)' : ' (unknown)'}` : '';
+  addDetail(w, src, `strace log ${basename(file)}: ${parser.lines} lines, ${rows} events, ${parser.malformed} lines skipped${pidNote}`);
   return { source: src, file, rows, skipped: parser.malformed };
 }
 
@@ -100,6 +127,8 @@ export async function runImport(opts: ImportOptions): Promise<number> {
   } catch (e) {
     failed = e;
   }
+  const receipt = ['import:nft', 'import:conntrack'].filter((n) => w.source(n));
+  if (receipt.length) w.setMeta(META_KEYS.receiptStamped, JSON.stringify(receipt));
   // an import's time range is its data's
   const range = w.timeRange();
   if (range) {
@@ -107,20 +136,171 @@ export async function runImport(opts: ImportOptions): Promise<number> {
     w.endedNs = range.end;
   }
   w.close();
-  if (failed) throw failed;
+  if (failed) {
+    // a half-built import is worth nothing: remove it so the corrected command can run again
+    try { rmSync(opts.out, { force: true }); } catch { /* best effort */ }
+    throw failed;
+  }
   for (const s of summaries) process.stderr.write(`imported ${s.file}: ${s.rows} rows as ${s.source}${s.skipped ? ` (${s.skipped} skipped)` : ''}\n`);
   process.stderr.write(`wrote ${opts.out}; next: rolltrace analyze ${opts.out}\n`);
   return 0;
 }
 
-// nft, conntrack and watch importers: filled in below once their parsers exist
-async function importNft(_w: BundleWriter, file: string, _ruleset?: string): Promise<ImportSummary> {
-  throw new InputError(`--nft-monitor ${file}: not supported yet`);
+
+/** Read a whole text file, refusing binary content (a pcap given to a text option). */
+function readText(file: string, what: string): string {
+  const buf = readFileSync(file);
+  if (buf.subarray(0, 4096).includes(0)) throw new InputError(`${what} ${file}: binary file, expected text`);
+  return buf.toString('utf8');
 }
-async function importConntrack(_w: BundleWriter, file: string): Promise<ImportSummary> {
-  throw new InputError(`--conntrack ${file}: not supported yet`);
+
+async function importNft(w: BundleWriter, file: string, rulesetFile?: string): Promise<ImportSummary> {
+  const src = 'import:nft';
+  const [{ parseMonitorLine, summarizeBurst, isKubeRelevantTable }, { reduceNftRuleset }, { diffReductions, emptyReduction }, { QUIET_MS, MAX_BURST_MS }, { NftReplayModel, stampLines }] = await Promise.all([
+    import('./sources/nftables/monitor.js'), import('./sources/nftables/nft-json.js'), import('./sources/nftables/reduce.js'),
+    import('./sources/nftables/index.js'), import('./import/nft-replay.js'),
+  ]);
+  let model = new NftReplayModel();
+  if (rulesetFile) {
+    let doc: unknown;
+    try { doc = JSON.parse(readText(rulesetFile, '--nft-ruleset')); } catch (e) {
+      if ((e as Error).name === 'InputError') throw e;
+      throw new InputError(`--nft-ruleset ${rulesetFile}: not JSON (capture with nft -j list ruleset)`);
+    }
+    try { model = NftReplayModel.fromRuleset(doc); } catch {
+      throw new InputError(`--nft-ruleset ${rulesetFile}: no "nftables" array (capture with nft -j list ruleset)`);
+    }
+  }
+  const text = readText(file, '--nft-monitor');
+  const stamped = stampLines(text.split('\n'));
+  if (!stamped) {
+    throw new InputError(`--nft-monitor ${file}: no timestamps; capture with: nft -j monitor | ts '%.s' > FILE (moreutils), or prefix each line with date +%s.%N`);
+  }
+  let malformed = 0;
+  let records = 0;
+  let unknown = 0;
+  let xt = 0;
+  let bursts = 0;
+  let snapshots = 0;
+  let changes = 0;
+  let prev = reduceNftRuleset(model.toRuleset());
+  if (rulesetFile) {
+    w.nftSnapshot({ ts_ns: stamped[0]!.ts, format: 'nft-json', reason: 'start', ruleset: JSON.stringify(model.toRuleset()) }, src);
+    snapshots++;
+  } else prev = emptyReduction();
+  let burst: { first: number; last: number; recs: Parameters<typeof summarizeBurst>[0] } | null = null;
+  const close = (): void => {
+    const b = burst;
+    if (!b) return;
+    burst = null;
+    bursts++;
+    const attrs = summarizeBurst(b.recs);
+    w.event(ev('rules-changed', b.first, src, attrs.tables.join(',') || null, attrs));
+    const ruleset = model.toRuleset();
+    w.nftSnapshot({ ts_ns: b.last, format: 'nft-json', reason: 'burst', ruleset: JSON.stringify(ruleset) }, src);
+    snapshots++;
+    const next = reduceNftRuleset(ruleset);
+    for (const e of diffReductions(prev, next, { ts_ns: b.first, clock: 'file' })) { w.event({ ...e, source: src }); changes++; }
+    prev = next;
+  };
+  for (const { ts, body } of stamped) {
+    const p = parseMonitorLine(body);
+    if (p.t === 'noise') continue;
+    if (p.t === 'malformed') { malformed++; continue; }
+    if (burst && ((ts - burst.last) / 1e6 > QUIET_MS || (ts - burst.first) / 1e6 >= MAX_BURST_MS)) close();
+    records++;
+    const r = model.apply(JSON.parse(body.trim()));
+    if (r.unknown) unknown++;
+    if (r.xt) xt++;
+    if (!isKubeRelevantTable(p.r.table)) continue;
+    if (!burst) burst = { first: ts, last: ts, recs: [] };
+    burst.last = ts;
+    burst.recs.push(p.r);
+  }
+  close();
+  if (!records && malformed) throw new InputError(`--nft-monitor ${file}: no nft -j monitor JSON lines`);
+  w.dropped(src, malformed);
+  const notes = [
+    `nft monitor ${basename(file)}: ${records} records, ${bursts} bursts (${QUIET_MS} ms quiet gap), ${changes} endpoint-rule changes, ${snapshots} replayed snapshots`,
+    rulesetFile ? `replayed onto ${basename(rulesetFile)}` : 'replayed onto an empty ruleset (no --nft-ruleset: rules that existed before the capture are unknown)',
+  ];
+  if (malformed) notes.push(`${malformed} malformed lines skipped`);
+  if (unknown) notes.push(`${unknown} records named objects or handles the model did not hold`);
+  if (xt || model.hasIptablesKube()) notes.push('iptables-mode (iptables-nft xt) rules are opaque in nft monitor: endpoint changes need iptables-save snapshots, which import does not take');
+  addDetail(w, src, notes.join('; '));
+  return { source: src, file, rows: records, skipped: malformed };
 }
-async function importWatch(_w: BundleWriter, file: string): Promise<ImportSummary> {
-  throw new InputError(`--watch ${file}: not supported yet`);
+
+async function importConntrack(w: BundleWriter, file: string): Promise<ImportSummary> {
+  const src = 'import:conntrack';
+  const { parseConntrackLine } = await import('./sources/conntrack/parse.js');
+  let rows = 0;
+  let malformed = 0;
+  let nostamp = 0;
+  for await (const l of lines(file)) {
+    const p = parseConntrackLine(l);
+    if (p.t === 'row') { w.conntrack(p.row, src); rows++; } else if (p.t === 'malformed') {
+      malformed++;
+      if (/^\s*\[(NEW|UPDATE|DESTROY)\]/.test(l)) nostamp++;
+    }
+  }
+  if (!rows && nostamp) throw new InputError(`--conntrack ${file}: no timestamps; capture with conntrack -E -o timestamp,extended`);
+  if (!rows && malformed) throw new InputError(`--conntrack ${file}: no conntrack -E lines`);
+  w.dropped(src, malformed);
+  addDetail(w, src, `conntrack log ${basename(file)}: ${rows} rows${malformed ? `, ${malformed} malformed lines skipped` : ''}; stamped by conntrack on receipt of the netlink event`);
+  return { source: src, file, rows, skipped: malformed };
 }
-void readFileSync;
+
+async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary> {
+  const src = 'import:kube';
+  const [{ parseWatchLines, deriveKubeEvents, emptyKubeState }, { splitConcatenatedJson, plainObjectsToEvents, objectInstantNs, normalizeEpoch }] = await Promise.all([
+    import('./sources/kube/derive.js'), import('./import/watch.js'),
+  ]);
+  const text = readText(file, '--watch');
+  const firstLine = text.split('\n').find((l) => l.trim() !== '')?.trim() ?? '';
+  if (!firstLine.startsWith('{')) throw new InputError(`--watch ${file}: not JSON (expected watch event JSON lines or kubectl get --watch -o json output)`);
+  let jsonLines = false;
+  try { const j = JSON.parse(firstLine); jsonLines = typeof j?.type === 'string' && typeof j?.object === 'object'; } catch { /* pretty-printed */ }
+  let evs: Array<{ type: string; object: import('./sources/kube/derive.js').KubeObject; ts: number | null }>;
+  let bad: number;
+  let form: string;
+  if (jsonLines) {
+    const p = parseWatchLines(text);
+    evs = p.events.map((e) => ({ type: e.type, object: e.object, ts: e.ts !== undefined ? normalizeEpoch(e.ts) : objectInstantNs(e.object) }));
+    bad = p.bad;
+    form = 'watch JSON lines';
+  } else {
+    const s = splitConcatenatedJson(text);
+    const p = plainObjectsToEvents(s.values);
+    evs = p.events;
+    bad = s.bad + p.bad;
+    form = 'kubectl --watch -o json objects (ADDED at first sight, MODIFIED after; instants from metadata, second precision)';
+  }
+  if (!evs.length) throw new InputError(`--watch ${file}: no watch events or Kubernetes objects`);
+  const noTs = evs.find((e) => e.ts === null);
+  if (noTs) {
+    const md = noTs.object.metadata ?? {};
+    throw new InputError(`--watch ${file}: ${noTs.object.kind ?? 'object'} ${md.namespace ?? ''}/${md.name ?? ''} has no "ts" and no timestamp in its metadata`);
+  }
+  let state = emptyKubeState();
+  let rows = 0;
+  let derived = 0;
+  for (const e of evs) {
+    const ts = e.ts!;
+    const o = e.object;
+    const md = o.metadata ?? {};
+    if (e.type !== 'BOOKMARK' && e.type !== 'ERROR') {
+      w.k8sObject({
+        ts_ns: ts, kind: o.kind ?? '', namespace: md.namespace ?? null, name: md.name ?? null, uid: md.uid ?? null,
+        resource_version: md.resourceVersion ?? null, event_type: e.type as K8sObjectRow['event_type'], object: JSON.stringify(o),
+      }, src);
+      rows++;
+    }
+    const r = deriveKubeEvents(state, { type: e.type, object: o }, ts, src);
+    state = r.state;
+    for (const x of r.events) { w.event(x); derived++; }
+  }
+  w.dropped(src, bad);
+  addDetail(w, src, `${form} ${basename(file)}: ${rows} objects, ${derived} derived events${bad ? `, ${bad} malformed entries skipped` : ''}`);
+  return { source: src, file, rows, skipped: bad };
+}
