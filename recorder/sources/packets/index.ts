@@ -1,0 +1,183 @@
+/**
+ * packets source: captures on one or more interfaces (default: the node's CNI bridge, else `any`).
+ *
+ * Backend: `tcpdump -U -w - --time-stamp-precision nano -B 32768` streamed through our pcap reader is
+ * preferred because it keeps the kernel's capture timestamp (ns) and reports the kernel's drop
+ * counters; the `cap` binding only hands over the bytes (no pcap_pkthdr timestamp, no pcap_stats), so
+ * it is the fallback when tcpdump is missing, stamped on receipt (µs, CLOCK_MONOTONIC + offset).
+ * ROLLTRACE_PACKETS_BACKEND=cap|tcpdump forces one.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { ev } from '../../../schemas/events.js';
+import type { Sink } from '../../bundle-writer.js';
+import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
+import { decodeFrame } from '../../decode/packet.js';
+import { CaptureStreamParser } from '../../decode/pcapfile.js';
+import { measureMonotonicToRealtime } from '../ebpf/clock.js';
+import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
+
+const KERNEL_BUFFER_KIB = 32768;
+
+export function defaultIfaces(opts: RecordOptions): string[] {
+  if (opts.iface.length) return opts.iface;
+  for (const b of CNI_BRIDGES) if (existsSync(`/sys/class/net/${b}`)) return [b];
+  return ['any'];
+}
+
+export function tcpdumpArgs(iface: string, snaplen: number, filter?: string): string[] {
+  // --immediate-mode: without it TPACKET_V3 holds packets in a ring block for up to 1 s and SIGINT at stop loses them
+  const a = ['-U', '--immediate-mode', '-w', '-', '-n', '-s', String(snaplen), '-B', String(KERNEL_BUFFER_KIB), '-i', iface, '--time-stamp-precision', 'nano'];
+  if (filter) a.push(filter);
+  return a;
+}
+
+type CapModule = { Cap: new () => CapHandle };
+interface CapHandle { open(dev: string, filter: string, bufSize: number, buf: Buffer): string; close(): void; on(ev: 'packet', cb: (n: number, trunc: boolean) => void): void }
+
+function loadCap(): CapModule | null {
+  try { return createRequire(import.meta.url)('cap') as CapModule; } catch { return null; }
+}
+
+export function create(opts: RecordOptions): Source {
+  const name = 'packets';
+  const ifaces = defaultIfaces(opts);
+  const snaplen = opts.snaplen || 128;
+  const maxBytes = opts.maxSize ? opts.maxSize * 1024 * 1024 : Infinity;
+  const bin = process.env.ROLLTRACE_TCPDUMP ?? 'tcpdump';
+  let backend: 'tcpdump' | 'cap' = 'tcpdump';
+  let sink: Sink | null = null;
+  let ctx: RecordContext | null = null;
+  const children: ChildProcess[] = [];
+  const caps: CapHandle[] = [];
+  let packets = 0, bytes = 0, malformed = 0, capped = false;
+  const drops = new Map<string, number>();
+  let statsTimer: NodeJS.Timeout | null = null;
+  const stderrBuf = new Map<string, string>();
+
+  const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
+
+  function emit(ts_ns: number, iface: string, linktype: number, data: Uint8Array, caplen: number, len: number): void {
+    if (capped || !sink) return;
+    sink.packet({ ts_ns, iface, ...decodeFrame(linktype, data, caplen, len), data });
+    packets++;
+    bytes += data.length;
+    if (bytes >= maxBytes) cap();
+  }
+
+  function cap(): void {
+    if (capped) return;
+    capped = true;
+    sink?.event(ev('capture-capped', Date.now() * 1e6, 'packets', null, { max_mb: opts.maxSize ?? 0, packets }));
+    ctx?.log(`packets: --max-size ${opts.maxSize} MB reached after ${packets} packets; capture stopped, other sources continue`);
+    void stopCapture();
+  }
+
+  /** resolves once tcpdump says it is listening (the capture is active), or on failure/timeout */
+  function startTcpdump(iface: string): Promise<void> {
+    const child = spawn(bin, tcpdumpArgs(iface, snaplen, opts.filter), { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    const parser = new CaptureStreamParser({ iface });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      try {
+        for (const r of parser.push(chunk)) emit(r.ts_ns, iface, r.linktype, r.data, r.caplen, r.len);
+      } catch (e) {
+        malformed++;
+        ctx?.log(`packets: ${iface}: ${(e as Error).message}`);
+        child.kill('SIGKILL');
+      }
+    });
+    child.stdout!.on('end', () => { parser.end(); malformed += parser.malformed; });
+    let ready: () => void = () => {};
+    const listening = new Promise<void>((res) => { ready = res; });
+    const timer = setTimeout(() => { ctx?.log(`packets: tcpdump on ${iface} not listening after 10 s`); ready(); }, 10000);
+    child.on('exit', () => { clearTimeout(timer); ready(); });
+    child.stderr!.on('data', (d: Buffer) => {
+      const t = (stderrBuf.get(iface) ?? '') + d.toString();
+      if (/listening on/.test(t)) { clearTimeout(timer); ready(); }
+      stderrBuf.set(iface, t.slice(-4000));
+      const s = parseTcpdumpStats(t);
+      if (s.droppedKernel !== null) drops.set(iface, s.droppedKernel + (s.droppedIface ?? 0));
+    });
+    child.on('error', (e) => ctx?.log(`packets: ${bin}: ${e.message}`));
+    child.on('exit', (code, sig) => {
+      if (code) ctx?.log(`packets: tcpdump on ${iface} exited ${code}: ${(stderrBuf.get(iface) ?? '').trim().split('\n').slice(-2).join(' / ')}`);
+      else if (sig && sig !== 'SIGINT' && sig !== 'SIGKILL') ctx?.log(`packets: tcpdump on ${iface} killed by ${sig}`);
+    });
+    return listening;
+  }
+
+  function startCap(mod: CapModule, iface: string): void {
+    const c = new mod.Cap();
+    const buf = Buffer.alloc(65535);
+    const lt = linktypeFromName(c.open(iface === 'any' ? 'any' : iface, opts.filter ?? '', KERNEL_BUFFER_KIB * 1024, buf));
+    const off = measureMonotonicToRealtime(5).offsetNs;
+    c.on('packet', (n: number) => {
+      const ts = Number(process.hrtime.bigint()) + off;
+      const cl = Math.min(n, snaplen);
+      emit(ts, iface, lt, new Uint8Array(buf.subarray(0, cl)), cl, n);
+    });
+    caps.push(c);
+  }
+
+  async function stopCapture(): Promise<void> {
+    if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
+    for (const c of caps.splice(0)) try { c.close(); } catch { /* closed */ }
+    await Promise.all(children.splice(0).map((ch) => new Promise<void>((res) => {
+      if (ch.exitCode !== null || ch.signalCode !== null) return res();
+      const t = setTimeout(() => ch.kill('SIGKILL'), 3000);
+      ch.on('close', () => { clearTimeout(t); res(); });
+      ch.kill('SIGINT'); // tcpdump flushes and prints its final statistics
+    })));
+  }
+
+  return {
+    name,
+    async preflight(): Promise<Preflight> {
+      const forced = process.env.ROLLTRACE_PACKETS_BACKEND;
+      const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+      const haveTcpdump = !v.error && v.status === 0;
+      const capMod = forced === 'tcpdump' ? null : loadCap();
+      if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root (raw capture)', clock: 'kernel' };
+      for (const i of ifaces) if (i !== 'any' && !existsSync(`/sys/class/net/${i}`)) return { ok: false, detail: `--iface ${i}: no such interface`, clock: 'kernel' };
+      const where = `${ifaces.join(',')}${opts.filter ? ` filter "${opts.filter}"` : ''}, snaplen ${snaplen}, kernel buffer ${KERNEL_BUFFER_KIB / 1024} MiB${opts.maxSize ? `, max ${opts.maxSize} MB` : ''}`;
+      if (haveTcpdump && forced !== 'cap') {
+        backend = 'tcpdump';
+        const version = (v.stdout + v.stderr).split('\n').filter(Boolean).slice(0, 2).join('; ');
+        return { ok: true, clock: 'kernel', versions: { tcpdump: version }, detail: `tcpdump -w - (kernel timestamps, ns; kernel drop counters) on ${where}${capMod ? '' : '; cap not loadable'}` };
+      }
+      if (capMod) {
+        backend = 'cap';
+        return { ok: true, clock: 'receipt', detail: `cap/libpcap on ${where}; tcpdump ${haveTcpdump ? 'not used (forced)' : 'not found'}: timestamps on receipt (µs), no kernel drop counters` };
+      }
+      return { ok: false, detail: 'neither tcpdump nor the cap module is available', clock: 'kernel' };
+    },
+    async start(s: Sink, c: RecordContext): Promise<void> {
+      sink = s; ctx = c;
+      if (backend === 'cap') {
+        const mod = loadCap();
+        if (!mod) throw new Error('cap module not loadable');
+        for (const i of ifaces) startCap(mod, i);
+        return;
+      }
+      await Promise.all(ifaces.map((i) => startTcpdump(i)));
+      // live kernel drop counters: tcpdump prints its statistics on SIGUSR1
+      statsTimer = setInterval(() => { for (const ch of children) if (ch.exitCode === null) ch.kill('SIGUSR1'); }, 2000);
+      statsTimer.unref();
+    },
+    async stop(): Promise<void> {
+      await stopCapture();
+      if (sink) {
+        if (kernelDrops()) sink.dropped(name, kernelDrops());
+        if (malformed) sink.dropped(name, malformed);
+      }
+    },
+    stats(): SourceStats {
+      return {
+        events: packets, dropped: kernelDrops() + malformed,
+        extra: `${backend}; kernel drops ${backend === 'cap' ? 'unknown' : kernelDrops()}${capped ? '; capped' : ''}`,
+      };
+    },
+  };
+}

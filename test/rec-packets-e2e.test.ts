@@ -1,0 +1,122 @@
+// The packets source on a bridge (like a CNI bridge) joining two namespaces this test creates:
+// a refused SYN must be recorded with its RST; stats parsing and --max-size capping.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Sink } from '../recorder/bundle-writer.js';
+import type { RecordContext, RecordOptions } from '../recorder/source.js';
+import type { PacketRow } from '../schemas/rows.js';
+import { TCP } from '../schemas/rows.js';
+import type { RtEvent } from '../schemas/events.js';
+import { create, defaultIfaces, tcpdumpArgs } from '../recorder/sources/packets/index.js';
+import { linktypeFromName, parseTcpdumpStats } from '../recorder/sources/packets/stats.js';
+
+const R = randomBytes(2).toString('hex');
+const BR = `rtpk${R}br`, A = `rt-pk-${R}-a`, B = `rt-pk-${R}-b`;
+const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: 'pipe' }).toString();
+
+function memSink(): Sink & { events: RtEvent[]; packets: PacketRow[]; drops: number } {
+  const s = {
+    events: [] as RtEvent[], packets: [] as PacketRow[], drops: 0,
+    event: (e: RtEvent) => { s.events.push(e); }, packet: (p: PacketRow) => { s.packets.push(p); }, conntrack: () => {},
+    k8sObject: () => {}, nftSnapshot: () => {}, probeRequest: () => {}, dropped: (_: string, n: number) => { s.drops += n; },
+  };
+  return s;
+}
+const ctx = (opts: RecordOptions): RecordContext => ({
+  opts, pods: new Map(), onPodsChanged: () => {}, podsChanged: () => {}, requestStop: () => {}, log: () => {},
+});
+const opts = (over: Partial<RecordOptions>): RecordOptions => ({
+  out: '/dev/null', namespace: 'default', iface: [BR], snaplen: 128, rate: 10, concurrency: 1, settle: 0, packets: true,
+  strace: false, ebpf: false, nft: false, conntrack: false, kube: false, pid: [], ...over,
+});
+
+beforeAll(() => {
+  sh('ip', 'link', 'add', BR, 'type', 'bridge');
+  sh('ip', 'link', 'set', BR, 'up');
+  for (const [ns, ip, v] of [[A, '10.79.0.1', 'a'], [B, '10.79.0.2', 'b']] as const) {
+    sh('ip', 'netns', 'add', ns);
+    sh('ip', 'link', 'add', `rtpk${R}${v}`, 'type', 'veth', 'peer', 'name', `rtpk${R}${v}p`);
+    sh('ip', 'link', 'set', `rtpk${R}${v}p`, 'master', BR, 'up');
+    sh('ip', 'link', 'set', `rtpk${R}${v}`, 'netns', ns);
+    sh('ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', `rtpk${R}${v}`);
+    sh('ip', '-n', ns, 'link', 'set', `rtpk${R}${v}`, 'up');
+    sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+  }
+});
+afterAll(() => {
+  for (const ns of [A, B]) try { sh('ip', 'netns', 'del', ns); } catch { /* gone */ }
+  for (const l of [`rtpk${R}ap`, `rtpk${R}bp`, BR]) try { sh('ip', 'link', 'del', l); } catch { /* gone */ }
+});
+
+const refuse = (port: number) => spawnSync('ip', ['netns', 'exec', A, 'bash', '-c', `exec 3<>/dev/tcp/10.79.0.2/${port}`], { stdio: 'ignore' });
+
+describe('packets source (tcpdump backend)', () => {
+  it('records a refused SYN and its RST with the right ports, kernel-stamped', async () => {
+    const o = opts({ filter: 'tcp' });
+    const src = create(o);
+    const pf = await src.preflight(ctx(o));
+    expect(pf.ok, pf.detail).toBe(true);
+    expect(pf.clock).toBe('kernel');
+    const sink = memSink();
+    const t0 = Date.now() * 1e6;
+    await src.start(sink, ctx(o));
+    refuse(9);
+    await new Promise((r) => setTimeout(r, 300));
+    await src.stop();
+    const t1 = Date.now() * 1e6;
+    const syn = sink.packets.find((p) => p.tcp_flags === TCP.SYN && p.dport === 9)!;
+    expect(syn).toBeDefined();
+    const rst = sink.packets.find((p) => p.tcp_flags !== null && (p.tcp_flags & TCP.RST) !== 0)!;
+    expect(rst).toMatchObject({ iface: BR, linktype: 1, l3: 'ip4', proto: 'tcp', src: '10.79.0.2', sport: 9, dst: '10.79.0.1', dport: syn.sport, ack: syn.seq! + 1 });
+    expect(rst.ts_ns).toBeGreaterThanOrEqual(syn.ts_ns);
+    expect(syn.ts_ns).toBeGreaterThan(t0);
+    expect(rst.ts_ns).toBeLessThan(t1);
+    expect(rst.data!.length).toBe(rst.caplen);
+    expect(sink.packets.every((p) => p.proto === 'tcp')).toBe(true); // the BPF filter applied
+    expect(src.stats().events).toBe(sink.packets.length);
+    expect(sink.drops).toBe(0);
+  });
+
+  it('--max-size stops the capture and records capture-capped', async () => {
+    const o = opts({ maxSize: 0.0003 }); // ~315 bytes: a few frames
+    const src = create(o);
+    expect((await src.preflight(ctx(o))).ok).toBe(true);
+    const sink = memSink();
+    await src.start(sink, ctx(o));
+    for (let i = 0; i < 6; i++) refuse(9);
+    await new Promise((r) => setTimeout(r, 300));
+    await src.stop();
+    const capped = sink.events.filter((e) => e.kind === 'capture-capped');
+    expect(capped).toHaveLength(1);
+    expect(capped[0]!.attrs).toMatchObject({ packets: sink.packets.length });
+    const bytes = sink.packets.reduce((a, p) => a + p.data!.length, 0);
+    expect(bytes).toBeGreaterThanOrEqual(0.0003 * 1024 * 1024);
+    expect(sink.packets.length).toBeLessThan(24); // 6 refusals = 12+ frames with ARP; stopped early
+    expect(src.stats().extra).toMatch(/capped/);
+  });
+
+  it('preflight rejects an unknown interface', async () => {
+    const o = opts({ iface: [`nope${R}`] });
+    const pf = await create(o).preflight(ctx(o));
+    expect(pf.ok).toBe(false);
+    expect(pf.detail).toMatch(/no such interface/);
+  });
+});
+
+describe('packets helpers', () => {
+  it('parses tcpdump statistics from SIGUSR1 and exit output (captured here)', () => {
+    const text = readFileSync(new URL('../fixtures/pcap/tcpdump-stats-stderr.txt', import.meta.url), 'utf8');
+    expect(parseTcpdumpStats(text)).toEqual({ captured: 6, received: 16, droppedKernel: 0, droppedIface: null });
+    expect(parseTcpdumpStats('tcpdump: 5 packets captured, 9 packets received by filter, 4 packets dropped by kernel\n').droppedKernel).toBe(4);
+    expect(parseTcpdumpStats('garbage')).toEqual({ captured: null, received: null, droppedKernel: null, droppedIface: null });
+  });
+  it('arguments, interfaces, link types', () => {
+    expect(tcpdumpArgs('cni0', 128, 'tcp port 80')).toEqual(['-U', '--immediate-mode', '-w', '-', '-n', '-s', '128', '-B', '32768', '-i', 'cni0', '--time-stamp-precision', 'nano', 'tcp port 80']);
+    expect(defaultIfaces(opts({ iface: ['x', 'y'] }))).toEqual(['x', 'y']);
+    expect(defaultIfaces(opts({ iface: [] })).length).toBe(1);
+    expect(linktypeFromName('ETHERNET')).toBe(1);
+    expect(linktypeFromName('LINKTYPE_LINUX_SLL')).toBe(113);
+  });
+});
