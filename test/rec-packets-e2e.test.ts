@@ -105,6 +105,35 @@ describe('packets source (tcpdump backend)', () => {
   });
 });
 
+describe('packets source (cap backend, forced)', () => {
+  it('records the refused SYN and RST, stamped on receipt', async () => {
+    process.env.ROLLTRACE_PACKETS_BACKEND = 'cap';
+    try {
+      const o = opts({ filter: 'tcp port 9' });
+      const src = create(o);
+      const pf = await src.preflight(ctx(o));
+      expect(pf.ok, pf.detail).toBe(true);
+      expect(pf.clock).toBe('receipt');
+      const sink = memSink();
+      const t0 = Date.now() * 1e6;
+      await src.start(sink, ctx(o));
+      await new Promise((r) => setTimeout(r, 200));
+      refuse(9);
+      await new Promise((r) => setTimeout(r, 300));
+      await src.stop();
+      const t1 = Date.now() * 1e6;
+      const syn = sink.packets.find((p) => p.tcp_flags === TCP.SYN && p.dport === 9)!;
+      const rst = sink.packets.find((p) => p.tcp_flags !== null && (p.tcp_flags & TCP.RST) !== 0)!;
+      expect(rst).toMatchObject({ src: '10.79.0.2', sport: 9, dport: syn.sport, caplen: 54 });
+      expect(syn.ts_ns).toBeGreaterThan(t0);
+      expect(rst.ts_ns).toBeLessThan(t1);
+      expect(src.stats().extra).toMatch(/^cap; kernel drops unknown/);
+    } finally {
+      delete process.env.ROLLTRACE_PACKETS_BACKEND;
+    }
+  });
+});
+
 describe('packets helpers', () => {
   it('parses tcpdump statistics from SIGUSR1 and exit output (captured here)', () => {
     const text = readFileSync(new URL('../fixtures/pcap/tcpdump-stats-stderr.txt', import.meta.url), 'utf8');
