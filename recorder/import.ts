@@ -274,7 +274,7 @@ async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary
     const p = plainObjectsToEvents(s.values);
     evs = p.events;
     bad = s.bad + p.bad;
-    form = 'kubectl --watch -o json objects (ADDED at first sight, MODIFIED after; instants from metadata, second precision)';
+    form = 'kubectl --watch -o json objects (ADDED at first sight, MODIFIED after: a deletion shows as MODIFIED, add --output-watch-events to see DELETED; instants from metadata, second precision)';
   }
   if (!evs.length) throw new InputError(`--watch ${file}: no watch events or Kubernetes objects`);
   const noTs = evs.find((e) => e.ts === null);
