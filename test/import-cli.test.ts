@@ -1,0 +1,199 @@
+import Database from 'better-sqlite3';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cli, ROOT } from './helpers/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'import-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const fx = (p: string) => join(ROOT, 'fixtures', p);
+let n = 0;
+const out = () => join(dir, `b${++n}.rtb`);
+
+function open(path: string) {
+  return new Database(path, { readonly: true });
+}
+interface Src { name: string; status: string; detail: string; events: number; dropped: number; clock: string }
+const sources = (db: Database.Database) => db.prepare('SELECT * FROM sources ORDER BY name').all() as Src[];
+
+describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle', () => {
+  const file = out();
+  const r = cli(['import', '--out', file,
+    '--pcap', fx('pcap/eth-ns.pcap'), '--pcap', fx('pcap/eth.pcapng'),
+    '--strace', fx('import/strace-attach-sigterm.shifted.txt'),
+    '--nft-monitor', fx('import/nft-remove-endpoint.ts.log'), '--nft-ruleset', fx('nft/ruleset-before.json')]);
+
+  it('exits 0 and verify accepts the bundle', () => {
+    expect(r.stderr).toContain('wrote ');
+    expect(r.code).toBe(0);
+    const v = cli(['verify', file]);
+    expect(v.stdout + v.stderr).toMatch(/valid/);
+    expect(v.code).toBe(0);
+  });
+
+  it('has one ok source row per import source, clock file, with counts', () => {
+    const db = open(file);
+    const s = sources(db);
+    db.close();
+    expect(s.map((x) => x.name)).toEqual(['import:nft', 'import:pcap', 'import:strace']);
+    for (const x of s) { expect(x.status).toBe('ok'); expect(x.clock).toBe('file'); }
+    const by = Object.fromEntries(s.map((x) => [x.name, x]));
+    expect(by['import:pcap']!.events).toBe(60);
+    expect(by['import:pcap']!.detail).toMatch(/pcap eth-ns\.pcap: 30 packets; pcapng eth\.pcapng: 30 packets/);
+    expect(by['import:strace']!.detail).toMatch(/461 lines, 10 events, 0 lines skipped/);
+    expect(by['import:nft']!.detail).toMatch(/8 records, 1 bursts .*1 endpoint-rule changes.*replayed onto ruleset-before\.json/);
+  });
+
+  it('the timeline view lists every source interleaved in time order', () => {
+    const db = open(file);
+    const rows = db.prepare('SELECT * FROM timeline').all() as Array<{ ts_ns: number; source: string; kind: string }>;
+    const meta = Object.fromEntries((db.prepare('SELECT key, value FROM meta').all() as Array<{ key: string; value: string }>).map((m) => [m.key, m.value]));
+    db.close();
+    expect(rows).toHaveLength(60 + 10 + 2);
+    for (let i = 1; i < rows.length; i++) expect(rows[i]!.ts_ns).toBeGreaterThanOrEqual(rows[i - 1]!.ts_ns);
+    expect(new Set(rows.map((x) => x.source))).toEqual(new Set(['packets', 'import:strace', 'import:nft']));
+    // interleaved: the first and last rows are packets, the strace and nft events fall between packets
+    expect(rows[0]!.source).toBe('packets');
+    expect(rows[rows.length - 1]!.source).toBe('packets');
+    const idx = (s: string) => rows.map((x, i) => (x.source === s ? i : -1)).filter((i) => i >= 0);
+    const pk = idx('packets');
+    for (const s of ['import:strace', 'import:nft']) {
+      const ix = idx(s);
+      expect(pk.some((p) => p > ix[0]!)).toBe(true);
+      expect(pk.some((p) => p < ix[0]!)).toBe(true);
+    }
+    expect(idx('import:nft')[0]).toBeLessThan(idx('import:strace')[0]!); // nft at .2, strace from .45
+    expect(Number(meta.started_ns)).toBe(rows[0]!.ts_ns);
+    expect(Number(meta.ended_ns)).toBe(rows[rows.length - 1]!.ts_ns);
+    expect(meta.created_by).toBe('import');
+    expect(JSON.parse(meta.receipt_stamped_sources!)).toEqual(['import:nft']);
+  });
+
+  it('removing one endpoint yields exactly one endpoint-rule-removed, stamped with the burst\'s first line', () => {
+    const db = open(file);
+    const ev = db.prepare("SELECT ts_ns, kind, subject, attrs FROM events WHERE source = 'import:nft' ORDER BY id").all() as Array<{ ts_ns: number; kind: string; subject: string; attrs: string }>;
+    const snaps = db.prepare('SELECT ts_ns, format, reason FROM nft_snapshots ORDER BY ts_ns').all() as Array<{ ts_ns: number; reason: string; format: string }>;
+    db.close();
+    expect(ev.map((e) => e.kind).sort()).toEqual(['endpoint-rule-removed', 'rules-changed']);
+    const rm = ev.find((e) => e.kind === 'endpoint-rule-removed')!;
+    expect(rm.subject).toBe('10.244.0.6:8080');
+    expect(JSON.parse(rm.attrs)).toMatchObject({ service: 'default/web:http', vip: '10.96.0.10:80', clock: 'file', mode: 'nftables' });
+    expect(Math.abs(rm.ts_ns - 1795292023200010000)).toBeLessThan(1000);
+    expect(JSON.parse(ev.find((e) => e.kind === 'rules-changed')!.attrs)).toMatchObject({ lines: 8, tables: ['ip kube-proxy'] });
+    expect(snaps.map((s) => `${s.format} ${s.reason}`)).toEqual(['nft-json start', 'nft-json burst']);
+  });
+});
+
+describe('rolltrace import: nft monitor details', () => {
+  it('a full re-sync yields one rules-changed and no endpoint change', () => {
+    const file = out();
+    const r = cli(['import', '--out', file, '--nft-monitor', fx('import/nft-resync.ts.log'), '--nft-ruleset', fx('nft/ruleset-whole-before.json')]);
+    expect(r.code).toBe(0);
+    const db = open(file);
+    const kinds = db.prepare('SELECT kind FROM events').all().map((x) => (x as { kind: string }).kind);
+    const s = sources(db)[0]!;
+    db.close();
+    expect(kinds).toEqual(['rules-changed']);
+    expect(s.detail).toMatch(/126 records, 1 bursts/);
+    expect(s.detail).not.toMatch(/did not hold/);
+  });
+
+  it('skips and counts malformed monitor lines', () => {
+    const file = out();
+    const r = cli(['import', '--out', file, '--nft-monitor', fx('import/nft-malformed.ts.log'), '--nft-ruleset', fx('nft/ruleset-before.json')]);
+    expect(r.code).toBe(0);
+    const db = open(file);
+    const s = sources(db)[0]!;
+    db.close();
+    expect(s.dropped).toBe(4);
+    expect(s.detail).toMatch(/4 malformed lines skipped/);
+  });
+
+  it('names the opaque iptables-mode (xt) rules in the source detail', () => {
+    const file = out();
+    const log = join(dir, 'xt.log');
+    writeFileSync(log, '1795292023.1 {"add": {"rule": {"family": "ip", "table": "nat", "chain": "KUBE-SVC-X", "handle": 7, "expr": [{"xt": {"type": "target", "name": "DNAT"}}]}}}\n');
+    const r = cli(['import', '--out', file, '--nft-monitor', log]);
+    expect(r.code).toBe(0);
+    const db = open(file);
+    const s = sources(db)[0]!;
+    db.close();
+    expect(s.detail).toMatch(/endpoint changes need iptables-save snapshots, which import does not take/);
+  });
+});
+
+describe('rolltrace import: strace -ff, conntrack, watch', () => {
+  it('takes the pid of a -ff file from its name', () => {
+    const file = out();
+    expect(cli(['import', '--out', file, '--strace', fx('import/strace-ff.12893')]).code).toBe(0);
+    const db = open(file);
+    const ev = db.prepare('SELECT kind, subject FROM events ORDER BY ts_ns').all() as Array<{ kind: string; subject: string }>;
+    db.close();
+    expect(ev).toEqual([{ kind: 'signal', subject: 'pid:12893' }, { kind: 'process-exit', subject: 'pid:12893' }]);
+  });
+
+  it('imports conntrack -E -o timestamp,extended lines, counting malformed ones', () => {
+    const file = out();
+    expect(cli(['import', '--out', file, '--conntrack', fx('conntrack/events-malformed.txt')]).code).toBe(0);
+    const db = open(file);
+    const rows = db.prepare('SELECT count(*) AS c FROM conntrack').get() as { c: number };
+    const s = sources(db)[0]!;
+    db.close();
+    expect(s).toMatchObject({ name: 'import:conntrack', status: 'ok', clock: 'file', events: rows.c, dropped: 4 });
+    expect(rows.c).toBe(5);
+  });
+
+  it('imports watch JSON lines: k8s_objects plus derived pod and endpoint events', () => {
+    const file = out();
+    expect(cli(['import', '--out', file, '--watch', fx('watch/rollout-watch.jsonl')]).code).toBe(0);
+    const db = open(file);
+    const objs = (db.prepare('SELECT count(*) AS c FROM k8s_objects').get() as { c: number }).c;
+    const kinds = Object.fromEntries((db.prepare("SELECT kind, count(*) AS c FROM events WHERE source = 'import:kube' GROUP BY kind").all() as Array<{ kind: string; c: number }>).map((x) => [x.kind, x.c]));
+    db.close();
+    expect(objs).toBe(35);
+    expect(kinds).toEqual({ 'endpoint-changed': 8, 'pod-created': 4, 'pod-deleted': 2, 'pod-ready': 4, 'pod-terminating': 2 });
+  });
+
+  it('imports real kubectl get --watch -o json output (no event types)', () => {
+    const file = out();
+    expect(cli(['import', '--out', file, '--watch', fx('import/kubectl-watch-pods.json')]).code).toBe(0);
+    const db = open(file);
+    const types = db.prepare('SELECT event_type FROM k8s_objects ORDER BY rowid').all().map((x) => (x as { event_type: string }).event_type);
+    const kinds = db.prepare('SELECT kind FROM events ORDER BY ts_ns, id').all().map((x) => (x as { kind: string }).kind);
+    db.close();
+    expect(types).toEqual(['ADDED', 'MODIFIED', 'MODIFIED', 'MODIFIED']);
+    expect(kinds).toEqual(['pod-created', 'pod-ready', 'pod-terminating']);
+  });
+});
+
+describe('rolltrace import: bad input exits 2 with one line naming the problem', () => {
+  const bad = (args: string[], re: RegExp) => {
+    const file = out();
+    const r = cli(['import', '--out', file, ...args]);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !/npm warn/.test(l));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(re);
+    expect(lines[0]).not.toMatch(/^\s+at /);
+    expect(existsSync(file)).toBe(false); // nothing half-built is left behind
+  };
+  it('no inputs', () => bad([], /needs at least one of --pcap/));
+  it('missing file', () => bad(['--pcap', join(dir, 'nope.pcap')], /--pcap .*nope\.pcap: no such file/));
+  it('not a capture', () => bad(['--pcap', fx('import/gen.sh')], /--pcap .*gen\.sh: not a pcap or pcapng/));
+  it('a pcap given as strace', () => bad(['--strace', fx('pcap/eth-ns.pcap')], /--strace .*eth-ns\.pcap: no strace -ttt lines/));
+  it('nft monitor without timestamps', () => bad(['--nft-monitor', fx('import/nft-no-timestamps.jsonl')], /--nft-monitor .*nft-no-timestamps\.jsonl: no timestamps; capture with: nft -j monitor \| ts/));
+  it('nft ruleset that is not JSON', () => bad(['--nft-monitor', fx('import/nft-resync.ts.log'), '--nft-ruleset', fx('import/gen.sh')], /--nft-ruleset .*gen\.sh: not JSON/));
+  it('watch that is not JSON at all', () => bad(['--watch', fx('import/gen.sh')], /--watch .*gen\.sh: not JSON/));
+  it('watch object without any timestamp', () => {
+    const f = join(dir, 'nots.json');
+    writeFileSync(f, JSON.stringify({ kind: 'Pod', metadata: { name: 'p', namespace: 'd' } }, null, 4));
+    bad(['--watch', f], /--watch .*nots\.json: Pod d\/p has no "ts" and no timestamp in its metadata/);
+  });
+  it('conntrack without timestamps', () => {
+    const f = join(dir, 'ct.txt');
+    writeFileSync(f, '    [NEW] tcp      6 120 SYN_SENT src=10.0.0.1 dst=10.0.0.2 sport=1 dport=80 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=80 dport=1\n');
+    bad(['--conntrack', f], /--conntrack .*ct\.txt: no timestamps; capture with conntrack -E -o timestamp,extended/);
+  });
+  it('a failing later input leaves no bundle even after good ones', () => bad(['--pcap', fx('pcap/eth-ns.pcap'), '--watch', fx('import/gen.sh')], /--watch/));
+});
