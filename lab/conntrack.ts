@@ -61,13 +61,15 @@ export interface CtFailure {
   kind: 'refused' | 'closed-at-kill';
 }
 
-interface Flow { first: CtEvent; states: string[]; established: boolean; closedAt: number | null; last: CtEvent }
+interface Flow { established: boolean; establishedAt: number | null; finishing: boolean; closed: boolean }
+
+const FINISHING = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE']);
 
 /**
  * Flows to a service (VIP or NodePort) that failed: SYN_SENT -> CLOSE without ever being answered
  * with a SYN-ACK is a refused connection, attributed to the reply-direction source (the DNAT backend).
- * `kills` (backend ip -> SIGKILL instant): established flows still open at the kill and closed within
- * killWindowNs after it are failures too.
+ * `kills` (backend ip -> SIGKILL instant): flows established before the kill whose first closing
+ * transition (FIN or RST) comes within killWindowNs after it were cut by the kill.
  */
 export function conntrackFailures(events: CtEvent[], isService: (ip: string, port: number) => boolean,
   kills: Array<{ ip: string; atNs: number }> = [], killWindowNs = 300e6): CtFailure[] {
@@ -77,24 +79,26 @@ export function conntrackFailures(events: CtEvent[], isService: (ip: string, por
     if (e.proto !== 'tcp' || !isService(e.orig.dst, e.orig.dport)) continue;
     const k = `${e.orig.src}:${e.orig.sport}>${e.orig.dst}:${e.orig.dport}`;
     let f = flows.get(k);
-    if (!f || e.type === 'NEW') { f = { first: e, states: [], established: false, closedAt: null, last: e }; flows.set(k, f); }
-    if (e.state) f.states.push(e.state);
-    if (e.state === 'SYN_RECV' || e.state === 'ESTABLISHED') f.established = true;
-    f.last = e;
-    const closing = e.type === 'DESTROY' || e.state === 'CLOSE';
-    if (closing && f.closedAt == null) {
-      f.closedAt = e.ts_ns;
-      const backendIp = e.reply.src || null;
-      const base = { client: `${e.orig.src}:${e.orig.sport}`, service: `${e.orig.dst}:${e.orig.dport}`, backendIp, backendPort: e.reply.sport || null };
-      if (!f.established) {
-        // reply tuple unchanged from the original means no DNAT happened (no endpoint): backend unknown
-        const dnat = !(e.reply.src === e.orig.dst && e.reply.sport === e.orig.dport);
-        out.push({ atNs: e.ts_ns, ...base, backendIp: dnat ? backendIp : null, backendPort: dnat ? base.backendPort : null, kind: 'refused' });
-      } else if (kills.some((x) => x.ip === backendIp && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= killWindowNs)
-        && !f.states.includes('FIN_WAIT') && !f.states.includes('TIME_WAIT') && !f.states.includes('LAST_ACK')) {
+    if (!f || e.type === 'NEW') { f = { established: false, establishedAt: null, finishing: false, closed: false }; flows.set(k, f); }
+    if (f.closed) continue;
+    if ((e.state === 'SYN_RECV' || e.state === 'ESTABLISHED') && !f.established) { f.established = true; f.establishedAt = e.ts_ns; }
+    const backendIp = e.reply.src || null;
+    const base = { client: `${e.orig.src}:${e.orig.sport}`, service: `${e.orig.dst}:${e.orig.dport}`, backendIp, backendPort: e.reply.sport || null };
+    const finishing = e.type === 'DESTROY' || (e.state != null && FINISHING.has(e.state));
+    if (!f.established && finishing) {
+      f.closed = true;
+      // reply tuple unchanged from the original means no DNAT happened (no endpoint): backend unknown
+      const dnat = !(e.reply.src === e.orig.dst && e.reply.sport === e.orig.dport);
+      out.push({ atNs: e.ts_ns, ...base, backendIp: dnat ? backendIp : null, backendPort: dnat ? base.backendPort : null, kind: 'refused' });
+      continue;
+    }
+    if (f.established && finishing && !f.finishing) {
+      f.finishing = true;
+      if (kills.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= killWindowNs)) {
         out.push({ atNs: e.ts_ns, ...base, kind: 'closed-at-kill' });
       }
     }
+    if (e.type === 'DESTROY') f.closed = true;
   }
   return out;
 }

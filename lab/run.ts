@@ -106,7 +106,10 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       if (stopping) throw new Error('interrupted');
       const d = await client.req('GET', '/apis/apps/v1/namespaces/default/deployments/web');
       const routed = proxy.routedNow().length;
-      if (d.status < 300 && rolloutComplete(d.json) && routed >= sc.replicas) break;
+      // and every backend listens (without a readiness probe Ready comes before that)
+      const started = new Set(kubelet.events.filter((e) => e.what === 'container-started').map((e) => e.uid));
+      const listening = new Set(kubelet.events.filter((e) => e.what === 'backend:listening').map((e) => e.uid));
+      if (d.status < 300 && rolloutComplete(d.json) && routed >= sc.replicas && [...started].every((u) => listening.has(u))) break;
       if (Date.now() - t0 > 30000) throw new Error('lab: deployment did not become ready in 30 s');
       await sleep(100);
     }
@@ -121,19 +124,21 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     // traffic the recorder does not make: the client namespace (NodePort), or everything without a recorder
     const haveRecorder = !cfg.noRecorder && existsSync(join(cfg.repoRoot, 'recorder/record.ts'));
     const clients: ChildProcess[] = [];
-    const startTraffic = (ns: string | null, url: string) => {
-      const args = [join(cfg.repoRoot, 'lab/backend/client.mjs'), '--url', url, '--interval-ms', '100', '--timeout-ms', '1000'];
+    // results are kept only for the client netns traffic: the VIP traffic's failures come from conntrack
+    const startTraffic = (ns: string | null, url: string, keep: boolean, intervalMs = 100, timeoutMs = 1000) => {
+      const args = [join(cfg.repoRoot, 'lab/backend/client.mjs'), '--url', url, '--interval-ms', String(intervalMs), '--timeout-ms', String(timeoutMs)];
       const c = ns ? startChild('ip', ['netns', 'exec', ns, 'node', ...args]) : startChild('node', args);
       let buf = '';
       c.stdout!.on('data', (d: Buffer) => {
         buf += d.toString();
         let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); try { clientResults.push(JSON.parse(l)); } catch { /* */ } }
+        while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); if (keep) { try { clientResults.push(JSON.parse(l)); } catch { /* */ } } }
       });
       clients.push(c);
     };
-    if (sc.client && cfg.node.clientNs) startTraffic(cfg.node.clientNs, `http://${cfg.node.nodeEth0Ip}:${sc.nodePort}/`);
-    if (!haveRecorder) startTraffic(null, probeUrl);
+    if (sc.client && cfg.node.clientNs) startTraffic(cfg.node.clientNs, `http://${cfg.node.nodeEth0Ip}:${sc.nodePort}/`, true);
+    if (!haveRecorder) startTraffic(null, probeUrl, false);
+    if (sc.slowTraffic) startTraffic(null, `http://${VIP}:${SERVICE_PORT}${sc.slowTraffic.path}`, false, sc.slowTraffic.intervalMs, sc.slowTraffic.timeoutMs);
     if (clients.length) await sleep(1000);
 
     const timeoutS = cfg.recorderTimeoutS ?? 90;
@@ -197,6 +202,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
         clientResults, backendPort: BACKEND_PORT,
       });
       writeFileSync(cfg.truth, JSON.stringify(truth, null, 2) + '\n');
+      if (process.env.ROLLTRACE_LAB_DEBUG) writeFileSync(cfg.truth + '.ct.json', JSON.stringify(ct));
       say('truth', { path: cfg.truth, pods: truth.pods.length, failures: truth.failures.length });
     }
   }

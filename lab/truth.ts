@@ -129,10 +129,15 @@ export function buildTruth(i: TruthInput): Truth {
   const failures: TruthFailure[] = conntrackFailures(i.conntrack.events, isService, kills).map((f) => ({
     ...f, backendPod: f.backendIp ? ipToPod.get(f.backendIp) ?? null : null, from: 'conntrack' as const,
   }));
+  const used = new Set<TruthFailure>();
   for (const r of i.clientResults ?? []) {
     if (r.ok) continue;
-    // a refused connection already seen by conntrack is not counted twice
+    // a refused connection already seen by conntrack is not counted twice (a refused socket has no
+    // local address in the client's log: match it by time to a conntrack failure on the NodePort)
     if (r.client && failures.some((f) => f.client === r.client)) continue;
+    const twin = failures.find((f) => f.from === 'conntrack' && !used.has(f) && svc.nodePort != null && f.service.endsWith(`:${svc.nodePort}`)
+      && Math.abs(f.atNs - r.ts_ns) < 200e6 && /ECONNREFUSED/.test(r.error ?? ''));
+    if (twin) { used.add(twin); continue; }
     failures.push({ atNs: r.ts_ns, client: r.client ?? '?', service: r.target, backendIp: null, backendPort: null, backendPod: null,
       kind: /timeout|abort/i.test(r.error ?? '') ? 'timeout' : 'error', from: 'client-log' });
   }

@@ -18,7 +18,7 @@ function once() {
   let client;
   let done = false;
   const fin = (ok, error) => { if (done) return; done = true; out({ ts_ns: nowNs(), start_ns: start, ok, error, client, target: `${url.hostname}:${url.port || 80}` }); };
-  const req = http.get({ host: url.hostname, port: url.port || 80, path: url.pathname, agent: false, timeout: timeoutMs }, (res) => {
+  const req = http.get({ host: url.hostname, port: url.port || 80, path: url.pathname + url.search, agent: false, timeout: timeoutMs }, (res) => {
     res.resume();
     res.on('end', () => fin(res.statusCode >= 200 && res.statusCode < 500, res.statusCode >= 500 ? `status ${res.statusCode}` : undefined));
     res.on('error', (e) => fin(false, e.code ?? e.message));

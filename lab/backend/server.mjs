@@ -7,7 +7,7 @@
 //                       ignore : ignore SIGTERM (killed at the grace period)
 //   --drain-ms N        drain time (default 5000)
 //   --start-delay-ms N  listen only after N ms (slow start)
-//   --work-ms N         each request takes N ms (default 0)
+//   --work-ms N         each request takes N ms (default 0; /?work=N per request)
 //   --name S            pod name for the logs
 import http from 'node:http';
 
@@ -37,7 +37,9 @@ const server = http.createServer((req, res) => {
     maybeExit();
   };
   if (req.url?.startsWith('/healthz')) { inflight--; res.end('ok\n'); return; }
-  if (workMs > 0) setTimeout(done, workMs); else done();
+  // per-request work: /?work=MS (slow requests, for SIGKILL-in-flight scenarios)
+  const w = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('work') ?? workMs) || 0;
+  if (w > 0) setTimeout(done, w); else done();
 });
 server.keepAliveTimeout = 1000;
 

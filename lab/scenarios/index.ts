@@ -24,6 +24,8 @@ export interface Scenario {
   nodePort: number | null;
   /** a client namespace sending to the NodePort (lab/backend/client.mjs) */
   client: boolean;
+  /** the lab's own slow requests to the VIP (besides the recorder's probe) */
+  slowTraffic?: { path: string; intervalMs: number; timeoutMs: number };
   /** what a correct analysis concludes */
   expect: { failures: 'some' | 'none'; cause: 'listener-closed' | 'no-endpoint' | 'killed-in-flight' | 'not-ready' | null; verdict: 'listener-closed-before-rule-removed' | 'safe' | 'unknown' };
 }
@@ -47,8 +49,9 @@ export const SCENARIOS: Record<string, Scenario> = {
     serviceType: 'NodePort', externalTrafficPolicy: 'Local', nodePort: 30080, client: true,
     expect: { failures: 'some', cause: 'no-endpoint', verdict: 'unknown' } },
   'grace-too-short': { ...base, name: 'grace-too-short', terminationGracePeriodSeconds: 2,
-    description: 'slow drain (5 s) with 2 s grace: SIGKILL cuts requests in flight',
-    backendArgs: ['--shutdown', 'drain', '--drain-ms', '5000', '--work-ms', '1200'],
+    description: 'slow drain (5 s) with 2 s grace: SIGKILL cuts the lab\'s slow (3 s) requests in flight',
+    backendArgs: ['--shutdown', 'drain', '--drain-ms', '5000'],
+    slowTraffic: { path: '/?work=3000', intervalMs: 300, timeoutMs: 10000 },
     expect: { failures: 'some', cause: 'killed-in-flight', verdict: 'unknown' } },
   'not-ready': { ...base, name: 'not-ready', readinessProbe: false,
     description: 'no readiness probe and a 3 s slow start: new pods are routed to before they listen',
