@@ -70,7 +70,7 @@ export function networkOffset(data: Uint8Array, linktype: number): L3 | null {
       if (n < 14) return null;
       let o = 12;
       let et = (data[o]! << 8) | data[o + 1]!;
-      while ((et === 0x8100 || et === 0x88a8) && n >= o + 6) { o += 4; et = (data[o]! << 8) | data[o + 1]!; }
+      while ((et === 0x8100 || et === 0x88a8 || et === 0x9100) && n >= o + 6) { o += 4; et = (data[o]! << 8) | data[o + 1]!; }
       return { off: o + 2, ethertype: et };
     }
     case 113: return n >= 16 ? { off: 16, ethertype: (data[14]! << 8) | data[15]! } : null; // Linux cooked v1
