@@ -121,8 +121,28 @@ export function create(opts: RecordOptions): Source {
     caps.push(c);
   }
 
+  /**
+   * Before SIGINT, let tcpdump hand over what the kernel already queued for it: poll its statistics
+   * (SIGUSR1) until every packet received by the filter is captured or dropped, at most 3 s.
+   */
+  async function drain(): Promise<void> {
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const live = children.filter((ch) => ch.exitCode === null && ch.signalCode === null);
+      if (live.length === 0) return;
+      for (const ch of live) ch.kill('SIGUSR1');
+      await new Promise((r) => setTimeout(r, 100));
+      const behind = ifaces.some((i) => {
+        const s = parseTcpdumpStats(stderrBuf.get(i) ?? '');
+        return s.received !== null && s.captured !== null && s.captured + (s.droppedKernel ?? 0) < s.received;
+      });
+      if (!behind) return;
+    }
+  }
+
   async function stopCapture(): Promise<void> {
     if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
+    if (!capped) await drain();
     for (const c of caps.splice(0)) try { c.close(); } catch { /* closed */ }
     await Promise.all(children.splice(0).map((ch) => new Promise<void>((res) => {
       if (ch.exitCode !== null || ch.signalCode !== null) return res();
