@@ -62,6 +62,10 @@ export function cleanupLab(prefix: string): Cleanup {
       if (existsSync(scopeDir) || existsSync(podDir)) { removePodCgroup({ podDir, scopeDir }); res.cgroups++; }
     }
   }
+  for (const l of lines) {
+    const [k, a, b] = l.split(' ');
+    if (k === 'info' && a === 'workdir' && b && b.startsWith('/tmp/rtl')) rmSync(b, { recursive: true, force: true });
+  }
   rmSync(dir, { recursive: true, force: true });
   return res;
 }
