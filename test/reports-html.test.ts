@@ -64,6 +64,8 @@ describe('html report in headless chromium', () => {
     const { dom, png } = chromiumRender(file, join(dir, 'report.png'));
     // scripts ran (marker set by the inline script) and the injected markup did not become an element
     expect(dom).toContain('data-scripted="1"');
+    // the zoom script laid the timeline out again (it writes the visible range) without throwing
+    expect(dom).toMatch(/\d+\.\d ms shown/);
     expect(dom).not.toMatch(/<img/i);
     expect(dom).toContain('&lt;img src=x onerror=alert(1)&gt;');
     // lanes: each lane colour covers a wide band
