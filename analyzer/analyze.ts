@@ -13,6 +13,7 @@ import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
 import { podSequences, type PodSequence } from './model/pods.js';
 import { recommend } from './model/recommend.js';
+import { describeDismissed, screenFailures, type Dismissed } from './model/screen.js';
 import { clean, iso, sane, splitAddr } from './util.js';
 
 export interface AnalysisDetail {
@@ -108,7 +109,14 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       } catch { return null; }
     },
   };
-  const failures = stage('failure resolution', warnings, [] as ResolvedFailure[], () => (det?.candidates() ?? []).map((c) => resolveFailure(c, ctx)), file);
+  const resolved = stage('failure resolution', warnings, [] as ResolvedFailure[], () => (det?.candidates() ?? []).map((c) => resolveFailure(c, ctx)), file);
+  const screened = stage('failure screening', warnings, { kept: resolved, dismissed: [] as Dismissed[] }, () => screenFailures(resolved, ctx, reader), file);
+  const failures = screened.kept;
+  warnings.push(...describeDismissed(screened.dismissed));
+  if (det?.resetsOutsideTenure.length) {
+    warnings.push(`${det.resetsOutsideTenure.length} kernel reset(s) from a pod IP outside every pod's observed tenure not attributed to a pod, not failures`);
+    for (const x of det.resetsOutsideTenure.slice(0, 10)) warnings.push(`  ignored: ${x}`);
+  }
   for (const f of failures) {
     if (!f.backend.podKey) continue;
     const s = seqs.find((x) => x.pod.key === f.backend.podKey);

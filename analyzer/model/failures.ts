@@ -46,6 +46,8 @@ export class FailureDetector {
   lastTs = 0;
   private lastSweep = 0;
   maxConns = 0;
+  /** kernel resets from a pod IP at an instant no pod's tenure covers: not attributed */
+  readonly resetsOutsideTenure: string[] = [];
 
   private add(c: Omit<Candidate, 'kinds' | 'via' | 'views' | 'evidence'> & { kind: FailureKind; via: string; view?: View | null; evidence: string }): void {
     const key = `${c.client}|${c.cport ?? '?'}`;
@@ -201,8 +203,13 @@ export function detectFailures(reader: BundleReader, facts: Facts, id: Identity)
     }
   }
   d.sweep(d.lastTs, true);
-  // kernel resets count only when the sender is a pod (a backend), not a client aborting
-  for (const r of facts.resets) if (id.podAt(r.saddr, r.ts)) d.resetSent(r);
+  // kernel resets count only when the sender held a pod IP at that instant (a backend, not a client
+  // aborting); a reset from an IP outside every pod's observed tenure names no pod and is set aside
+  for (const r of facts.resets) {
+    const hit = id.podAt(r.saddr, r.ts);
+    if (hit?.exact) d.resetSent(r);
+    else if (hit) d.resetsOutsideTenure.push(`RST ${joinAddr(r.saddr, r.sport)} -> ${joinAddr(r.daddr, r.dport)} at ${iso(r.ts)} [${r.source}]: ${hit.how.replace(/^.*; /, '')} of ${podLabel(hit.pod)}, so no pod held the address`);
+  }
   return d;
 }
 

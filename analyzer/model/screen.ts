@@ -1,0 +1,122 @@
+/**
+ * Screening of failure candidates that are not traffic the rollout dropped:
+ * - health checks: connections straight to a pod IP (not through a service VIP / DNAT) while the pod
+ *   was not Ready and no EndpointSlice listed it as ready (kubelet readiness probes of a starting pod);
+ * - kernel resets seen only by ebpf (tcp:tcp_send_reset) that other sources contradict or that cannot
+ *   be a refused connection (a socketless reset while the pod's listener was open).
+ * Everything screened out is counted and described, never silently dropped.
+ */
+import type { BundleReader } from '../bundle-reader.js';
+import { iso, joinAddr, ms, splitAddr } from '../util.js';
+import type { ResolveContext, ResolvedFailure } from './failures.js';
+import { podLabel, type PodInfo } from './identity.js';
+
+export interface Dismissed { f: ResolvedFailure; group: 'health-check' | 'reset-artifact'; why: string }
+
+/** An RST seen only by the ebpf source (no packet, probe request or conntrack failure behind it). */
+export function ebpfOnly(f: ResolvedFailure): boolean {
+  return f.c.kinds.size === 1 && f.c.kinds.has('reset-sent');
+}
+
+/** What a reset seen only by tcp:tcp_send_reset proves, for the evidence of the ones kept. */
+export const EBPF_ONLY_LIMITS = 'ebpf-only: tcp:tcp_send_reset proves that this host\'s kernel answered a segment for this pod ip:port with RST; '
+  + 'without packets it cannot tell whether that segment opened a new connection (refused) or was a late segment of a connection that had already ended, '
+  + 'and a reset sent without a socket carries no network namespace (another namespace with the same addresses would look the same)';
+
+function readyAt(pod: PodInfo, ip: string, t: number, ctx: ResolveContext): boolean {
+  if (pod.readyNs !== null && pod.readyNs <= t) return true;
+  let ready = false;
+  for (const s of ctx.facts.sliceChanges) {
+    if (s.ts > t) break;
+    if (s.ip !== ip) continue;
+    ready = s.change !== 'removed' && s.ready === true;
+  }
+  return ready;
+}
+
+interface FlowPackets { n: number; serverData: boolean; fin: boolean; synAck: boolean }
+
+export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext, reader: BundleReader | null): { kept: ResolvedFailure[]; dismissed: Dismissed[] } {
+  const kept: ResolvedFailure[] = [];
+  const dismissed: Dismissed[] = [];
+  const hasPackets = !!reader && reader.has('packets');
+  const hasCt = !!reader && reader.has('conntrack');
+  const flowSt = hasPackets ? reader!.db.prepare(`SELECT count(*) AS n, max(CASE WHEN src = ? AND coalesce(payload_len, 0) > 0 THEN 1 ELSE 0 END) AS sd,
+      max(CASE WHEN (tcp_flags & 1) != 0 THEN 1 ELSE 0 END) AS fin, max(CASE WHEN (tcp_flags & 18) = 18 THEN 1 ELSE 0 END) AS sa
+    FROM packets WHERE ((src = ? AND sport = ? AND dst = ? AND dport = ?) OR (src = ? AND sport = ? AND dst = ? AND dport = ?)) AND ts_ns BETWEEN ? AND ?`) : null;
+  const podTrafficSt = hasPackets ? reader!.db.prepare('SELECT count(*) AS n FROM packets WHERE ts_ns BETWEEN ? AND ? AND (src = ? OR dst = ?)') : null;
+  const ctSt = hasCt ? reader!.db.prepare(`SELECT state, flags, type, ts_ns FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY ts_ns`) : null;
+  for (const f of failures) {
+    const pod = f.backend.podKey ? ctx.id.pods.get(f.backend.podKey) ?? null : null;
+    const backend = f.backend.ip ? joinAddr(f.backend.ip, f.backend.port) : null;
+    // 1. health checks: straight to the pod IP, not routed by any service rule, pod not ready
+    const direct = !f.c.probe && (f.service === null || f.service === backend);
+    if (direct && pod && f.backend.ip && !readyAt(pod, f.backend.ip, f.at, ctx)) {
+      dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP, not through a service, while the pod was not Ready and no EndpointSlice listed it as ready` });
+      continue;
+    }
+    if (!ebpfOnly(f)) { kept.push(f); continue; }
+    // 2. resets seen only by ebpf
+    const cl = splitAddr(f.client);
+    const view = f.c.views[0];
+    const why = ebpfVerdict(f, ctx, cl, view, pod, { flowSt, podTrafficSt, ctSt });
+    if (why) { dismissed.push({ f, group: 'reset-artifact', why }); continue; }
+    f.evidence.push(EBPF_ONLY_LIMITS + (hasPackets ? '' : ' (packets were not captured in this bundle)'));
+    kept.push(f);
+  }
+  return { kept, dismissed };
+}
+
+interface Stmt { get(...a: unknown[]): unknown; all(...a: unknown[]): unknown[] }
+
+function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; port: number | null } | null, view: { server: string; sport: number | null } | undefined,
+  pod: PodInfo | null, st: { flowSt: Stmt | null; podTrafficSt: Stmt | null; ctSt: Stmt | null }): string | null {
+  const t = f.at;
+  const rst = `RST ${view ? joinAddr(view.server, view.sport) : '?'} -> ${f.client} at ${iso(t)}`;
+  if (cl && cl.port !== null && view && view.sport !== null && st.flowSt && st.podTrafficSt) {
+    const r = st.flowSt.get(view.server, cl.ip, cl.port, view.server, view.sport, view.server, view.sport, cl.ip, cl.port, t - 60e9, t + 5e9) as { n: number; sd: number | null; fin: number | null; sa: number | null };
+    if (r.n > 0) {
+      const p: FlowPackets = { n: r.n, serverData: r.sd === 1, fin: r.fin === 1, synAck: r.sa === 1 };
+      return `${rst}: the packets show this connection (${p.n} packets${p.synAck ? ', handshake completed' : ''}${p.serverData ? ', response sent' : ''}${p.fin ? ', FIN' : ''}) and no failure on it; the reset answered a segment after the exchange`;
+    }
+    const around = st.podTrafficSt.get(t - 2e9, t + 2e9, view.server, view.server) as { n: number };
+    if (around.n > 0) {
+      return `${rst}: no packet of this connection crossed the captured interface(s), which carried ${around.n} packets of ${view.server} within 2 s; the reset did not reach a client through this node's pod network (a reset sent without a socket carries no network namespace: another namespace with the same addresses produces the same event)`;
+    }
+  }
+  if (cl && cl.port !== null && st.ctSt) {
+    const rows = st.ctSt.all(cl.ip, cl.port, t - 60e9, t + 5e9) as Array<{ state: string | null; flags: string | null; type: string; ts_ns: number }>;
+    const answered = rows.find((x) => (x.state && x.state !== 'SYN_SENT' && x.state !== 'CLOSE') || /ASSURED/.test(x.flags ?? ''));
+    if (answered) return `${rst}: conntrack shows this connection was answered (${answered.type} ${answered.state ?? ''} ${answered.flags ?? ''}`.trimEnd() + ` at ${iso(answered.ts_ns)}); the reset is a teardown artifact, not a refused connection`;
+  }
+  const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
+  if (pod && reset?.reason === 'NO_SOCKET') {
+    const listens = ctx.facts.listens.filter((l) => ((l.podUid !== null && l.podUid === pod.uid) || (l.pid !== null && pod.pids.has(l.pid)) || (l.netns !== null && pod.netns.has(l.netns)))
+      && (l.port === null || view?.sport == null || l.port === view.sport) && l.ts <= t);
+    const seq = ctx.seqs.find((s) => s.pod.key === pod.key);
+    const closed = seq?.listenerClosed ?? null;
+    const exited = seq?.exited ?? null;
+    if (listens.length && (closed === null || closed > t) && (exited === null || exited > t)) {
+      const l = listens[listens.length - 1];
+      return `${rst}: reason NO_SOCKET while ${podLabel(pod)} listened on ${l.addr}:${l.port ?? '?'} (since ${iso(l.ts)}${closed !== null ? `, until ${iso(closed)}, ${ms(closed - t)} ms later` : ''}); a new connection would have found the listener, so the segment belonged to a connection that no longer existed`;
+    }
+  }
+  return null;
+}
+
+/** For `warnings`: per group one summary line, then up to 10 lines naming each connection. */
+export function describeDismissed(d: Dismissed[]): string[] {
+  const out: string[] = [];
+  const groups: Array<[Dismissed['group'], string]> = [
+    ['health-check', 'connection(s) straight to not-ready pods (health checks such as kubelet readiness probes) ignored, not failures of the rollout'],
+    ['reset-artifact', 'kernel reset(s) seen only by ebpf ignored, not failed connections'],
+  ];
+  for (const [g, text] of groups) {
+    const list = d.filter((x) => x.group === g);
+    if (!list.length) continue;
+    out.push(`${list.length} ${text}`);
+    for (const x of list.slice(0, 10)) out.push(`  ignored: ${x.why}`);
+    if (list.length > 10) out.push(`  ignored: ... ${list.length - 10} more`);
+  }
+  return out;
+}
