@@ -28,7 +28,9 @@ export interface ImportOptions {
 
 function mustRead(file: string, what: string): void {
   if (!existsSync(file)) throw new InputError(`${what} ${file}: no such file`);
-  if (!statSync(file).isFile()) throw new InputError(`${what} ${file}: not a regular file`);
+  const st = statSync(file);
+  if (!st.isFile()) throw new InputError(`${what} ${file}: not a regular file`);
+  if (st.size === 0) throw new InputError(`${what} ${file}: empty file`);
 }
 
 async function* lines(file: string): AsyncIterableIterator<string> {
@@ -218,7 +220,7 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
     burst.recs.push(p.r);
   }
   close();
-  if (!records && malformed) throw new InputError(`--nft-monitor ${file}: no nft -j monitor JSON lines`);
+  if (!records && malformed) throw new InputError(`--nft-monitor ${file}: no nft -j monitor JSON lines (capture with nft -j monitor, not plain nft monitor)`);
   w.dropped(src, malformed);
   const notes = [
     `nft monitor ${basename(file)}: ${records} records, ${bursts} bursts (${QUIET_MS} ms quiet gap), ${changes} endpoint-rule changes, ${snapshots} replayed snapshots`,

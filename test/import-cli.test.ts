@@ -195,5 +195,16 @@ describe('rolltrace import: bad input exits 2 with one line naming the problem',
     writeFileSync(f, '    [NEW] tcp      6 120 SYN_SENT src=10.0.0.1 dst=10.0.0.2 sport=1 dport=80 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=80 dport=1\n');
     bad(['--conntrack', f], /--conntrack .*ct\.txt: no timestamps; capture with conntrack -E -o timestamp,extended/);
   });
+  it('empty file', () => {
+    const f = join(dir, 'empty.log');
+    writeFileSync(f, '');
+    bad(['--conntrack', f], /--conntrack .*empty\.log: empty file/);
+  });
+  it('plain (non-JSON) nft monitor output', () => {
+    const f = join(dir, 'plain-monitor.log');
+    writeFileSync(f, '1795292023.1 add rule ip kube-proxy services ip daddr 10.96.0.10 tcp dport 80 goto x # handle 5\n');
+    bad(['--nft-monitor', f], /--nft-monitor .*plain-monitor\.log: no nft -j monitor JSON lines \(capture with nft -j monitor/);
+  });
+  it('a binary file as nft monitor', () => bad(['--nft-monitor', fx('pcap/eth-ns.pcap')], /--nft-monitor .*eth-ns\.pcap: binary file, expected text/));
   it('a failing later input leaves no bundle even after good ones', () => bad(['--pcap', fx('pcap/eth-ns.pcap'), '--watch', fx('import/gen.sh')], /--watch/));
 });
