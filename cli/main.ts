@@ -102,7 +102,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--nft-monitor <f>', 'nft -j monitor output (lines optionally prefixed with an epoch timestamp)')
     .option('--nft-ruleset <f>', 'nft -j list ruleset taken at the start of the capture')
     .option('--conntrack <f>', 'conntrack -E -o timestamp,extended output')
-    .option('--watch <f>', 'watch events as JSON lines ({"type":..,"object":..} optionally with "ts")')
+    .option('--watch <f>', 'watch events as JSON lines ({"type":..,"object":..,"ts":..}) or `kubectl get -w -o json` output')
     .option('--force', 'overwrite --out')
     .action(async (opts) => {
       const { runImport } = await import('../recorder/import.js');
