@@ -311,7 +311,10 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   const closed = seq?.listenerClosed ?? null;
   const exited = seq?.exited ?? null;
   const est = c.establishedTs;
-  if (est !== null && closed !== null && est < closed && t >= closed - 5e6) {
+  // a listener that closed only when the process died (SIGKILL at the end of the grace period) did not
+  // close before the rules changed: what the exit cut was in flight, not queued behind a closed listener
+  const closedByExit = closed !== null && exited !== null && closed >= exited - 5e6;
+  if (est !== null && closed !== null && !closedByExit && est < closed && t >= closed - 5e6) {
     const dClose = Math.abs(t - closed);
     const dExit = exited !== null ? Math.abs(t - exited) : Infinity;
     if (dClose <= dExit || exited === null) {
