@@ -46,7 +46,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     expect: { failures: 'some', cause: 'listener-closed', verdict: 'listener-closed-before-rule-removed' } },
   'local-blackhole': { ...base, name: 'local-blackhole', replicas: 1, maxSurge: 0, maxUnavailable: 1,
     description: 'externalTrafficPolicy: Local NodePort from a client namespace; the node\'s last endpoint terminates',
-    serviceType: 'NodePort', externalTrafficPolicy: 'Local', nodePort: 30080, client: true,
+    serviceType: 'NodePort', externalTrafficPolicy: 'Local', nodePort: 30080, client: true, backendArgs: ['--shutdown', 'close', '--start-delay-ms', '2000'],
     expect: { failures: 'some', cause: 'no-endpoint', verdict: 'unknown' } },
   'grace-too-short': { ...base, name: 'grace-too-short', terminationGracePeriodSeconds: 2,
     description: 'slow drain (5 s) with 2 s grace: SIGKILL cuts the lab\'s slow (3 s) requests in flight',

@@ -1,0 +1,130 @@
+/**
+ * Compares `rolltrace analyze --format json` of a lab bundle with the lab's truth file (issue 3).
+ * Returns the list of disagreements (empty = the analysis matches the truth) and a summary for logs.
+ */
+import type { Analysis, AnalysisFailure } from '../schemas/analysis.js';
+import { nsFromIso } from '../schemas/analysis.js';
+import type { Truth } from '../lab/truth.js';
+
+/** listener close: the analysis must be within 5 ms of the backend's own log line */
+export const LISTENER_TOLERANCE_NS = 5e6;
+/**
+ * Rule removal: the nftables source stamps `nft monitor` lines on receipt (it has no kernel stamp).
+ * The monitor is notified when the sync's transaction commits, i.e. before `nft -f` (or
+ * iptables-restore) returns and the lab stamps syncEnd; what comes after the commit is the pipe read
+ * plus the JSON parse in the recorder, a few ms, more when this 2-core machine is shared. We allow
+ * syncEnd + 25 ms: still far below the ~700 ms gap the analysis measures, and far from the previous or
+ * next sync (≥ 300 ms apart in these scenarios), so a removal from the wrong sync cannot pass.
+ */
+export const RULE_RECEIPT_SLACK_NS = 25e6;
+
+export interface Expectation {
+  failures: 'some' | 'none';
+  cause: 'listener-closed' | 'no-endpoint' | 'killed-in-flight' | 'not-ready' | null;
+  /** verdict of every terminated pod; null: not checked (depends on which pod the rollout hit) */
+  verdict: 'listener-closed-before-rule-removed' | 'safe' | 'unknown' | null;
+}
+
+export const EXPECT: Record<string, Expectation> = {
+  race: { failures: 'some', cause: 'listener-closed', verdict: 'listener-closed-before-rule-removed' },
+  iptables: { failures: 'some', cause: 'listener-closed', verdict: 'listener-closed-before-rule-removed' },
+  prestop: { failures: 'none', cause: null, verdict: 'safe' },
+  'grace-too-short': { failures: 'some', cause: 'killed-in-flight', verdict: null },
+  'not-ready': { failures: 'some', cause: 'not-ready', verdict: null },
+  'local-blackhole': { failures: 'some', cause: 'no-endpoint', verdict: null },
+};
+
+/**
+ * A client-log failure is stamped when the attempt ended: a refusal right after its SYN, a timeout
+ * the client's timeout later (lab/backend/client.mjs --timeout-ms, 1000 by default). The analysis
+ * stamps a timeout at its SYN. Matching allows ±200 ms around that (the client is a Node process on a
+ * shared machine; its log stamps come from its event loop), and the SYNs are 100 ms apart, so each
+ * truth entry is matched to one analysis failure, nearest first.
+ */
+export const CLIENT_TIMEOUT_NS = 1e9;
+
+/** a truth failure's expected cause: refused/timeout with no backend → no-endpoint; refused at a backend pod → listener-closed */
+function expectedCause(tf: Truth['failures'][number], exp: Expectation): Expectation['cause'] {
+  if (tf.kind === 'closed-at-kill') return 'killed-in-flight';
+  if (!tf.backendPod) return exp.cause === 'no-endpoint' ? 'no-endpoint' : exp.cause;
+  if (exp.cause === 'no-endpoint' && tf.kind === 'refused') return 'listener-closed';
+  return exp.cause;
+}
+
+/** intervals in which the truth's kube-proxy syncs routed the service to no endpoint at all */
+export function noEndpointWindows(t: Truth): Array<[number, number]> {
+  const eps = new Set<string>();
+  const out: Array<[number, number]> = [];
+  let emptySince: number | null = null;
+  for (const s of [...t.syncs].sort((x, y) => x.startNs - y.startNs)) {
+    if (s.error) continue;
+    const had = eps.size;
+    for (const r of s.removed) eps.delete(r);
+    for (const r of s.added) eps.add(r);
+    if (had > 0 && eps.size === 0) emptySince = s.startNs;
+    else if (emptySince !== null && eps.size > 0) { out.push([emptySince, s.endNs]); emptySince = null; }
+  }
+  if (emptySince !== null) out.push([emptySince, t.endNs]);
+  return out;
+}
+
+const ms = (ns: number) => `${(ns / 1e6).toFixed(3)} ms`;
+
+export function compareWithTruth(a: Analysis, t: Truth, exp: Expectation): { problems: string[]; summary: string[] } {
+  const problems: string[] = [];
+  const summary: string[] = [];
+  // terminated pods
+  for (const tp of t.pods) {
+    const key = `${tp.namespace}/${tp.name}`;
+    const ap = a.pods.find((p) => `${p.namespace}/${p.name}` === key);
+    if (!ap) { problems.push(`pod ${key}: terminated in the truth, missing from the analysis`); continue; }
+    const closed = ap.listenerClosedAt ? nsFromIso(ap.listenerClosedAt) : null;
+    if (tp.listenerClosedNs !== null) {
+      if (closed === null) problems.push(`pod ${key}: listenerClosedAt null, truth ${tp.listenerClosedNs}`);
+      else if (Math.abs(closed - tp.listenerClosedNs) > LISTENER_TOLERANCE_NS) problems.push(`pod ${key}: listenerClosedAt off by ${ms(closed - tp.listenerClosedNs)} (> 5 ms)`);
+    }
+    const rule = ap.ruleRemovedAt ? nsFromIso(ap.ruleRemovedAt) : null;
+    if (tp.ruleRemoved) {
+      const { syncStartNs: s, syncEndNs: e } = tp.ruleRemoved;
+      if (rule === null) problems.push(`pod ${key}: ruleRemovedAt null, truth sync ${tp.ruleRemoved.seq}`);
+      else if (rule < s || rule > e + RULE_RECEIPT_SLACK_NS) problems.push(`pod ${key}: ruleRemovedAt ${ms(rule - s)} from sync ${tp.ruleRemoved.seq} start, window ${ms(e - s)} + ${ms(RULE_RECEIPT_SLACK_NS)}`);
+    } else if (rule !== null) problems.push(`pod ${key}: ruleRemovedAt ${ap.ruleRemovedAt} but the truth has no sync removing it`);
+    if (exp.verdict && ap.verdict !== exp.verdict) problems.push(`pod ${key}: verdict ${ap.verdict}, expected ${exp.verdict}`);
+    summary.push(`pod ${key}: closed ${closed !== null && tp.listenerClosedNs !== null ? `Δ${ms(closed - tp.listenerClosedNs)}` : `${ap.listenerClosedAt}/${tp.listenerClosedNs}`}, rule ${rule !== null && tp.ruleRemoved ? `sync+${ms(rule - tp.ruleRemoved.syncStartNs)} (window ${ms(tp.ruleRemoved.syncEndNs - tp.ruleRemoved.syncStartNs)})` : String(ap.ruleRemovedAt)}, exposure ${ap.exposureMs} ms, verdict ${ap.verdict}, failed ${ap.failedConnections}`);
+  }
+  // failures: same set of client ip:port, same backend pod, right cause
+  const used = new Set<AnalysisFailure>();
+  const byClient = new Map(a.failures.map((f) => [f.client, f]));
+  for (const tf of t.failures) {
+    let af = tf.client !== '?' ? byClient.get(tf.client) : undefined;
+    // the client's log has no local address for a refused or timed-out connect: match it by service and
+    // time (the log stamps the end of the attempt; a timeout's SYN went out up to its timeout earlier)
+    if (tf.client === '?') {
+      af = a.failures.filter((f) => !used.has(f) && f.service === tf.service && !f.backend.pod)
+        .map((f) => ({ f, d: tf.atNs - (nsFromIso(f.at) ?? 0) - (tf.kind === 'timeout' ? CLIENT_TIMEOUT_NS : 0) }))
+        .filter((x) => x.d >= -200e6 && x.d <= 200e6)
+        .sort((x, y) => Math.abs(x.d) - Math.abs(y.d))[0]?.f;
+    }
+    if (!af) { problems.push(`failure ${tf.client} -> ${tf.service} (${tf.kind}, backend ${tf.backendPod}) at ${tf.atNs}: not reported`); continue; }
+    used.add(af);
+    if ((af.backend.pod ?? null) !== (tf.backendPod ?? null)) problems.push(`failure ${tf.client}: backend pod ${af.backend.pod}, truth ${tf.backendPod}`);
+    const want = expectedCause(tf, exp);
+    if (want && af.cause !== want) problems.push(`failure ${tf.client}: cause ${af.cause}, expected ${want}`);
+  }
+  const noEp = noEndpointWindows(t);
+  let provenNoEp = 0;
+  for (const af of a.failures) {
+    if (used.has(af)) continue;
+    // the truth sees failures only in conntrack and the client netns' log: a SYN rejected by the
+    // no-endpoint rule is never confirmed in conntrack, so the recorder's own probe failing while the
+    // truth's syncs left the service with no endpoint at all is a failure the truth cannot list
+    const at = nsFromIso(af.at) ?? 0;
+    if (af.cause === 'no-endpoint' && !af.backend.pod && noEp.some(([s, e]) => at >= s && at <= e)) { provenNoEp++; continue; }
+    problems.push(`false alarm: ${af.client} -> ${af.service} backend ${af.backend.ip}:${af.backend.port} (${af.backend.pod}) cause ${af.cause} at ${af.at} via ${af.via?.join(',')}`);
+  }
+  if (provenNoEp) summary.push(`${provenNoEp} no-endpoint failure(s) beyond the truth's list, inside the truth's own no-endpoint window(s)`);
+  if (exp.failures === 'none' && t.failures.length) problems.push(`the truth has ${t.failures.length} failures, the scenario expects none`);
+  if (exp.failures === 'some' && !t.failures.length) problems.push('the truth has no failure, the scenario expects some');
+  summary.push(`failures: truth ${t.failures.length}, analysis ${a.failures.length} (${[...new Set(a.failures.map((f) => f.cause))].join(',') || '-'})`);
+  return { problems, summary };
+}
