@@ -55,7 +55,21 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
       dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP, not through a service, while the pod was not Ready and no EndpointSlice listed it as ready` });
       continue;
     }
-    if (!ebpfOnly(f)) { kept.push(f); continue; }
+    if (!ebpfOnly(f)) {
+      // a failure the packet scan did not flag itself (probe error, conntrack): say what the packets show
+      const pktKinds = ['syn-rst', 'rst-before-response', 'fin-before-response', 'syn-timeout', 'icmp-unreachable'] as const;
+      const cl = splitAddr(f.client);
+      if (flowSt && !pktKinds.some((k) => f.c.kinds.has(k)) && cl && cl.port !== null && f.backend.ip && f.backend.port !== null) {
+        const b = f.backend;
+        const r = flowSt.get(b.ip, cl.ip, cl.port, b.ip, b.port, b.ip, b.port, cl.ip, cl.port, f.at - 60e9, f.at + 5e9) as { n: number; sd: number | null; fin: number | null; sa: number | null };
+        if (r.n > 0) {
+          f.evidence.push(`packets of this connection on the captured interface(s): ${r.n}${r.sa === 1 ? ', handshake completed' : ''}${r.sd === 1 ? `, ${b.ip} sent response bytes` : ', no response byte'}${r.fin === 1 ? ', FIN seen' : ''}`
+            + (r.sd === 1 ? ': the backend answered, so the client\'s failure happened after the pod replied (lost or unacknowledged on the way back), not at the pod' : ''));
+        }
+      }
+      kept.push(f);
+      continue;
+    }
     // 2. resets seen only by ebpf
     const cl = splitAddr(f.client);
     const view = f.c.views[0];
