@@ -29,7 +29,7 @@ export function createNode(prefix: string, withClient: boolean, onCreated: (kind
   run('ip', ['netns', 'add', nodeNs]);
   const n = (args: string[]) => runIn(nodeNs, 'ip', args);
   n(['link', 'set', 'lo', 'up']);
-  n(['link', 'add', 'cni0', 'type', 'bridge']);
+  n(['link', 'add', 'cni0', 'address', '02:00:0a:f4:00:01', 'type', 'bridge']); // fixed MAC: else it follows the lowest port MAC and pods' replies to a stale one are lost
   n(['addr', 'add', `${POD_SUBNET}.1/24`, 'dev', 'cni0']);
   n(['link', 'set', 'cni0', 'up']);
   n(['route', 'add', '10.96.0.0/16', 'dev', 'cni0', 'src', `${POD_SUBNET}.1`]);
