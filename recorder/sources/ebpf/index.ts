@@ -50,11 +50,11 @@ export function scanPodCgroups(): Map<number, string> {
   const root = roots[0];
   if (!root) return out;
   const walk = (dir: string, rel: string, depth: number) => {
-    if (depth > 6) return;
+    if (depth > 8) return;
     let entries: string[];
     try { entries = readdirSync(dir); } catch { return; }
     for (const e of entries) {
-      if (!e.includes('kubepods') && !/^pod|^cri-|^crio-|^docker-|^[0-9a-f]{64}$/.test(e) && !(depth === 0 && e === 'kubelet.slice')) continue;
+      if (e.startsWith('cgroup.') || e.includes('.') && !/\.(slice|scope)$/.test(e)) continue; // control files
       const p = join(dir, e);
       let st;
       try { st = statSync(p); } catch { continue; }
