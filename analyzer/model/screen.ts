@@ -39,7 +39,7 @@ interface FlowPackets { n: number; serverData: boolean; fin: boolean; synAck: bo
 export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext, reader: BundleReader | null): { kept: ResolvedFailure[]; dismissed: Dismissed[] } {
   const kept: ResolvedFailure[] = [];
   const dismissed: Dismissed[] = [];
-  const hasPackets = !!reader && reader.has('packets');
+  const hasPackets = !!reader && reader.has('packets') && reader.db.prepare('SELECT 1 FROM packets LIMIT 1').get() !== undefined;
   const hasCt = !!reader && reader.has('conntrack');
   const flowSt = hasPackets ? reader!.db.prepare(`SELECT count(*) AS n, max(CASE WHEN src = ? AND coalesce(payload_len, 0) > 0 THEN 1 ELSE 0 END) AS sd,
       max(CASE WHEN (tcp_flags & 1) != 0 THEN 1 ELSE 0 END) AS fin, max(CASE WHEN (tcp_flags & 18) = 18 THEN 1 ELSE 0 END) AS sa
