@@ -10,7 +10,7 @@ import { existsSync, statSync } from 'node:fs';
 import { hostname, release } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { BundleWriter } from './bundle-writer.js';
-import { formatPlan, planSources, privilegeProblem, disabledReason, RECORD_SOURCES, type PlannedSource, type SourceLoader, defaultLoader } from './preflight.js';
+import { formatPlan, planSources, privilegeProblem, disabledReason, RECORD_SOURCES, type PlannedSource, type SourceLoader, defaultLoader, firstLine, withTimeout } from './preflight.js';
 import { StatusLine, type StatusMode } from './status.js';
 import type { RecordContext, RecordOptions, Source } from './source.js';
 import { parseSelector } from './sources/kube/selector.js';
@@ -286,15 +286,4 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   return 0;
 }
 
-function firstLine(e: unknown): string {
-  return (e instanceof Error ? e.message : String(e)).split('\n')[0]!.slice(0, 300);
-}
 
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<T>((_, rej) => { t = setTimeout(() => rej(new Error(`${what} timed out after ${ms / 1000} s`)), ms); })]);
-  } finally {
-    if (t) clearTimeout(t);
-  }
-}
