@@ -16,7 +16,7 @@ export async function runDemo(opts: { out: string }): Promise<number> {
   for (const f of [out, truth, html]) if (existsSync(f)) rmSync(f);
   process.stderr.write(`rolltrace demo: recording the 'race' scenario in the lab -> ${out}\n`);
   const { runLabRun } = await import('../lab/cli.js');
-  const rc = await runLabRun({ scenario: 'race', out, truth });
+  const rc = await runLabRun({ scenario: 'race', out, truth, onLine: demoLine });
   if (rc !== 0 || !existsSync(out)) {
     process.stderr.write(`rolltrace demo: the lab run failed (exit ${rc})\n`);
     return rc || 1;
@@ -33,4 +33,18 @@ export async function runDemo(opts: { out: string }): Promise<number> {
   process.stdout.write(`Bundle: ${out}   (try: npx rolltrace timeline ${out} | less)\n`);
   // exit 1 would mean "failures found" — that is the point of the race demo, not an error of the demo
   return code === 2 ? 2 : 0;
+}
+
+/** The lab's machine-readable progress lines, as a person wants to read them. */
+function demoLine(l: string): void {
+  if (!l.startsWith('LAB ')) { process.stderr.write(l + '\n'); return; }
+  let o: Record<string, unknown>;
+  try { o = JSON.parse(l.slice(4)); } catch { return; }
+  const say = (s: string) => process.stderr.write(`lab: ${s}\n`);
+  switch (o.kind) {
+    case 'ready': say(`node ${o.nodeNs} is up; Service VIP ${o.vip}; recording with: rolltrace record ${String(o.record).split(' record ')[1] ?? ''}`); break;
+    case 'done': say(`recorder finished (${JSON.stringify(o.recorder)})`); break;
+    case 'truth': say(`ground truth from the lab's own clocks: ${o.pods} terminated pod(s), ${o.failures} failed connection(s) -> ${o.path}`); break;
+    default: break;
+  }
 }

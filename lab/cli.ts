@@ -76,7 +76,7 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
   return { code, prefix };
 }
 
-export async function runLabRun(opts: LabRunOptions): Promise<number> {
+export async function runLabRun(opts: LabRunOptions & { onLine?: (l: string) => void }): Promise<number> {
   if (opts.out && existsSync(opts.out)) throw new InputError(`--out ${opts.out} exists; remove it or choose another path`);
   const { code } = await labSession({ ...opts, mode: 'run' });
   return code === 0 ? 0 : code === 130 ? 130 : 1;
