@@ -20,7 +20,9 @@ const schema = JSON.parse(readFileSync(join(ROOT, 'schemas/analysis.schema.json'
 const ajv = new (Ajv2020 as unknown as typeof Ajv2020.default)({ allErrors: true, strict: false });
 const validate = ajv.compile(schema);
 const dir = mkdtempSync(join(tmpdir(), 'e2e-scen-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// a failing scenario keeps its bundle and truth for diagnosis (the path is printed); passing ones are removed
+let kept = 0;
+afterAll(() => { if (!kept) rmSync(dir, { recursive: true, force: true }); else console.log(`[e2e] failing scenarios' bundles kept in ${dir}`); });
 
 const SCENARIOS = ['race', 'prestop', 'iptables', 'local-blackhole', 'grace-too-short', 'not-ready'] as const;
 
@@ -29,6 +31,7 @@ describe.sequential('lab scenarios: analysis vs truth', () => {
     it(s, () => {
       const out = join(dir, `${s}.rtb`);
       const truthPath = join(dir, `${s}.truth.json`);
+      kept++;
       const lab = cli(['lab', 'run', '--scenario', s, '--out', out, '--truth', truthPath], { timeoutMs: 150_000 });
       const ready = lab.stdout.split('\n').find((l) => l.startsWith('LAB ') && l.includes('"kind":"ready"'));
       const prefix = ready ? String((JSON.parse(ready.slice(4)) as { nodeNs: string }).nodeNs).replace(/-node$/, '') : null;
@@ -52,6 +55,8 @@ describe.sequential('lab scenarios: analysis vs truth', () => {
       const v = cli(['verify', out]);
       expect(v.code, v.stdout + v.stderr).toBe(0);
       expect(leftovers(prefix!, truth)).toEqual([]);
+      kept--;
+      for (const f of [out, truthPath]) rmSync(f, { force: true });
     }, 180_000);
   }
 });
