@@ -46,7 +46,7 @@ describe.sequential('lab scenarios: analysis vs truth', () => {
       expect(validate(a), ajv.errorsText(validate.errors)).toBe(true);
       const { problems, summary } = compareWithTruth(a, truth, EXPECT[s]!);
       console.log(`[e2e ${s}] ${summary.join('; ')}`);
-      expect(problems).toEqual([]);
+      expect(problems, `lab/recorder log tail: ${lab.stderr.slice(-1200)}`).toEqual([]);
       // exit code: 1 when failures or an exposed pod were found, 0 only for the safe rollout
       expect(an.code).toBe(s === 'prestop' ? 0 : 1);
       if (s === 'prestop') expect(a.failures).toEqual([]);
