@@ -44,7 +44,9 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
   const flowSt = hasPackets ? reader!.db.prepare(`SELECT count(*) AS n, max(CASE WHEN src = ? AND coalesce(payload_len, 0) > 0 THEN 1 ELSE 0 END) AS sd,
       max(CASE WHEN (tcp_flags & 1) != 0 THEN 1 ELSE 0 END) AS fin, max(CASE WHEN (tcp_flags & 18) = 18 THEN 1 ELSE 0 END) AS sa
     FROM packets WHERE ((src = ? AND sport = ? AND dst = ? AND dport = ?) OR (src = ? AND sport = ? AND dst = ? AND dport = ?)) AND ts_ns BETWEEN ? AND ?`) : null;
-  const podTrafficSt = hasPackets ? reader!.db.prepare('SELECT count(*) AS n FROM packets WHERE ts_ns BETWEEN ? AND ? AND (src = ? OR dst = ?)') : null;
+  // traffic between the same two addresses (not just the pod's): a bridge capture sees node<->pod
+  // traffic but not frames bridged between two pods, so only the pair proves the path was captured
+  const podTrafficSt = hasPackets ? reader!.db.prepare('SELECT count(*) AS n FROM packets WHERE ts_ns BETWEEN ? AND ? AND ((src = ? AND dst = ?) OR (src = ? AND dst = ?))') : null;
   const ctSt = hasCt ? reader!.db.prepare(`SELECT state, flags, type, ts_ns FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY ts_ns`) : null;
   for (const f of failures) {
     const pod = f.backend.podKey ? ctx.id.pods.get(f.backend.podKey) ?? null : null;
@@ -93,9 +95,9 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
       const p: FlowPackets = { n: r.n, serverData: r.sd === 1, fin: r.fin === 1, synAck: r.sa === 1 };
       return `${rst}: the packets show this connection (${p.n} packets${p.synAck ? ', handshake completed' : ''}${p.serverData ? ', response sent' : ''}${p.fin ? ', FIN' : ''}) and no failure on it; the reset answered a segment after the exchange`;
     }
-    const around = st.podTrafficSt.get(t - 2e9, t + 2e9, view.server, view.server) as { n: number };
+    const around = st.podTrafficSt.get(t - 2e9, t + 2e9, view.server, cl.ip, cl.ip, view.server) as { n: number };
     if (around.n > 0) {
-      return `${rst}: no packet of this connection crossed the captured interface(s), which carried ${around.n} packets of ${view.server} within 2 s; the reset did not reach a client through this node's pod network (a reset sent without a socket carries no network namespace: another namespace with the same addresses produces the same event)`;
+      return `${rst}: no packet of this connection crossed the captured interface(s), which carried ${around.n} packets between ${view.server} and ${cl.ip} within 2 s; so it did not travel this path (a socketless reset names no network namespace: another one with the same addresses looks alike)`;
     }
   }
   if (cl && cl.port !== null && st.ctSt) {
