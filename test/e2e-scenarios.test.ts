@@ -5,6 +5,7 @@
  * sync, every failed connection with its backend pod and nothing else, the right verdicts, `verify`
  * accepts the bundle, and the lab leaves nothing behind. Scenarios run one after the other (~25-45 s each).
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import Ajv2020 from 'ajv/dist/2020.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Analysis } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
-import { cli, ROOT } from './helpers/cli.js';
+import { BIN, ROOT } from './helpers/cli.js';
 import { compareWithTruth, EXPECT } from './e2e-truth.js';
 import { leftovers } from './lab-scenario-helpers.js';
 
@@ -24,15 +25,32 @@ const dir = mkdtempSync(join(tmpdir(), 'e2e-scen-'));
 let kept = 0;
 afterAll(() => { if (!kept) rmSync(dir, { recursive: true, force: true }); else console.log(`[e2e] failing scenarios' bundles kept in ${dir}`); });
 
+/**
+ * The real CLI, asynchronously: a lab run takes ~20-40 s and a worker blocked in spawnSync that long
+ * cannot answer vitest's RPC ("Timeout calling onTaskUpdate").
+ */
+function cli(args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(BIN, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8'); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
+    // SIGINT: the lab then tears down everything it created
+    const timer = setTimeout(() => p.kill('SIGINT'), timeoutMs);
+    p.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }); });
+  });
+}
+
 const SCENARIOS = ['race', 'prestop', 'iptables', 'local-blackhole', 'grace-too-short', 'not-ready'] as const;
 
 describe.sequential('lab scenarios: analysis vs truth', () => {
   for (const s of SCENARIOS) {
-    it(s, () => {
+    it(s, async () => {
       const out = join(dir, `${s}.rtb`);
       const truthPath = join(dir, `${s}.truth.json`);
       kept++;
-      const lab = cli(['lab', 'run', '--scenario', s, '--out', out, '--truth', truthPath], { timeoutMs: 150_000 });
+      const lab = await cli(['lab', 'run', '--scenario', s, '--out', out, '--truth', truthPath], 150_000);
       const ready = lab.stdout.split('\n').find((l) => l.startsWith('LAB ') && l.includes('"kind":"ready"'));
       const prefix = ready ? String((JSON.parse(ready.slice(4)) as { nodeNs: string }).nodeNs).replace(/-node$/, '') : null;
       expect(lab.code, `lab run ${s}: ${lab.stderr.split('\n').slice(-5).join(' | ')}`).toBe(0);
@@ -41,7 +59,7 @@ describe.sequential('lab scenarios: analysis vs truth', () => {
       expect(truth.recorder.ran).toBe(true);
       expect(truth.recorder.exitCode).toBe(0);
 
-      const an = cli(['analyze', out, '--format', 'json']);
+      const an = await cli(['analyze', out, '--format', 'json']);
       const a = JSON.parse(an.stdout) as Analysis;
       expect(validate(a), ajv.errorsText(validate.errors)).toBe(true);
       const { problems, summary } = compareWithTruth(a, truth, EXPECT[s]!);
@@ -52,7 +70,7 @@ describe.sequential('lab scenarios: analysis vs truth', () => {
       if (s === 'prestop') expect(a.failures).toEqual([]);
       if (s === 'local-blackhole') expect(a.failures.some((f) => f.cause === 'no-endpoint' && f.backend.pod === null)).toBe(true);
 
-      const v = cli(['verify', out]);
+      const v = await cli(['verify', out]);
       expect(v.code, v.stdout + v.stderr).toBe(0);
       expect(leftovers(prefix!, truth)).toEqual([]);
       kept--;
