@@ -55,10 +55,17 @@ const lockHash = existsSync(lock) ? createHash('sha256').update(readFileSync(loc
 const fresh = existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === lockHash;
 if (!fresh) {
   log(existsSync(join(root, 'node_modules')) ? 'node_modules is stale: npm ci' : 'node_modules is absent: npm ci');
-  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) { log('npm ci failed'); process.exit(1); }
+  let r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) {
+    // npm 11 can write a lockfile without other platforms' optional packages (rollup's, esbuild's) and
+    // then refuse it in `npm ci`; `npm install` installs the same locked versions.
+    log('npm ci refused the lockfile: npm install (same locked versions)');
+    r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.status !== 0) { log('npm install failed'); process.exit(1); }
+  }
   mkdirSync(join(root, 'node_modules'), { recursive: true });
-  writeFileSync(stamp, lockHash + '\n');
+  const after = existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : 'none';
+  writeFileSync(stamp, after + '\n');
   pcapArrived = false; // npm ci just built cap against whatever libpcap is there
 }
 
