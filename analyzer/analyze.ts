@@ -13,7 +13,7 @@ import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
 import { podSequences, type PodSequence } from './model/pods.js';
 import { recommend } from './model/recommend.js';
-import { describeDismissed, screenFailures, type Dismissed } from './model/screen.js';
+import { describeDismissed, dismissedItems, screenFailures, type Dismissed } from './model/screen.js';
 import { clean, iso, sane, splitAddr } from './util.js';
 
 export interface AnalysisDetail {
@@ -113,9 +113,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const screened = stage('failure screening', warnings, { kept: resolved, dismissed: [] as Dismissed[] }, () => screenFailures(resolved, ctx, reader), file);
   const failures = screened.kept;
   warnings.push(...describeDismissed(screened.dismissed));
+  const ignored = dismissedItems(screened.dismissed);
   if (det?.resetsOutsideTenure.length) {
     warnings.push(`${det.resetsOutsideTenure.length} kernel reset(s) from a pod IP outside every pod's observed tenure not attributed to a pod, not failures`);
-    for (const x of det.resetsOutsideTenure.slice(0, 10)) warnings.push(`  ignored: ${x}`);
+    for (const x of det.resetsOutsideTenure) ignored.push({ group: 'outside-tenure', why: x });
   }
   for (const f of failures) {
     if (!f.backend.podKey) continue;
@@ -154,6 +155,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     recommendation: { ...rec, why: clean(rec.why, 2000), notes: rec.notes?.map((n) => clean(n, 600)) },
     programmingLatency: latency.map((l) => ({ ...l, endpoint: clean(l.endpoint, 64), node: l.node ? clean(l.node, 100) : null, evidence: l.evidence.map((e) => clean(e, 600)) })),
     warnings: warnings.map((w) => clean(w, 400)),
+    ignored: ignored.slice(0, 1000).map((x) => ({ group: clean(x.group, 40), why: clean(x.why, 600) })),
   };
   return { analysis, seqs, failures, identity: id, startNs };
 }

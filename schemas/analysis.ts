@@ -70,8 +70,10 @@ export interface Analysis {
   programmingLatency?: Array<{
     at: string; endpoint: string; change: 'removed' | 'added'; node: string | null; latencyMs: number | null; evidence: string[];
   }>;
-  /** extension: what the bundle lacks, degrading the analysis */
+  /** extension: what the bundle lacks, degrading the analysis; one line per kind of screened-out signal */
   warnings?: string[];
+  /** extension: each signal screened out as not a failure of the rollout (health checks, reset artifacts), and why */
+  ignored?: Array<{ group: 'health-check' | 'reset-artifact' | 'outside-tenure' | string; why: string }>;
 }
 
 /** ns → ISO-8601 UTC with microseconds, e.g. 2026-04-17T10:30:28.825123Z */

@@ -50,7 +50,7 @@ describe('health checks', () => {
     }));
     expect(a.failures.find((f) => f.client === `${NODE_IP}:51000`)).toBeUndefined();
     expect(a.warnings?.some((x) => /^1 connection\(s\) straight to not-ready pods/.test(x))).toBe(true);
-    expect(a.warnings?.some((x) => x.includes(`${NODE_IP}:51000 -> ${NEW.ip}:8080`))).toBe(true);
+    expect(a.ignored?.some((x) => x.group === 'health-check' && x.why.includes(`${NODE_IP}:51000 -> ${NEW.ip}:8080`))).toBe(true);
     // the probe through the VIP that reached NEW before it listened stays a not-ready failure
     const nr = a.failures.filter((f) => f.cause === 'not-ready');
     expect(nr).toHaveLength(1);
@@ -78,7 +78,7 @@ describe('kernel resets seen only by ebpf', () => {
     }));
     expect(a.failures.map((f) => f.client).filter((c) => c.startsWith(NODE_IP))).toEqual([]);
     expect(a.failures).toHaveLength(2); // the two refused probes of the race
-    const w = a.warnings!.join('\n');
+    const w = [...a.warnings!, ...a.ignored!.map((x) => x.why)].join('\n');
     expect(w).toMatch(/2 kernel reset\(s\) seen only by ebpf ignored/);
     expect(w).toMatch(/52000 .*the packets show this connection \(5 packets, handshake completed, response sent, FIN\)/);
     expect(w).toMatch(/52001 .*no packet of this connection crossed the captured interface/);
@@ -105,6 +105,6 @@ describe('kernel resets seen only by ebpf', () => {
     expect(f.cause).toBe('listener-closed');
     expect(f.backend.pod).toBe(`default/${OLD.name}`);
     expect(f.evidence.some((e) => e.startsWith('ebpf-only:') && e.includes('cannot tell') && e.includes('packets were not captured'))).toBe(true);
-    expect(a.warnings?.some((x) => x.includes('53000') && x.includes('NO_SOCKET while default/web-7b685bbcdd-cktdt listened'))).toBe(true);
+    expect(a.ignored?.some((x) => x.why.includes('53000') && x.why.includes('NO_SOCKET while default/web-7b685bbcdd-cktdt listened'))).toBe(true);
   });
 });

@@ -120,7 +120,7 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
   return null;
 }
 
-/** For `warnings`: per group one summary line, then up to 10 lines naming each connection. */
+/** For `warnings`: per group one summary line; each connection goes to `ignored` (see dismissedItems). */
 export function describeDismissed(d: Dismissed[]): string[] {
   const out: string[] = [];
   const groups: Array<[Dismissed['group'], string]> = [
@@ -131,8 +131,11 @@ export function describeDismissed(d: Dismissed[]): string[] {
     const list = d.filter((x) => x.group === g);
     if (!list.length) continue;
     out.push(`${list.length} ${text}`);
-    for (const x of list.slice(0, 10)) out.push(`  ignored: ${x.why}`);
-    if (list.length > 10) out.push(`  ignored: ... ${list.length - 10} more`);
   }
   return out;
+}
+
+/** Every dismissed connection with its reason, for the analysis' `ignored` list. */
+export function dismissedItems(d: Dismissed[]): Array<{ group: string; why: string }> {
+  return d.map((x) => ({ group: x.group, why: x.why }));
 }

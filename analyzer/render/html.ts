@@ -218,6 +218,11 @@ export async function renderHtml(a: Analysis, reader: BundleReader | null): Prom
   body.push(`<p class="muted">recorded ${h(a.bundle.start ?? '?')} → ${h(a.bundle.end ?? '?')}${a.bundle.nodes?.length ? ` on nodes ${h(a.bundle.nodes.join(', '))}` : ''}; sources: ${a.bundle.sources.map((s) => `${h(s.name)} ${h(s.status)} (${s.events}${s.dropped ? `, ${s.dropped} dropped` : ''})`).join(' · ')}</p>`);
   body.push(`<div class="verdict ${v.level}" id="verdict">${h(v.text)}</div>`);
   for (const w of a.warnings ?? []) body.push(`<p class="muted">⚠ ${h(w)}</p>`);
+  if (a.ignored?.length) {
+    body.push(`<details class="muted" id="ignored"><summary>${a.ignored.length} signal(s) screened out as not failures of the rollout</summary><ul>`);
+    for (const x of a.ignored.slice(0, 200)) body.push(`<li>[${h(x.group)}] ${h(x.why)}</li>`);
+    body.push('</ul></details>');
+  }
   body.push('<div class="rec" id="recommendation"><b>Recommendation:</b> ');
   const rp: string[] = [];
   if (r.preStopSeconds !== null) rp.push(`preStop sleep <b>${h(r.preStopSeconds)} s</b>`);

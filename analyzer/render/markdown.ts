@@ -53,6 +53,11 @@ export function renderMarkdown(a: Analysis, _reader?: unknown): string {
   }
   if (a.bundle.closedCleanly === false) out.push('', '> ⚠️ The recorder did not close this bundle cleanly; data up to its last flush is kept.');
   for (const w of a.warnings ?? []) out.push('', `> ⚠️ ${md(w)}`);
+  if (a.ignored?.length) {
+    out.push('', `<details><summary>${a.ignored.length} signal(s) screened out as not failures of the rollout</summary>`, '');
+    for (const x of a.ignored.slice(0, 100)) out.push(`- [${md(x.group)}] ${md(x.why)}`);
+    out.push('', '</details>');
+  }
 
   out.push('', '## Recommendation', '');
   const r = a.recommendation;

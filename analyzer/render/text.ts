@@ -102,5 +102,11 @@ export function renderText(a: Analysis, reader: BundleReader | null, file: strin
     L.push('WARNINGS');
     for (const w of a.warnings) L.push(`  - ${clean(w, 400)}`);
   }
+  if (a.ignored?.length) {
+    L.push('');
+    L.push(`IGNORED (${a.ignored.length}: not failures of the rollout; --format json lists them all)`);
+    for (const x of a.ignored.slice(0, 20)) L.push(`  - [${clean(x.group, 40)}] ${clean(x.why, 400)}`);
+    if (a.ignored.length > 20) L.push(`  - ... ${a.ignored.length - 20} more`);
+  }
   return L.join('\n') + '\n';
 }
