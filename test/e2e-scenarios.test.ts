@@ -70,8 +70,17 @@ describe.sequential('lab scenarios: analysis vs truth', () => {
       if (s === 'prestop') expect(a.failures).toEqual([]);
       if (s === 'local-blackhole') expect(a.failures.some((f) => f.cause === 'no-endpoint' && f.backend.pod === null)).toBe(true);
 
-      const v = await cli(['verify', out]);
+      const v = await cli(['verify', '--json', out]);
       expect(v.code, v.stdout + v.stderr).toBe(0);
+      const vj = JSON.parse(v.stdout) as { closedCleanly: boolean; sources: Array<{ name: string; status: string; events: number }> };
+      expect(vj.closedCleanly).toBe(true);
+      // every recorder source ran and recorded something of this rollout
+      for (const name of ['packets', 'strace', 'ebpf', 'nftables', 'conntrack', 'kube', 'probe', 'rollout']) {
+        const src = vj.sources.find((x) => x.name === name);
+        expect(src, `source ${name} in ${JSON.stringify(vj.sources)}`).toBeDefined();
+        expect(src!.status, `source ${name}`).toBe('ok');
+        expect(src!.events, `source ${name} events`).toBeGreaterThan(0);
+      }
       expect(leftovers(prefix!, truth)).toEqual([]);
       kept--;
       for (const f of [out, truthPath]) rmSync(f, { force: true });
