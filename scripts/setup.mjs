@@ -55,7 +55,12 @@ const lockHash = existsSync(lock) ? createHash('sha256').update(readFileSync(loc
 const fresh = existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === lockHash;
 if (!fresh) {
   log(existsSync(join(root, 'node_modules')) ? 'node_modules is stale: npm ci' : 'node_modules is absent: npm ci');
-  let r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  let r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0 && !/can only install packages when your package.json and package-lock.json/.test(r.stderr ?? '')) {
+    process.stderr.write(r.stderr ?? '');
+    log('npm ci failed');
+    process.exit(1);
+  }
   if (r.status !== 0) {
     // npm 11 can write a lockfile without other platforms' optional packages (rollup's, esbuild's) and
     // then refuse it in `npm ci`; `npm install` installs the same locked versions.
