@@ -116,7 +116,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     await sleep(300);
     const probeUrl = `http://${VIP}:${SERVICE_PORT}/`;
     const recordCmd = ['bin/rolltrace.mjs', 'record', '--out', cfg.out ?? join(cfg.workDir, 'lab.rtb'), '--kubeconfig', kubeconfigPath,
-      '--namespace', 'default', '--deployment', 'web', '--restart', '--probe', probeUrl, '--rate', '10', '--until-rollout-complete', '--iface', 'cni0', ...(sc.client ? ['--iface', 'eth0'] : []), '--settle', '3', '--quiet'];
+      '--namespace', 'default', '--deployment', 'web', '--restart', '--probe', probeUrl, '--rate', '20', '--until-rollout-complete', '--iface', 'cni0', ...(sc.client ? ['--iface', 'eth0'] : []), '--settle', '3', '--quiet'];
     say('ready', { url: cp.url, kubeconfig: kubeconfigPath, vip: `${VIP}:${SERVICE_PORT}`, nodeNs: cfg.node.nodeNs, nodePort: sc.nodePort,
       record: `ip netns exec ${cfg.node.nodeNs} node ${join(cfg.repoRoot, 'bin/rolltrace.mjs')} ${recordCmd.slice(1).join(' ')}` });
     if (cfg.mode === 'up') { await stopped; return 0; }
