@@ -18,7 +18,7 @@
  * command, e.g. ['ip', 'netns', 'exec', 'NAME'].
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { Worker } from 'node:worker_threads';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { ev, type Clock } from '../../../schemas/events.js';
@@ -52,7 +52,7 @@ export class NftablesSource implements Source {
   readonly name = 'nftables';
   private sink: Sink | null = null;
   private ctx: RecordContext | null = null;
-  private mon: ChildProcess | null = null;
+  private mon: Worker | null = null;
   private monExit: Promise<void> | null = null;
   private burst: Burst | null = null;
   private work: Promise<void> = Promise.resolve();
@@ -158,22 +158,27 @@ export class NftablesSource implements Source {
   }
 
   private startMonitor(): void {
+    // nft runs under a worker thread that stamps each line on receipt (see monitor-worker.mjs)
     const [c, a] = this.cmd(['nft', '-j', 'monitor']);
-    const child = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.mon = child;
-    this.monExit = new Promise((resolve) => child.once('close', () => resolve()));
-    const rl = createInterface({ input: child.stdout! });
-    rl.on('line', (line) => this.onLine(line, nowNs()));
-    let errTail = '';
-    child.stderr!.on('data', (d: Buffer) => { errTail = (errTail + d.toString()).slice(-500); });
-    child.once('error', (e) => this.ctx?.log(`nftables: nft monitor: ${e.message}`));
-    child.once('close', (code) => {
+    const worker = new Worker(new URL('./monitor-worker.mjs', import.meta.url), { workerData: { argv: [c, ...a] } });
+    this.mon = worker;
+    let closed = false;
+    this.monExit = new Promise((resolve) => worker.once('exit', () => resolve()));
+    const ended = (why: string) => {
+      if (closed) return;
+      closed = true;
       if (this.stopping) return;
-      const why = errTail.split('\n').filter((l) => l && !/rule without statements/.test(l)).pop() ?? `exit ${code}`;
       this.ctx?.log(`nftables: nft monitor ended (${why}); polling nft -j list ruleset every ${this.pollMs} ms instead`);
       this.mode = 'nft-poll';
       this.schedulePoll();
+    };
+    worker.on('message', (m: { t: 'lines'; lines: Array<[number, string]> } | { t: 'error'; message: string } | { t: 'close'; code: number | null; errTail: string }) => {
+      if (m.t === 'lines') for (const [ts, line] of m.lines) this.onLine(line, ts);
+      else if (m.t === 'error') this.ctx?.log(`nftables: nft monitor: ${m.message}`);
+      else ended(m.errTail.split('\n').filter((l) => l && !/rule without statements/.test(l)).pop() ?? `exit ${m.code}`);
     });
+    worker.once('error', (e) => ended(`monitor thread: ${e.message}`));
+    worker.once('exit', () => ended('monitor thread exited'));
   }
 
   /** One monitor line, stamped `ts` on receipt. */
@@ -292,8 +297,9 @@ export class NftablesSource implements Source {
     if (this.mon) {
       // give lines already written a moment to arrive, then end the monitor
       await new Promise((r) => setTimeout(r, Math.min(this.quietMs, 50)));
-      this.mon.kill('SIGTERM');
-      const killTimer = setTimeout(() => this.mon?.kill('SIGKILL'), 2000);
+      const mon = this.mon;
+      mon.postMessage('stop');
+      const killTimer = setTimeout(() => { void mon.terminate(); }, 4000);
       await this.monExit;
       clearTimeout(killTimer);
     }
