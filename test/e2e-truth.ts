@@ -107,6 +107,17 @@ export function compareWithTruth(a: Analysis, t: Truth, exp: Expectation): { pro
     }
     if (!af) { problems.push(`failure ${tf.client} -> ${tf.service} (${tf.kind}, backend ${tf.backendPod}) at ${tf.atNs}: not reported`); continue; }
     used.add(af);
+    // a failure the truth knows only from the client's log has no backend in the truth: the analysis may
+    // name one, if the truth's own timeline of that pod says its listener was closed and its rule still in
+    if (!tf.backendPod && tf.from === 'client-log' && af.backend.pod && af.cause === 'listener-closed') {
+      const tp = t.pods.find((p) => `${p.namespace}/${p.name}` === af.backend.pod);
+      const at = nsFromIso(af.at) ?? 0;
+      const slack = 10e6;
+      if (!tp || tp.listenerClosedNs === null || at < tp.listenerClosedNs - slack || at > (tp.ruleRemoved?.syncEndNs ?? Infinity) + slack) {
+        problems.push(`failure ${tf.client}: analysis names backend ${af.backend.pod} (listener-closed) at ${af.at}, outside that pod's exposure in the truth`);
+      }
+      continue;
+    }
     if ((af.backend.pod ?? null) !== (tf.backendPod ?? null)) problems.push(`failure ${tf.client}: backend pod ${af.backend.pod}, truth ${tf.backendPod}`);
     const want = expectedCause(tf, exp);
     if (want && af.cause !== want) problems.push(`failure ${tf.client}: cause ${af.cause}, expected ${want}`);

@@ -20,8 +20,8 @@ const startDelayMs = Number(opt('start-delay-ms', '0'));
 const workMs = Number(opt('work-ms', '0'));
 const name = opt('name', 'backend');
 
-const base = { ms: Date.now(), hr: process.hrtime.bigint() };
-const nowNs = () => base.ms * 1e6 + Number(process.hrtime.bigint() - base.hr);
+// realtime with sub-ms resolution (timeOrigin is realtime, now() monotonic since it)
+const nowNs = () => Math.round((performance.timeOrigin + performance.now()) * 1e6);
 const log = (ev, extra = {}) => process.stdout.write(JSON.stringify({ ev, ts_ns: nowNs(), pid: process.pid, name, port, ...extra }) + '\n');
 
 let inflight = 0;
@@ -48,8 +48,10 @@ function closeListener() {
   if (listenerClosed) return;
   listenerClosed = true;
   // server.close() closes the listening socket synchronously (close(2)), then waits for connections
+  // stamped right before the close(2): a stamp taken after it lags whenever this process is descheduled
+  const before = nowNs();
   server.close();
-  log('listener-closed');
+  log('listener-closed', { ts_ns: before, after_ns: nowNs() });
   server.closeIdleConnections?.();
 }
 function maybeExit() {
