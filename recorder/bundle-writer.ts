@@ -73,10 +73,10 @@ export class BundleWriter implements Sink {
       meta: d.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)'),
       source: d.prepare('INSERT OR REPLACE INTO sources(name, status, detail, events, dropped, clock) VALUES (?, ?, ?, ?, ?, ?)'),
       event: d.prepare('INSERT INTO events(ts_ns, source, kind, subject, attrs) VALUES (?, ?, ?, ?, ?)'),
+      // positional: the per-packet path binds 23 values without building an object per row
       packet: d.prepare(`INSERT INTO packets(ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport,
         tcp_flags, seq, ack, payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
-        VALUES (@ts_ns, @iface, @linktype, @caplen, @len, @l3, @src, @dst, @proto, @sport, @dport, @tcp_flags, @seq, @ack,
-        @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`),
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       conntrack: d.prepare(`INSERT INTO conntrack(ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport,
         reply_src, reply_dst, reply_sport, reply_dport, flags, zone, raw) VALUES (@ts_ns, @type, @proto, @state, @orig_src,
         @orig_dst, @orig_sport, @orig_dport, @reply_src, @reply_dst, @reply_sport, @reply_dport, @flags, @zone, @raw)`),
@@ -149,7 +149,15 @@ export class BundleWriter implements Sink {
           case 'event':
             st.event.run(Math.round(p.r.ts_ns), p.r.source, p.r.kind, p.r.subject, JSON.stringify(p.r.attrs));
             break;
-          case 'packet': st.packet.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns), data: p.r.data ? Buffer.from(p.r.data) : null }); break;
+          case 'packet': {
+            const r = p.r;
+            // a Buffer view over the frame's bytes, not a copy
+            const data = r.data ? Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength) : null;
+            st.packet.run(Math.round(r.ts_ns), r.iface, r.linktype, r.caplen, r.len, r.l3, r.src, r.dst, r.proto, r.sport, r.dport,
+              r.tcp_flags, r.seq, r.ack, r.payload_len, r.icmp_type, r.icmp_code, r.inner_src, r.inner_dst, r.inner_proto,
+              r.inner_sport, r.inner_dport, data);
+            break;
+          }
           case 'conntrack': st.conntrack.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
           case 'k8s': st.k8s.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
           case 'nft': st.nft.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
