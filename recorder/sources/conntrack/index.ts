@@ -11,6 +11,7 @@
  * The netlink buffer is raised (-b) so bursts are not lost; "We have hit ENOBUFS" warnings count as drops.
  * The kernel tracks connections in a netns only once a ruleset there uses conntrack (kube-proxy's does).
  */
+import { nowNs } from '../../clock.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Sink } from '../../bundle-writer.js';
@@ -25,9 +26,6 @@ export interface ConntrackSourceOptions {
   exec?: string[];
 }
 
-function nowNs(): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1e6);
-}
 
 export class ConntrackSource implements Source {
   readonly name = 'conntrack';
@@ -95,7 +93,7 @@ export class ConntrackSource implements Source {
     });
     child.once('error', (e) => ctx.log(`conntrack: ${e.message}`));
     child.once('close', (code, sig) => {
-      if (!this.stopping) ctx.log(`conntrack: conntrack -E ended early (${sig ?? `exit ${code}`})`);
+      if (!this.stopping) ctx.sourceFailed?.('conntrack', `conntrack -E ended early (${sig ?? `exit ${code}`}) at ${new Date().toISOString()}`);
     });
     // resolve once conntrack has subscribed (it prints the buffer notice right after), or soon anyway
     await new Promise<void>((resolve) => {

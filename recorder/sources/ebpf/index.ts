@@ -71,6 +71,7 @@ export function scanPodCgroups(): Map<number, string> {
 export function create(_opts: RecordOptions): Source {
   const name = 'ebpf';
   let child: ChildProcess | null = null;
+  let stopping = false;
   let parser: EbpfParser | null = null;
   let events = 0;
   let program: Program | null = null;
@@ -134,7 +135,14 @@ export function create(_opts: RecordOptions): Source {
           errLines.push(l);
           ctx.log(`bpftrace: ${l}`);
         });
-        c.on('exit', (code) => { clearTimeout(t); child = null; reject(new Error(`bpftrace exited (${code}): ${errLines.slice(-3).join(' / ')}`)); });
+        c.on('exit', (code) => {
+          clearTimeout(t);
+          child = null;
+          const why = `bpftrace exited (${code}): ${errLines.slice(-3).join(' / ')}`;
+          // before BEGIN this fails start(); afterwards the kernel events after this instant are missing
+          if (p.beginNs === null) reject(new Error(why));
+          else if (!stopping) ctx.sourceFailed?.(name, `${why} at ${new Date().toISOString()}`);
+        });
         c.on('error', (e) => { clearTimeout(t); reject(e); });
       });
       await began;
@@ -144,6 +152,7 @@ export function create(_opts: RecordOptions): Source {
       ctx.log(`ebpf: BEGIN probe cross-check: converted BEGIN is ${((Date.now() * 1e6 - beginReal) / 1e6).toFixed(1)} ms before now`);
     },
     async stop(): Promise<void> {
+      stopping = true;
       const c = child;
       if (c && c.exitCode === null) {
         await new Promise<void>((res) => {

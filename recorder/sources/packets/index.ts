@@ -51,7 +51,7 @@ export function create(opts: RecordOptions): Source {
   let ctx: RecordContext | null = null;
   const children: ChildProcess[] = [];
   const caps: CapHandle[] = [];
-  let packets = 0, bytes = 0, malformed = 0, capped = false;
+  let packets = 0, bytes = 0, malformed = 0, capped = false, stopping = false;
   const drops = new Map<string, number>();
   let statsTimer: NodeJS.Timeout | null = null;
   const stderrBuf = new Map<string, string>();
@@ -83,8 +83,8 @@ export function create(opts: RecordOptions): Source {
       try {
         for (const r of parser.push(chunk)) emit(r.ts_ns, iface, r.linktype, r.data, r.caplen, r.len);
       } catch (e) {
-        malformed++;
-        ctx?.log(`packets: ${iface}: ${(e as Error).message}`);
+        // the parser counted the bad record; the stream cannot be resynchronised, so this capture ends here
+        ctx?.sourceFailed?.(name, `tcpdump on ${iface}: unreadable capture stream (${(e as Error).message})`);
         child.kill('SIGKILL');
       }
     });
@@ -102,8 +102,10 @@ export function create(opts: RecordOptions): Source {
     });
     child.on('error', (e) => ctx?.log(`packets: ${bin}: ${e.message}`));
     child.on('exit', (code, sig) => {
-      if (code) ctx?.log(`packets: tcpdump on ${iface} exited ${code}: ${(stderrBuf.get(iface) ?? '').trim().split('\n').slice(-2).join(' / ')}`);
-      else if (sig && sig !== 'SIGINT' && sig !== 'SIGKILL') ctx?.log(`packets: tcpdump on ${iface} killed by ${sig}`);
+      if (stopping) return;
+      const why = code ? `exited ${code}: ${(stderrBuf.get(iface) ?? '').trim().split('\n').slice(-2).join(' / ')}` : `ended (${sig ?? 'exit 0'})`;
+      // packets after this instant on this interface are missing: the analysis must not read silence as fact
+      ctx?.sourceFailed?.(name, `tcpdump on ${iface} ${why} at ${new Date().toISOString()}`);
     });
     return listening;
   }
@@ -141,6 +143,7 @@ export function create(opts: RecordOptions): Source {
   }
 
   async function stopCapture(): Promise<void> {
+    stopping = true;
     if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
     if (!capped) await drain();
     for (const c of caps.splice(0)) try { c.close(); } catch { /* closed */ }
