@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Sink } from '../recorder/bundle-writer.js';
 import type { RecordContext, RecordOptions } from '../recorder/source.js';
-import { create } from '../recorder/sources/nftables/index.js';
+import { create, POLL_MS } from '../recorder/sources/nftables/index.js';
 import type { EndpointRuleAttrs, RtEvent } from '../schemas/events.js';
 import type { NftSnapshotRow } from '../schemas/rows.js';
 
@@ -110,7 +110,12 @@ describe('nftables source, real rules in a netns', () => {
   it('iptables mode (iptables-nft): iptables-restore removing one endpoint gives one endpoint-rule-removed with iptables-save snapshots', async () => {
     const ns = newNetns('i');
     inNs(ns, ['iptables-restore'], readFileSync(fx('iptables/restore-before.rules'), 'utf8'));
-    const { sink, before, after } = await record(ns, () => inNsAsync(ns, 'iptables-restore', fx('iptables/restore-after.rules')));
+    const { sink, before, after } = await record(
+      ns,
+      () => inNsAsync(ns, 'iptables-restore', fx('iptables/restore-after.rules')),
+      // a full re-sync with no change over a second later: iptables-save's date comments differ, the rules do not
+      () => { execFileSync('sleep', ['1.1']); inNs(ns, ['iptables-restore'], readFileSync(fx('iptables/restore-before.rules'), 'utf8')); },
+    );
     const rm = removed(sink);
     expect(rm).toHaveLength(1);
     expect(rm[0]!.attrs as EndpointRuleAttrs).toMatchObject({ service: 'default/web:http', endpoint: '10.244.0.6:8080', mode: 'iptables', chain: 'KUBE-SEP-UKSFD7AGPMPPLUHC' });
@@ -132,6 +137,7 @@ describe('nftables source, real rules in a netns', () => {
     expect(rm[0]!.attrs as EndpointRuleAttrs).toMatchObject({ endpoint: '10.244.0.6:8080', mode: 'iptables-legacy', clock: 'polled' });
     // the poll that saw it started after the change began, at most one interval (+ one poll's run time) later
     expect(rm[0]!.ts_ns).toBeGreaterThanOrEqual(before);
+    expect(rm[0]!.ts_ns).toBeLessThanOrEqual(after + (POLL_MS + 200) * 1e6);
     expect(sink.snapshots.every((s) => s.format === 'iptables-legacy-save')).toBe(true);
     expect(sink.snapshots[0]!.reason).toBe('start');
     expect(sink.snapshots.at(-1)!.reason).toBe('stop');

@@ -17,6 +17,7 @@
  * Runs in the recorder's network namespace (nft sees that netns's rules). `exec` (tests) prefixes every
  * command, e.g. ['ip', 'netns', 'exec', 'NAME'].
  */
+import { nowNs } from '../../clock.js';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import type { Sink } from '../../bundle-writer.js';
@@ -39,10 +40,6 @@ export interface NftSourceOptions {
   pollMs?: number;
 }
 
-/** Realtime ns with sub-ms resolution (performance.timeOrigin is realtime; now() is monotonic). */
-export function nowNs(): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1e6);
-}
 
 interface Burst { firstTs: number; records: MonitorRecord[]; timer: NodeJS.Timeout | null }
 
@@ -221,18 +218,20 @@ export class NftablesSource implements Source {
   }
 
   private storeSnapshot(format: NftSnapshotRow['format'], reason: string, ts: number, text: string, family = ''): void {
-    // identical consecutive snapshots (same handles: nothing was rewritten) are stored once
+    // identical consecutive snapshots (same handles: nothing was rewritten) are stored once; iptables-save
+    // text is compared without its date comments and counters, which differ on every call
     const k = `${format} ${family}`;
-    if (reason === 'burst' && this.lastSnapshotText.get(k) === text) return;
-    this.lastSnapshotText.set(k, text);
+    const cmp = format === 'nft-json' ? text : normalizeSave(text);
+    if (reason === 'burst' && this.lastSnapshotText.get(k) === cmp) return;
+    this.lastSnapshotText.set(k, cmp);
     this.st.snapshots++;
     this.sink?.nftSnapshot({ ts_ns: ts, format, reason, ruleset: text });
   }
 
   /** Take a snapshot now; diff its reduction against the previous one; stamp changes `eventTs`. */
-  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt'): Promise<void> {
+  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string): Promise<void> {
     const takenAt = nowNs();
-    const nftText = await this.run(['nft', '-j', 'list', 'ruleset']);
+    const nftText = fetched ?? await this.run(['nft', '-j', 'list', 'ruleset']);
     const model = parseNftRuleset(nftText);
     this.storeSnapshot('nft-json', reason, takenAt, nftText);
     const reds: Reduction[] = [reduceNftRuleset(model)];
@@ -267,7 +266,7 @@ export class NftablesSource implements Source {
     const norm = text.replace(/"handle":\s*\d+,?/g, '');
     if (norm === this.lastPollText) return;
     this.lastPollText = norm;
-    await this.snapshot('poll', ts, true, 'polled');
+    await this.snapshot('poll', ts, true, 'polled', text);
   }
 
   private async pollLegacy(reason: 'start' | 'poll' | 'stop'): Promise<void> {
@@ -276,8 +275,7 @@ export class NftablesSource implements Source {
     const nat = await this.run([this.legacySave, '-t', 'nat']);
     const filter = await this.run([this.legacySave, '-t', 'filter']);
     const text = nat + filter;
-    // ignore the date comments and the built-in chains' packet counters
-    const norm = text.split('\n').filter((l) => !l.startsWith('#')).join('\n').replace(/\[\d+:\d+\]/g, '');
+    const norm = normalizeSave(text);
     const changed = first || norm !== this.lastPollText;
     if (!changed && reason === 'poll') return;
     this.lastPollText = norm;
@@ -313,6 +311,11 @@ export class NftablesSource implements Source {
   stats(): SourceStats {
     return { events: this.st.events, dropped: this.st.dropped, extra: `${this.st.bursts} bursts, ${this.st.snapshots} snapshots` };
   }
+}
+
+/** iptables-save text without what changes on every call: the date comments and the built-in chains' counters. */
+export function normalizeSave(text: string): string {
+  return text.split('\n').filter((l) => !l.startsWith('#')).join('\n').replace(/\[\d+:\d+\]/g, '');
 }
 
 /** Families ('ip', 'ip6') whose iptables-nft tables hold kube-proxy KUBE-* chains. */
