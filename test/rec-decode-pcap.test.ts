@@ -83,8 +83,18 @@ describe('byte orders, streaming and malformed input', () => {
     expect(r.records.length).toBe(29);
     expect(r.malformed).toBe(1);
     expect(() => parseCapture(Buffer.from('hello world, not a capture'))).toThrow(/bad magic/);
-    try { parseCapture(Buffer.from('GIF89a........')); } catch (e) { expect((e as Error).name).toBe('InputError'); }
+    expect(() => parseCapture(Buffer.from('GIF89a........'))).toThrow(expect.objectContaining({ name: 'InputError' }));
     expect(() => parseCapture(Buffer.alloc(0))).toThrow(/empty/);
+  });
+
+  it('a pcapng interface block shorter than its fixed fields is skipped and counted, never a RangeError', () => {
+    const shb = Buffer.from(F('eth.pcapng').subarray(0, F('eth.pcapng').readUInt32LE(4)));
+    const idb = Buffer.alloc(12);
+    idb.writeUInt32LE(1, 0); idb.writeUInt32LE(12, 4); idb.writeUInt32LE(12, 8);
+    const r = parseCapture(Buffer.concat([shb, idb]));
+    expect(r.format).toBe('pcapng');
+    expect(r.malformed).toBe(1);
+    expect(r.records).toEqual([]);
   });
 
   it('a pcapng EPB pointing at an unknown interface is skipped and counted', () => {

@@ -128,12 +128,18 @@ export class CaptureStreamParser {
       if (b.length - off < blen) break;
       const body = off + 8;
       const bodyEnd = off + blen - 4;
-      switch (type) {
-        case PCAPNG_SHB: break;
-        case 1: this.idb(body, bodyEnd); break;
-        case 6: case 2: this.epb(type, body, bodyEnd, out); break;
-        case 3: this.spb(body, bodyEnd, out); break;
-        default: this.skippedBlocks++;
+      try {
+        switch (type) {
+          case PCAPNG_SHB: break;
+          case 1: this.idb(body, bodyEnd); break;
+          case 6: case 2: this.epb(type, body, bodyEnd, out); break;
+          case 3: this.spb(body, bodyEnd, out); break;
+          default: this.skippedBlocks++;
+        }
+      } catch (e) {
+        // a block whose fields run past its own length: skip it, like any other malformed record
+        if (!(e instanceof RangeError)) throw e;
+        this.malformed++;
       }
       off += blen;
     }
@@ -141,6 +147,8 @@ export class CaptureStreamParser {
   }
 
   private idb(o: number, end: number): void {
+    // linktype, reserved and snaplen: 8 bytes the block must hold
+    if (o + 8 > end) { this.malformed++; return; }
     const iface: Iface = { linktype: this.r16(o), name: null, snaplen: this.r32(o + 4), tsDiv: 1000n, tsMul: 1n, tsOffsetS: 0n };
     // default resolution 10^-6: ns = ts * 1000
     iface.tsMul = 1000n; iface.tsDiv = 1n;
