@@ -6,6 +6,7 @@
  * SIGINT while stopping closes the bundle at once (still valid). SIGKILL at any instant leaves a valid
  * bundle holding everything up to the writer's last flush (<= 250 ms).
  */
+import { nowNs } from './clock.js';
 import { existsSync, statSync } from 'node:fs';
 import { hostname, release } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -18,10 +19,6 @@ import { ev } from '../schemas/events.js';
 import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 
-const EPOCH_BASE_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-function nowNs(): number {
-  return Number(EPOCH_BASE_NS + process.hrtime.bigint());
-}
 
 function rolltraceVersion(): string {
   try {

@@ -10,11 +10,9 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { InputError } from '../../../schemas/errors.js';
 import type { KubeObject } from './derive.js';
 
-const EPOCH_BASE_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-/** Realtime epoch ns from the monotonic clock (no wall-clock jumps within a recording). */
-export function nowNs(): number {
-  return Number(EPOCH_BASE_NS + process.hrtime.bigint());
-}
+import { nowNs } from '../../clock.js';
+
+export { nowNs };
 
 export class ApiError extends Error {
   constructor(readonly status: number, message: string, readonly reason?: string) {

@@ -6,6 +6,7 @@
  * Requests follow a fixed schedule (slot i is due at i/rate s); when N requests are already in flight
  * a slot is skipped and counted as dropped, so a slow request never shifts the rest.
  */
+import { nowNs } from '../../clock.js';
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import http from 'node:http';
@@ -16,10 +17,6 @@ import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } fro
 import type { ProbeRequestRow } from '../../../schemas/rows.js';
 import { classifyError, formatAddr, isLocalBindError, parseProbeUrl, PortRotator, slotDueMs, type ProbeTarget } from './probe.js';
 
-const EPOCH_BASE_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-function nowNs(): number {
-  return Number(EPOCH_BASE_NS + process.hrtime.bigint());
-}
 
 /** The source address the kernel would pick for `ip` (UDP connect sends nothing). */
 export async function sourceAddressFor(ip: string, port: number): Promise<string | null> {
