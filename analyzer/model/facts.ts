@@ -2,6 +2,7 @@
  * The low-volume facts every model needs, read once from a bundle: process events, rule events,
  * kube-derived events and EndpointSlice changes. Packets, conntrack and probes stay streamed.
  */
+import { signame as signalName } from '../../schemas/signals.js';
 import type { BundleReader } from '../bundle-reader.js';
 import { num, sane, str } from '../util.js';
 import { SliceTracker, type SliceChange } from './slices.js';
@@ -29,7 +30,6 @@ export interface Facts {
   warnings: string[];
 }
 
-const SIGNO: Record<number, string> = { 9: 'SIGKILL', 15: 'SIGTERM', 2: 'SIGINT', 1: 'SIGHUP', 3: 'SIGQUIT' };
 
 export function loadFacts(reader: BundleReader): Facts {
   const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
@@ -44,7 +44,7 @@ export function loadFacts(reader: BundleReader): Facts {
     const source = String(e.source);
     switch (e.kind) {
       case 'signal': {
-        const signame = str(a.signame) ?? (num(a.signo) !== null ? SIGNO[num(a.signo)!] ?? `SIG${num(a.signo)}` : null);
+        const signame = str(a.signame) ?? (num(a.signo) !== null ? signalName(num(a.signo)!) : null);
         if (!signame) break;
         f.signals.push({ ts, source, pid: num(a.pid), signame, phase: str(a.phase), sender: str(a.sender_comm) ?? (num(a.sender_pid) !== null ? String(a.sender_pid) : null), netns: num(a.netns) });
         break;

@@ -3,7 +3,7 @@
  * `nsecs` (CLOCK_MONOTONIC) plus the realtime-monotonic offset measured at start.
  */
 import { ev, type RtEvent } from '../../../schemas/events.js';
-import { signo } from '../strace/parse.js';
+import { signame } from '../../../schemas/signals.js';
 import { ip6FromBytes } from '../../procfs/parse.js';
 import { TCP_STATES } from './format.js';
 
@@ -16,7 +16,6 @@ export interface EbpfParserOptions {
   podOfCgroup?: (id: number) => string | null;
 }
 
-const SIGNAME: Record<number, string> = { 9: 'SIGKILL', 15: 'SIGTERM' };
 
 /** "\x02\x00\x00\x09..." (bpftrace %rx) -> bytes */
 export function unescapeHex(s: string): number[] | null {
@@ -112,9 +111,9 @@ export class EbpfParser {
         if (f.length < 9) return bad();
         const [sig, target, result, sender] = [num(3), num(4), num(5), num(6)];
         if ([sig, target, result, sender].some(Number.isNaN) || Number.isNaN(num(2))) return bad();
-        const name = SIGNAME[sig] ?? `SIG${sig}`;
+        const name = signame(sig);
         return [ev('signal', this.ts(f[2]!), 'ebpf', `pid:${target}`, {
-          pid: target, comm: f[7]!, signo: sig || signo(name), signame: name, phase: 'generated',
+          pid: target, comm: f[7]!, signo: sig, signame: name, phase: 'generated',
           sender_pid: sender, sender_comm: f.slice(8).join('\t'), ...(result >= 0 ? { result } : {}),
         })];
       }
@@ -127,7 +126,7 @@ export class EbpfParser {
         return [ev('process-exit', this.ts(f[2]!), 'ebpf', `pid:${pid}`, {
           pid, comm: f.slice(5).join('\t'),
           code: code < 0 ? null : sig === 0 ? (code >> 8) & 0xff : null,
-          signal: code < 0 || sig === 0 ? null : SIGNAME[sig] ?? `SIG${sig}`,
+          signal: code < 0 || sig === 0 ? null : signame(sig),
         })];
       }
       default:

@@ -3,6 +3,7 @@
  * <unfinished ...>/<... resumed> pairs and for which socket inodes are listeners). Lines in, events out.
  * Timestamps: strace -ttt prints realtime seconds.microseconds taken in the tracer.
  */
+import { signo } from '../../../schemas/signals.js';
 import { ev, type RtEvent } from '../../../schemas/events.js';
 
 export interface KnownListener { pid: number; fd: number; addr: string; port: number; inode: number }
@@ -17,13 +18,7 @@ export interface StraceParserOptions {
   source?: 'strace' | `import:${string}`;
 }
 
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8, SIGKILL: 9, SIGUSR1: 10,
-  SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15, SIGSTKFLT: 16, SIGCHLD: 17, SIGCONT: 18, SIGSTOP: 19,
-  SIGTSTP: 20, SIGTTIN: 21, SIGTTOU: 22, SIGURG: 23, SIGXCPU: 24, SIGXFSZ: 25, SIGVTALRM: 26, SIGPROF: 27, SIGWINCH: 28,
-  SIGIO: 29, SIGPWR: 30, SIGSYS: 31,
-};
-export function signo(name: string): number { return SIGNALS[name] ?? (/^SIGRT/.test(name) ? 34 : 0); }
+export { signo } from '../../../schemas/signals.js';
 
 const LINE_RE = /^(?:\[pid\s+)?(\d+)\]?\s+(\d+)\.(\d+)\s+(.*)$/;
 const SOCK_FD_RE = /^(-?\d+)(?:<socket:\[(\d+)\]>|<[A-Z0-9]+:\[(\d+)\]>)?/;
