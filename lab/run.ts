@@ -12,7 +12,10 @@ import { startControlPlane, makeDeployment, makeService, rolloutComplete, type C
 import { KubeClient } from './kube.js';
 import { Kubelet } from './node/kubelet.js';
 import { KubeProxy } from './kubeproxy/proxy.js';
-import { parseConntrackLine, type CtEvent } from './conntrack.js';
+import { createInterface } from 'node:readline';
+import { parseConntrackLine } from '../recorder/sources/conntrack/parse.js';
+import { CONNTRACK_ARGS } from '../recorder/sources/conntrack/index.js';
+import type { ConntrackRow } from '../schemas/rows.js';
 import { LabState } from './state.js';
 import { nowNs, sleep } from './sys.js';
 import { buildTruth, type ClientResult, type SliceChange } from './truth.js';
@@ -60,8 +63,8 @@ export async function labMain(cfg: RunConfig): Promise<number> {
 
   let cp: ControlPlane | null = null, kubelet: Kubelet | null = null, proxy: KubeProxy | null = null;
   const slices: SliceChange[] = [];
-  const ct: CtEvent[] = [];
-  let ctSkipped = 0;
+  const ct: ConntrackRow[] = [];
+  let ctSkipped = 0, ctEnobufs = 0;
   const clientResults: ClientResult[] = [];
   let recorder = { ran: false, exitCode: null as number | null, reason: null as string | null };
   let code = 0;
@@ -77,17 +80,16 @@ export async function labMain(cfg: RunConfig): Promise<number> {
         ip: e.addresses?.[0], ready: e.conditions?.ready ?? true, serving: e.conditions?.serving ?? e.conditions?.ready ?? true, terminating: e.conditions?.terminating ?? false })) });
     });
     const client = new KubeClient(cp.url);
-    // conntrack: the lab's own reader of the kernel's table (node ns)
-    const ctp = startChild('conntrack', ['-E', '-o', 'timestamp,extended']);
-    let ctBuf = '';
-    ctp.stdout!.on('data', (d: Buffer) => {
-      ctBuf += d.toString();
-      let i: number;
-      while ((i = ctBuf.indexOf('\n')) >= 0) {
-        const line = ctBuf.slice(0, i); ctBuf = ctBuf.slice(i + 1);
-        const e = parseConntrackLine(line);
-        if (e) ct.push(e); else if (line.trim()) ctSkipped++;
-      }
+    // conntrack: the lab's own reader of the kernel's table (node ns), with the recorder's arguments
+    // (-b: a big netlink buffer) and parser
+    const ctp = startChild('conntrack', CONNTRACK_ARGS);
+    createInterface({ input: ctp.stdout! }).on('line', (line) => {
+      const p = parseConntrackLine(line);
+      if (p.t === 'row') ct.push(p.row); else if (p.t === 'malformed') ctSkipped++;
+    });
+    createInterface({ input: ctp.stderr! }).on('line', (line) => {
+      // the kernel dropped events the lab will never see: the truth may miss failures
+      if (/ENOBUFS|losing events/i.test(line)) { if (ctEnobufs++ === 0) say('conntrack-enobufs', { line: line.trim() }); }
     });
     kubelet = new Kubelet({ client, nodeName: NODE_NAME, node: cfg.node, state, backendPath: join(cfg.repoRoot, 'lab/backend/server.mjs'), logDir: cfg.workDir });
     await kubelet.start();
@@ -198,12 +200,12 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       const truth = buildTruth({
         scenario: sc.name, seed: cfg.seed, node: NODE_NAME, mode: sc.mode,
         service: { namespace: 'default', name: 'web', vip: VIP, port: SERVICE_PORT, nodePort: sc.nodePort, externalTrafficPolicy: sc.externalTrafficPolicy },
-        startNs, endNs, recorder, kubelet: kubelet?.events ?? [], syncs: proxy?.syncs ?? [], slices, conntrack: { events: ct, skipped: ctSkipped },
+        startNs, endNs, recorder, kubelet: kubelet?.events ?? [], syncs: proxy?.syncs ?? [], slices, conntrack: { events: ct, skipped: ctSkipped, enobufs: ctEnobufs },
         clientResults, backendPort: BACKEND_PORT,
       });
       writeFileSync(cfg.truth, JSON.stringify(truth, null, 2) + '\n');
       if (process.env.ROLLTRACE_LAB_DEBUG) writeFileSync(cfg.truth + '.ct.json', JSON.stringify(ct));
-      say('truth', { path: cfg.truth, pods: truth.pods.length, failures: truth.failures.length });
+      say('truth', { path: cfg.truth, pods: truth.pods.length, failures: truth.failures.length, ...(ctEnobufs ? { conntrackEnobufs: ctEnobufs } : {}) });
     }
   }
   return code;

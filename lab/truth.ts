@@ -5,7 +5,8 @@
  */
 import type { KubeletEvent } from './node/kubelet.js';
 import type { SyncRecord } from './kubeproxy/proxy.js';
-import { conntrackFailures, type CtEvent } from './conntrack.js';
+import { conntrackFailures } from './conntrack.js';
+import type { ConntrackRow } from '../schemas/rows.js';
 
 export interface TruthPod {
   namespace: string;
@@ -67,7 +68,8 @@ export interface Truth {
   allPods: Array<{ namespace: string; name: string; uid: string; ip: string; startedNs: number; listeningNs: number | null; readyNs: number | null }>;
   syncs: SyncRecord[];
   failures: TruthFailure[];
-  conntrack: { events: number; skipped: number };
+  /** enobufs: conntrack's "We have hit ENOBUFS" warnings (the kernel dropped events the lab never saw) */
+  conntrack: { events: number; skipped: number; enobufs: number };
 }
 
 export interface SliceChange { ts_ns: number; type: string; endpoints: Array<{ ip: string; ready: boolean; serving: boolean; terminating: boolean }> }
@@ -82,7 +84,7 @@ export interface TruthInput {
   kubelet: KubeletEvent[];
   syncs: SyncRecord[];
   slices: SliceChange[];
-  conntrack: { events: CtEvent[]; skipped: number };
+  conntrack: { events: ConntrackRow[]; skipped: number; enobufs: number };
   clientResults?: ClientResult[];
   backendPort: number;
 }
@@ -145,6 +147,6 @@ export function buildTruth(i: TruthInput): Truth {
   return {
     schema: 'rolltrace.lab-truth/v1', scenario: i.scenario, seed: i.seed, node: i.node, mode: i.mode, service: svc,
     startNs: i.startNs, endNs: i.endNs, recorder: i.recorder, pods, allPods, syncs: i.syncs, failures,
-    conntrack: { events: i.conntrack.events.length, skipped: i.conntrack.skipped },
+    conntrack: { events: i.conntrack.events.length, skipped: i.conntrack.skipped, enobufs: i.conntrack.enobufs },
   };
 }
