@@ -13,13 +13,14 @@ import {
   META_KEYS, type ConntrackRow, type K8sObjectRow, type NftSnapshotRow, type PacketRow, type ProbeRequestRow,
 } from '../schemas/rows.js';
 
-type Pending =
+/** a queued row and the source it counts for */
+type Pending = { s: string } & (
   | { t: 'event'; r: RtEvent }
   | { t: 'packet'; r: PacketRow }
   | { t: 'conntrack'; r: ConntrackRow }
   | { t: 'k8s'; r: K8sObjectRow }
   | { t: 'nft'; r: NftSnapshotRow }
-  | { t: 'probe'; r: ProbeRequestRow };
+  | { t: 'probe'; r: ProbeRequestRow });
 
 export interface SourceState {
   status: SourceStatus | string;
@@ -114,19 +115,19 @@ export class BundleWriter implements Sink {
     this.dirtySources.add(source);
   }
 
-  private push(p: Pending, source: string): void {
+  private push(p: Pending): void {
     if (this.closed) return;
     this.queue.push(p);
-    this.count(source);
+    this.count(p.s);
     if (this.queue.length >= 20000) this.flush();
   }
 
-  event(e: RtEvent): void { this.push({ t: 'event', r: e }, e.source); }
-  packet(p: PacketRow, source = 'packets'): void { this.packetBytes += p.data?.length ?? 0; this.push({ t: 'packet', r: p }, source); }
-  conntrack(c: ConntrackRow, source = 'conntrack'): void { this.push({ t: 'conntrack', r: c }, source); }
-  k8sObject(o: K8sObjectRow, source = 'kube'): void { this.push({ t: 'k8s', r: o }, source); }
-  nftSnapshot(s: NftSnapshotRow, source = 'nftables'): void { this.push({ t: 'nft', r: s }, source); }
-  probeRequest(p: ProbeRequestRow, source = 'probe'): void { this.push({ t: 'probe', r: p }, source); }
+  event(e: RtEvent): void { this.push({ t: 'event', r: e, s: e.source }); }
+  packet(p: PacketRow, source = 'packets'): void { this.packetBytes += p.data?.length ?? 0; this.push({ t: 'packet', r: p, s: source }); }
+  conntrack(c: ConntrackRow, source = 'conntrack'): void { this.push({ t: 'conntrack', r: c, s: source }); }
+  k8sObject(o: K8sObjectRow, source = 'kube'): void { this.push({ t: 'k8s', r: o, s: source }); }
+  nftSnapshot(s: NftSnapshotRow, source = 'nftables'): void { this.push({ t: 'nft', r: s, s: source }); }
+  probeRequest(p: ProbeRequestRow, source = 'probe'): void { this.push({ t: 'probe', r: p, s: source }); }
   /** For writers that attribute rows to a source other than the default (import:*). */
   countAs(source: string, n: number): void { this.count(source, n); }
   dropped(source: string, n: number): void {
@@ -136,39 +137,69 @@ export class BundleWriter implements Sink {
     this.dirtySources.add(source);
   }
 
-  /** Write everything queued in one transaction. */
+  /** rows no table would take (NaN instant, attrs JSON cannot encode), counted as dropped for their source */
+  rejectedRows = 0;
+  lastRejection: string | null = null;
+
+  private writeRow(p: Pending): void {
+    const st = this.stmts;
+    switch (p.t) {
+      case 'event':
+        st.event.run(Math.round(p.r.ts_ns), p.r.source, p.r.kind, p.r.subject, JSON.stringify(p.r.attrs));
+        break;
+      case 'packet': {
+        const r = p.r;
+        // a Buffer view over the frame's bytes, not a copy
+        const data = r.data ? Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength) : null;
+        st.packet.run(Math.round(r.ts_ns), r.iface, r.linktype, r.caplen, r.len, r.l3, r.src, r.dst, r.proto, r.sport, r.dport,
+          r.tcp_flags, r.seq, r.ack, r.payload_len, r.icmp_type, r.icmp_code, r.inner_src, r.inner_dst, r.inner_proto,
+          r.inner_sport, r.inner_dport, data);
+        break;
+      }
+      case 'conntrack': st.conntrack.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
+      case 'k8s': st.k8s.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
+      case 'nft': st.nft.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
+      case 'probe': st.probe.run({ ...p.r, start_ns: Math.round(p.r.start_ns), end_ns: p.r.end_ns === null ? null : Math.round(p.r.end_ns) }); break;
+    }
+  }
+
+  private writeSources(): void {
+    for (const name of this.dirtySources) {
+      const s = this.srcState.get(name)!;
+      this.stmts.source.run(name, s.status, s.detail, s.events, s.dropped, s.clock);
+    }
+  }
+
+  /**
+   * Write everything queued in one transaction. If a row cannot be written, the batch is written again
+   * row by row so that one bad row costs only itself: it is counted as dropped for its source.
+   */
   flush(): void {
     if (this.queue.length === 0 && this.dirtySources.size === 0) return;
     if (!this.db.open) return;
     const batch = this.queue;
     this.queue = [];
-    const st = this.stmts;
-    this.db.transaction(() => {
-      for (const p of batch) {
-        switch (p.t) {
-          case 'event':
-            st.event.run(Math.round(p.r.ts_ns), p.r.source, p.r.kind, p.r.subject, JSON.stringify(p.r.attrs));
-            break;
-          case 'packet': {
-            const r = p.r;
-            // a Buffer view over the frame's bytes, not a copy
-            const data = r.data ? Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength) : null;
-            st.packet.run(Math.round(r.ts_ns), r.iface, r.linktype, r.caplen, r.len, r.l3, r.src, r.dst, r.proto, r.sport, r.dport,
-              r.tcp_flags, r.seq, r.ack, r.payload_len, r.icmp_type, r.icmp_code, r.inner_src, r.inner_dst, r.inner_proto,
-              r.inner_sport, r.inner_dport, data);
-            break;
+    try {
+      this.db.transaction(() => {
+        for (const p of batch) this.writeRow(p);
+        this.writeSources();
+      })();
+    } catch {
+      this.db.transaction(() => {
+        for (const p of batch) {
+          try {
+            this.writeRow(p);
+          } catch (e) {
+            this.rejectedRows++;
+            this.lastRejection = `${p.t} row from ${p.s}: ${(e as Error).message}`;
+            const s = this.srcState.get(p.s);
+            if (s) { s.events--; s.dropped++; }
+            this.dirtySources.add(p.s);
           }
-          case 'conntrack': st.conntrack.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
-          case 'k8s': st.k8s.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
-          case 'nft': st.nft.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
-          case 'probe': st.probe.run({ ...p.r, start_ns: Math.round(p.r.start_ns), end_ns: p.r.end_ns === null ? null : Math.round(p.r.end_ns) }); break;
         }
-      }
-      for (const name of this.dirtySources) {
-        const s = this.srcState.get(name)!;
-        st.source.run(name, s.status, s.detail, s.events, s.dropped, s.clock);
-      }
-    })();
+        this.writeSources();
+      })();
+    }
     this.rows += batch.length;
     this.dirtySources.clear();
   }
