@@ -7,6 +7,7 @@
  * bundle holding everything up to the writer's last flush (<= 250 ms).
  */
 import { nowNs } from './clock.js';
+import { parseProbeUrl } from './sources/probe/probe.js';
 import { existsSync, statSync } from 'node:fs';
 import { hostname, release } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -65,6 +66,7 @@ export function normalizeRecordOptions(raw: Record<string, unknown>): RecordOpti
     throw new InputError(`${o.restart ? '--restart' : '--until-rollout-complete'} needs --deployment NAME`);
   }
   if (o.selector) parseSelector(o.selector);
+  if (o.probe) parseProbeUrl(o.probe);
   if (o.probe && !(o.rate > 0)) throw new InputError('--rate must be above 0 with --probe');
   if (!(o.concurrency >= 1)) throw new InputError('--concurrency must be at least 1');
   if (o.duration !== undefined && !(o.duration > 0)) throw new InputError('--duration must be above 0 seconds');
@@ -116,6 +118,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   let startedMs = 0;
   const status = new StatusLine(mode, snapshot);
   const podCallbacks: Array<() => void> = [];
+  let podsRefreshPending = false;
   const markFailed = (name: string, reason: string) => {
     const r = running.find((x) => x.plan.name === name);
     if (r && !r.failed) {
@@ -129,9 +132,16 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
     pods: new Map(),
     onPodsChanged(cb) { podCallbacks.push(cb); },
     podsChanged() {
-      for (const cb of podCallbacks) {
-        try { cb(); } catch (e) { status.log(`rolltrace: pod change handler failed: ${(e as Error).message}`); }
-      }
+      // one refresh per burst of changes: a LIST of N pods calls this N times in one tick, and each
+      // refresh rescans /proc and the cgroup tree
+      if (podsRefreshPending) return;
+      podsRefreshPending = true;
+      setImmediate(() => {
+        podsRefreshPending = false;
+        for (const cb of podCallbacks) {
+          try { cb(); } catch (e) { status.log(`rolltrace: pod change handler failed: ${(e as Error).message}`); }
+        }
+      });
     },
     requestStop,
     log: (line) => status.log(line),
@@ -277,6 +287,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
       const s = w.source(p.name);
       return `  ${p.name.padEnd(10)} ${String(s?.status ?? p.state).padEnd(12)} ${s?.events ?? 0} rows${s?.dropped ? `, ${s.dropped} dropped` : ''}${s?.status === 'failed' || s?.status === 'unavailable' ? `  ${s.detail}` : ''}`;
     }),
+    ...(w.rejectedRows ? [`  ${w.rejectedRows} row(s) no table would take were counted as dropped (last: ${w.lastRejection})`] : []),
     `next: rolltrace analyze ${opts.out}`,
   ];
   process.stderr.write(`${summary.join('\n')}\n`);

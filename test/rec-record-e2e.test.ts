@@ -127,5 +127,9 @@ describe('rolltrace record end-to-end (kube + probe against the lab API server)'
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe('rolltrace: --restart needs --deployment NAME');
     expect(existsSync(out)).toBe(false);
+    const bad = await run(['record', '--out', out, '--probe', 'not a url', '--no-packets']).done;
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toBe('rolltrace: --probe "not a url" is not a URL (want http://HOST[:PORT]/PATH)');
+    expect(existsSync(out)).toBe(false);
   }, 30_000);
 });
