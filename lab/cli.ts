@@ -14,6 +14,7 @@ import { InputError } from '../schemas/errors.js';
 import { createNode } from './node/netns.js';
 import { cleanupLab, LabState, sweepAll } from './state.js';
 import { getScenario, SCENARIOS } from './scenarios/index.js';
+import { onPath } from './sys.js';
 import type { RunConfig } from './run.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -24,11 +25,23 @@ function checkRoot(): void {
   if (process.getuid?.() !== 0) throw new InputError('the lab needs root (network namespaces, nftables, cgroups)');
 }
 
+/** The tools the lab runs, and the Debian package of each. */
+const LAB_TOOLS: Array<[cmd: string, pkg: string]> = [
+  ['ip', 'iproute2'], ['nft', 'nftables'], ['iptables-restore', 'iptables'], ['iptables', 'iptables'], ['conntrack', 'conntrack'],
+];
+
+function checkTools(): void {
+  for (const [cmd, pkg] of LAB_TOOLS) {
+    if (!onPath(cmd)) throw new InputError(`the lab needs ${cmd}, not found on PATH (install the ${pkg} package)`);
+  }
+}
+
 export function newPrefix(): string { return `rtl${randomBytes(3).toString('hex')}`; }
 
 /** Build the lab, run lab/run.ts inside the node ns, tear down. Returns the exit code. */
 export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onLine?: (l: string) => void }): Promise<{ code: number; prefix: string }> {
   checkRoot();
+  checkTools();
   const sc = getScenario(opts.scenario);
   if (!sc) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${Object.keys(SCENARIOS).join(', ')})`);
   const prefix = opts.prefix ?? newPrefix();
@@ -53,6 +66,7 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
     child = spawn('ip', ['netns', 'exec', node.nodeNs, process.execPath, '--import', 'tsx', join(repoRoot, 'lab/run.ts'), cfgPath],
       { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
     if (child.pid) state.pid(child.pid);
+    const spawnFailed = new Promise<number>((r) => child!.on('error', (e) => { process.stderr.write(`lab: ${e.message}\n`); r(1); }));
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -62,7 +76,7 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
         if (opts.onLine) opts.onLine(line); else process.stdout.write(line + '\n');
       }
     });
-    code = await new Promise<number>((r) => child!.on('exit', (c, s) => r(c ?? (s ? 1 : 0))));
+    code = await Promise.race([spawnFailed, new Promise<number>((r) => child!.on('exit', (c, s) => r(c ?? (s ? 1 : 0))))]);
     if (interrupted) code = 130;
     if (opts.keep && opts.mode === 'run') return { code, prefix };
   } finally {

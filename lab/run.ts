@@ -53,9 +53,13 @@ export async function labMain(cfg: RunConfig): Promise<number> {
   process.on('SIGINT', onSignal);
   const stopped = new Promise<void>((r) => stopWaiters.push(r));
 
+  // a child that cannot be spawned (ENOENT) or killed: stop like on a signal, end with an error
+  let failed: Error | null = null;
+  const fail = (e: Error) => { if (!failed) failed = e; onSignal(); };
   const children: ChildProcess[] = [];
   const startChild = (cmd: string, args: string[]) => {
     const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    c.on('error', (e) => fail(new Error(`lab: ${cmd}: ${e.message}`)));
     if (c.pid) state.pid(c.pid);
     children.push(c);
     return c;
@@ -105,7 +109,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     // ready: the rollout is complete and kube-proxy routes every replica
     const t0 = Date.now();
     for (;;) {
-      if (stopping) throw new Error('interrupted');
+      if (stopping) throw failed ?? new Error('interrupted');
       const d = await client.req('GET', '/apis/apps/v1/namespaces/default/deployments/web');
       const routed = proxy.routedNow().length;
       // and every backend listens (without a readiness probe Ready comes before that)
@@ -121,7 +125,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       '--namespace', 'default', '--deployment', 'web', '--restart', '--probe', probeUrl, '--rate', '20', '--until-rollout-complete', '--iface', 'cni0', ...(sc.client ? ['--iface', 'eth0'] : []), '--settle', '3', '--quiet'];
     say('ready', { url: cp.url, kubeconfig: kubeconfigPath, vip: `${VIP}:${SERVICE_PORT}`, nodeNs: cfg.node.nodeNs, nodePort: sc.nodePort,
       record: `ip netns exec ${cfg.node.nodeNs} node ${join(cfg.repoRoot, 'bin/rolltrace.mjs')} ${recordCmd.slice(1).join(' ')}` });
-    if (cfg.mode === 'up') { await stopped; return 0; }
+    if (cfg.mode === 'up') { await stopped; if (failed) throw failed; return 0; }
 
     // traffic the recorder does not make: the client namespace (NodePort), or everything without a recorder
     const haveRecorder = !cfg.noRecorder && existsSync(join(cfg.repoRoot, 'recorder/record.ts'));
@@ -155,7 +159,10 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       rec.on('exit', echo);
       if (rec.pid) state.pid(rec.pid);
       recorder.ran = true;
-      const exit = new Promise<number | null>((r) => rec.on('exit', (c, s) => r(c ?? (s ? 128 : null))));
+      const exit = new Promise<number | null>((r) => {
+        rec.on('exit', (c, s) => r(c ?? (s ? 128 : null)));
+        rec.on('error', (e) => { process.stderr.write(`lab: recorder: ${e.message}\n`); r(null); });
+      });
       const res = await Promise.race([exit, sleep(timeoutS * 1000).then(() => 'timeout' as const), stopped.then(() => 'stopped' as const)]);
       if (res === 'timeout' || res === 'stopped') {
         rec.kill('SIGINT');
@@ -185,6 +192,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     await sleep(clients.length ? 1500 : 500);
     for (const c of clients) c.kill('SIGTERM');
     await sleep(clients.length ? 800 : 0);
+    if (failed) throw failed;
     say('done', { recorder });
   } catch (e) {
     say('error', { message: (e as Error).message });

@@ -1,5 +1,7 @@
 /** Small process helpers for the lab (root, Linux). */
 import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 
 export class CmdError extends Error {}
 
@@ -24,6 +26,15 @@ export function runAsync(cmd: string, args: string[], input?: string): Promise<{
     p.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
     p.stdin.end(input ?? '');
   });
+}
+
+/** Whether an executable named cmd is on PATH. */
+export function onPath(cmd: string): boolean {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    try { accessSync(join(dir, cmd), constants.X_OK); return true; } catch { /* not here */ }
+  }
+  return false;
 }
 
 export const nsExec = (ns: string, cmd: string, args: string[]) => ['ip', ['netns', 'exec', ns, cmd, ...args]] as const;
