@@ -6,7 +6,7 @@
 import { TCP } from '../schemas/rows.js';
 import type { BundleReader } from './bundle-reader.js';
 import { describeChange, SliceTracker } from './model/slices.js';
-import { clean, parseJson, rel, sane, str } from './util.js';
+import { clean, joinAddr, parseJson, rel, sane, str } from './util.js';
 
 export interface TimelineItem {
   ts_ns: number;
@@ -19,11 +19,19 @@ export interface TimelineItem {
 
 export interface TimelineOptions { since?: number; until?: number; sources?: string[]; pod?: string; allPackets?: boolean; podTerms?: string[] }
 
+const TCP_FLAGS = Object.entries(TCP) as Array<[string, number]>;
+
 export function tcpFlagNames(f: number | null): string {
   if (f === null || f === undefined) return '';
   const n: string[] = [];
-  for (const [k, v] of Object.entries(TCP)) if (f & v) n.push(k);
+  for (const [k, v] of TCP_FLAGS) if (f & v) n.push(k);
   return n.join(',');
+}
+
+/** `ip:port` (`[v6]:port`), or the bare address when the port is unknown — the form failures use for clients. */
+function endpoint(ip: string | null | undefined, port: number | null | undefined): string {
+  if (port === null || port === undefined) return ip ?? '?';
+  return joinAddr(ip, port);
 }
 
 function* eventItems(reader: BundleReader, o: TimelineOptions, sources?: string[]): IterableIterator<TimelineItem> {
@@ -40,7 +48,7 @@ function* probeItems(reader: BundleReader, o: TimelineOptions): IterableIterator
     const ts = sane(r.start_ns);
     if (ts === null) continue;
     const end = sane(r.end_ns);
-    const fields: Record<string, unknown> = { local: `${r.local_addr ?? '?'}:${r.local_port ?? '?'}`, remote: r.remote };
+    const fields: Record<string, unknown> = { local: joinAddr(r.local_addr, r.local_port), remote: r.remote };
     if (r.status !== null) fields.status = r.status;
     if (r.error) fields.error = r.error;
     if (end !== null) fields.duration = `${Math.round((end - ts) / 1e3) / 1e3}ms`;
@@ -53,11 +61,11 @@ function* conntrackItems(reader: BundleReader, o: TimelineOptions): IterableIter
     const ts = sane(c.ts_ns);
     if (ts === null) continue;
     const fields: Record<string, unknown> = {
-      orig: `${c.orig_src}:${c.orig_sport}>${c.orig_dst}:${c.orig_dport}`, reply_src: `${c.reply_src}:${c.reply_sport}`,
+      orig: `${joinAddr(c.orig_src, c.orig_sport)}>${joinAddr(c.orig_dst, c.orig_dport)}`, reply_src: joinAddr(c.reply_src, c.reply_sport),
     };
     if (c.state) fields.state = c.state;
     if (c.flags) fields.flags = c.flags;
-    yield { ts_ns: ts, source: 'conntrack', kind: `conntrack-${String(c.type).toLowerCase()}`, subject: `${c.orig_src}:${c.orig_sport}`, fields };
+    yield { ts_ns: ts, source: 'conntrack', kind: `conntrack-${String(c.type).toLowerCase()}`, subject: joinAddr(c.orig_src, c.orig_sport), fields };
   }
 }
 
@@ -106,10 +114,10 @@ function* packetItems(reader: BundleReader, o: TimelineOptions): IterableIterato
   for (const p of reader.packets({ since: o.since, until: o.until, withData: false, where })) {
     const ts = sane(p.ts_ns);
     if (ts === null) continue;
-    const subject0 = `${p.src}${p.sport !== null ? `:${p.sport}` : ''}>${p.dst}${p.dport !== null ? `:${p.dport}` : ''}`;
+    const subject0 = `${endpoint(p.src, p.sport)}>${endpoint(p.dst, p.dport)}`;
     const fields: Record<string, unknown> = { flow: subject0, iface: p.iface, proto: p.proto };
     if (p.proto === 'tcp') { fields.flags = tcpFlagNames(p.tcp_flags); if (p.payload_len) fields.len = p.payload_len; }
-    if (p.icmp_type !== null) { fields.icmp = `${p.icmp_type}/${p.icmp_code ?? 0}`; if (p.inner_src) fields.quoted = `${p.inner_src}:${p.inner_sport ?? ''}>${p.inner_dst}:${p.inner_dport ?? ''}`; }
+    if (p.icmp_type !== null) { fields.icmp = `${p.icmp_type}/${p.icmp_code ?? 0}`; if (p.inner_src) fields.quoted = `${endpoint(p.inner_src, p.inner_sport)}>${endpoint(p.inner_dst, p.inner_dport)}`; }
     const subject = subject0;
     const kind = p.proto === 'tcp' ? (p.tcp_flags ?? 0) & TCP.RST ? 'rst' : ((p.tcp_flags ?? 0) & TCP.SYN) ? ((p.tcp_flags ?? 0) & TCP.ACK ? 'syn-ack' : 'syn') : ((p.tcp_flags ?? 0) & TCP.FIN) ? 'fin' : 'packet'
       : p.icmp_type !== null ? 'icmp' : 'packet';
@@ -121,8 +129,7 @@ function wants(o: TimelineOptions, s: string): boolean {
   return !o.sources?.length || o.sources.includes(s);
 }
 
-function matchesPod(it: TimelineItem, terms: string[]): boolean {
-  const hay = `${it.subject ?? ''} ${JSON.stringify(it.fields)}`;
+function hasTerm(hay: string, terms: string[]): boolean {
   for (const t of terms) {
     let i = hay.indexOf(t);
     while (i >= 0) {
@@ -133,6 +140,12 @@ function matchesPod(it: TimelineItem, terms: string[]): boolean {
     }
   }
   return false;
+}
+
+/** The cheap subject test first; the fields are serialized only when it fails. */
+function matchesPod(it: TimelineItem, terms: string[]): boolean {
+  if (it.subject && hasTerm(it.subject, terms)) return true;
+  return hasTerm(JSON.stringify(it.fields), terms);
 }
 
 /** Time-ordered merge of every stream, lazily. */

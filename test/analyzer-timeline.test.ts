@@ -1,11 +1,22 @@
 import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { analyzeBundle } from '../analyzer/analyze.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
+import { renderText } from '../analyzer/render/text.js';
 import { buildIdentity } from '../analyzer/model/identity.js';
 import { SliceTracker, describeChange } from '../analyzer/model/slices.js';
 import { formatTimelineLine, parseInstant, timelineItems } from '../analyzer/timeline.js';
-import { at, NEW, OLD, scenario, slice, T0, tmpBundle } from './analyzer-synth.js';
+import { TCP, type PacketRow } from '../schemas/rows.js';
+import { at, flow, NEW, OLD, scenario, slice, T0, tmpBundle } from './analyzer-synth.js';
+
+function v6(ts: number, src: string, sport: number, dst: string, dport: number, flags: number): PacketRow {
+  return {
+    ts_ns: ts, iface: 'cni0', linktype: 1, caplen: 74, len: 74, l3: 'ip6', src, dst, proto: 'tcp', sport, dport,
+    tcp_flags: flags, seq: 1, ack: 0, payload_len: 0, icmp_type: null, icmp_code: null,
+    inner_src: null, inner_dst: null, inner_proto: null, inner_sport: null, inner_dport: null, data: null,
+  };
+}
 
 const dirs: string[] = [];
 afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
@@ -68,5 +79,32 @@ describe('timeline', () => {
     expect(t.push(3, 'MODIFIED', 'default', 'web', slice([])).map(describeChange)).toEqual(['-10.42.0.97(terminating)']);
     expect(t.push(4, 'MODIFIED', 'default', 'web', 'garbage')).toEqual([]);
     expect(t.bad).toBe(1);
+  });
+
+  it('text report: the timeline around failures keeps exact failed-client endpoints, IPv6 bracketed', async () => {
+    const f = scenario(tmpBundle('tl-clients'), {
+      extra: (w) => {
+        // a failed client on port 4002: a prefix of the ok clients 40020..40029 around it
+        flow(w, 2.25, 4002, OLD.ip, 'refused');
+        w.packet(v6(at(2.3), 'fd00::5', 41000, 'fd00::99', 8080, TCP.SYN));
+        w.packet(v6(at(2.3001), 'fd00::99', 8080, 'fd00::5', 41000, TCP.RST | TCP.ACK));
+      },
+    });
+    dirs.push(dirname(f));
+    const r = await BundleReader.open(f);
+    try {
+      const items = [...timelineItems(r, { sources: ['packets'] })];
+      expect(items.find((i) => i.kind === 'syn' && String(i.fields.flow).includes('fd00::5'))?.fields.flow).toBe('[fd00::5]:41000>[fd00::99]:8080');
+      const a = await analyzeBundle(r);
+      expect(a.failures.map((x) => x.client)).toEqual(expect.arrayContaining(['10.0.0.5:4002', '[fd00::5]:41000']));
+      const text = renderText(a, r, f);
+      const tl = text.slice(text.indexOf('TIMELINE AROUND FAILURES'));
+      expect(tl).toMatch(/\[packets\]\s+syn\s+flow=10\.0\.0\.5:4002>10\.42\.0\.97:8080/);
+      expect(tl).toMatch(/\[packets\]\s+syn\s+flow=\[fd00::5\]:41000>\[fd00::99\]:8080/);
+      // the ok client 10.0.0.5:40023 (+2.2 s) contains "10.0.0.5:4002" but is not a failed client
+      const rows = tl.split('\n').filter((l) => /\[(packets|conntrack)\]/.test(l) && !/\s(rst|icmp)\s/.test(l));
+      expect(rows.some((l) => l.includes('10.0.0.5:40023'))).toBe(false);
+      expect(rows.length).toBeGreaterThan(0);
+    } finally { r.close(); }
   });
 });

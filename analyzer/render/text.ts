@@ -3,8 +3,8 @@ import type { Analysis } from '../../schemas/analysis.js';
 import { nsFromIso } from '../../schemas/analysis.js';
 import type { BundleReader } from '../bundle-reader.js';
 import { hasFailures } from '../analyze.js';
-import { formatTimelineLine, timelineItems } from '../timeline.js';
-import { clean } from '../util.js';
+import { formatTimelineLine, timelineItems, type TimelineItem } from '../timeline.js';
+import { clean, rel } from '../util.js';
 
 const MAX_WINDOWS = 10;
 const MAX_LINES_PER_WINDOW = 150;
@@ -13,8 +13,17 @@ function relIso(isoS: string | null, startNs: number | null): string {
   if (!isoS) return 'unknown';
   const ns = nsFromIso(isoS);
   if (ns === null || startNs === null) return isoS;
-  const d = (ns - startNs) / 1e9;
-  return `${d < 0 ? '-' : '+'}${Math.abs(d).toFixed(3)}s`;
+  return rel(ns, startNs);
+}
+
+/** Whether a packet/conntrack row is of a failed client: exact endpoints of its flow (`a>b`) or subject. */
+function ofClient(it: TimelineItem, clients: Set<string>): boolean {
+  if (it.subject !== null && clients.has(it.subject)) return true;
+  const flow = it.fields.flow ?? it.fields.orig;
+  if (typeof flow !== 'string') return false;
+  const gt = flow.indexOf('>');
+  if (gt < 0) return clients.has(flow);
+  return clients.has(flow.slice(0, gt)) || clients.has(flow.slice(gt + 1));
 }
 
 export function verdictLine(a: Analysis): string {
@@ -83,14 +92,14 @@ export function renderText(a: Analysis, reader: BundleReader | null, file: strin
       if (last && t - 1e9 <= last[1]) last[1] = Math.max(last[1], t + 1e9);
       else wins.push([t - 1e9, t + 1e9]);
     }
-    const clients = [...new Set(a.failures.map((f) => f.client))];
+    const clients = new Set(a.failures.map((f) => f.client));
     L.push('');
     L.push(`TIMELINE AROUND FAILURES (±1 s${wins.length > MAX_WINDOWS ? `, first ${MAX_WINDOWS} of ${wins.length} windows` : ''})`);
     for (const [s, e] of wins.slice(0, MAX_WINDOWS)) {
       let n = 0;
       for (const it of timelineItems(reader, { since: s, until: e })) {
         // keep the window readable: packets and conntrack only for failed clients, RSTs and ICMP errors
-        if ((it.source === 'packets' || it.source === 'conntrack') && it.kind !== 'rst' && it.kind !== 'icmp' && !clients.some((c) => `${it.subject ?? ''} ${String(it.fields.flow ?? it.fields.orig ?? '')}`.includes(c))) continue;
+        if ((it.source === 'packets' || it.source === 'conntrack') && it.kind !== 'rst' && it.kind !== 'icmp' && !ofClient(it, clients)) continue;
         if (++n > MAX_LINES_PER_WINDOW) { L.push('  ...'); break; }
         L.push(`  ${formatTimelineLine(it, startNs)}`);
       }
