@@ -19,7 +19,8 @@ const cfg = { podCIDR: '10.244.0.0/16', serviceCIDR: '10.96.0.0/16', nodePortIPs
 
 function golden(name: string, text: string) {
   const p = `fixtures/lab/${name}`;
-  if (process.env.UPDATE_GOLDEN || !existsSync(p)) writeFileSync(p, text);
+  if (process.env.UPDATE_GOLDEN) writeFileSync(p, text);
+  else if (!existsSync(p)) throw new Error(`missing golden ${p}, run with UPDATE_GOLDEN=1`);
   expect(text).toBe(readFileSync(p, 'utf8'));
 }
 
