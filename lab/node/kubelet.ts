@@ -83,14 +83,8 @@ export class Kubelet {
       if (rt && rt.uid === pod.metadata.uid && !rt.gone) { rt.gone = true; await this.kill(rt, 'pod deleted from the API'); }
       return;
     }
-    if (!nodeName) {
-      if (pod.metadata.deletionTimestamp) return;
-      // the only node: bind like the scheduler would
-      await this.o.client.req('POST', `/api/v1/namespaces/${ns}/pods/${pod.metadata.name}/binding`, {
-        apiVersion: 'v1', kind: 'Binding', metadata: { name: pod.metadata.name, namespace: ns }, target: { apiVersion: 'v1', kind: 'Node', name: this.o.nodeName },
-      }).catch(() => undefined);
-      return;
-    }
+    // not bound yet: the control plane's scheduler binds it, and its update comes back here
+    if (!nodeName) return;
     if (!rt) {
       if (pod.metadata.deletionTimestamp) {
         await this.o.client.req('DELETE', `/api/v1/namespaces/${ns}/pods/${pod.metadata.name}?gracePeriodSeconds=0`, { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0 }).catch(() => undefined);
