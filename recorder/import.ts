@@ -4,7 +4,7 @@
  * who arrive with a pcap attached to an incident get an analysis without having run the recorder.
  * Each artifact goes through the same pure parsers the live sources use.
  */
-import { createReadStream, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { basename } from 'node:path';
 import { hostname } from 'node:os';
@@ -115,7 +115,10 @@ export async function runImport(opts: ImportOptions): Promise<number> {
   if (opts.conntrack) mustRead(opts.conntrack, '--conntrack');
   if (opts.watch) mustRead(opts.watch, '--watch');
 
-  const w = new BundleWriter(opts.out, { createdBy: 'import', overwrite: !!opts.force });
+  if (existsSync(opts.out) && !opts.force) throw new InputError(`${opts.out} already exists; choose another --out, or --force to replace it`);
+  // built beside --out and renamed over it only once complete: a failed import never costs the file it was to replace
+  const tmp = `${opts.out}.importing-${process.pid}`;
+  const w = new BundleWriter(tmp, { createdBy: 'import', overwrite: true });
   const summaries: ImportSummary[] = [];
   let failed: unknown = null;
   try {
@@ -140,9 +143,10 @@ export async function runImport(opts: ImportOptions): Promise<number> {
   w.close();
   if (failed) {
     // a half-built import is worth nothing: remove it so the corrected command can run again
-    try { rmSync(opts.out, { force: true }); } catch { /* best effort */ }
+    for (const f of [tmp, `${tmp}-wal`, `${tmp}-shm`]) rmSync(f, { force: true });
     throw failed;
   }
+  renameSync(tmp, opts.out);
   for (const s of summaries) process.stderr.write(`imported ${s.file}: ${s.rows} rows as ${s.source}${s.skipped ? ` (${s.skipped} skipped)` : ''}\n`);
   process.stderr.write(`wrote ${opts.out}; next: rolltrace analyze ${opts.out}\n`);
   return 0;

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -207,4 +207,26 @@ describe('rolltrace import: bad input exits 2 with one line naming the problem',
   });
   it('a binary file as nft monitor', () => bad(['--nft-monitor', fx('pcap/eth-ns.pcap')], /--nft-monitor .*eth-ns\.pcap: binary file, expected text/));
   it('a failing later input leaves no bundle even after good ones', () => bad(['--pcap', fx('pcap/eth-ns.pcap'), '--watch', fx('import/gen.sh')], /--watch/));
+});
+
+describe('rolltrace import --force that fails', () => {
+  it('keeps the bundle it was asked to replace, and leaves no partial file', () => {
+    const file = out();
+    expect(cli(['import', '--out', file, '--pcap', fx('pcap/eth-us.pcap')]).code).toBe(0);
+    const notCapture = join(dir, 'not-a-capture.pcap');
+    writeFileSync(notCapture, 'this is not a capture\n');
+    const r = cli(['import', '--out', file, '--force', '--pcap', notCapture]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(existsSync(file)).toBe(true);
+    const db = open(file);
+    expect((db.prepare('SELECT count(*) AS n FROM packets').get() as { n: number }).n).toBe(30);
+    db.close();
+    expect(cli(['verify', file]).code).toBe(0);
+    expect(readdirSync(dir).filter((f) => f.includes('.importing-'))).toEqual([]);
+    // without --force an existing bundle is refused outright
+    const again = cli(['import', '--out', file, '--pcap', fx('pcap/eth-us.pcap')]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/already exists/);
+  });
 });
