@@ -4,6 +4,7 @@
  * stream of concatenated pretty-printed objects, no event type, no receipt time), splitting the latter,
  * and an instant for an object from its own metadata when the capture has none.
  */
+import { nsFromIso } from '../../schemas/analysis.js';
 import type { KubeObject } from '../sources/kube/derive.js';
 
 type J = Record<string, unknown>;
@@ -51,11 +52,7 @@ export function splitConcatenatedJson(text: string): SplitJson {
 }
 
 function isoNs(s: unknown): number | null {
-  if (typeof s !== 'string') return null;
-  const ms = Date.parse(s);
-  if (!Number.isFinite(ms)) return null;
-  const frac = /\.(\d+)/.exec(s)?.[1];
-  return frac ? Math.floor(ms / 1000) * 1e9 + Number(frac.padEnd(9, '0').slice(0, 9)) : ms * 1e6;
+  return typeof s === 'string' ? nsFromIso(s) : null;
 }
 
 /**

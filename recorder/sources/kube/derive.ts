@@ -14,6 +14,7 @@
  * are diffed like MODIFIED; objects missing from a relist are closed with `endRelist`.
  * The input state is never mutated.
  */
+import { nsFromIso } from '../../../schemas/analysis.js';
 import { ev, type RtEvent, type SourceName } from '../../../schemas/events.js';
 
 export interface KubeObject {
@@ -291,11 +292,8 @@ export function parseWatchLines(text: string): ParsedWatchLines {
     const e: WatchEvent & { ts?: number } = { type: j.type, object: j.object as KubeObject };
     if (typeof j.ts === 'number' && Number.isFinite(j.ts)) e.ts = j.ts;
     else if (typeof j.ts === 'string') {
-      const ms = Date.parse(j.ts);
-      if (Number.isFinite(ms)) {
-        const frac = j.ts.match(/\.(\d+)/)?.[1] ?? '';
-        e.ts = Math.floor(ms / 1000) * 1e9 + Number((frac + '000000000').slice(0, 9));
-      }
+      const ns = nsFromIso(j.ts);
+      if (ns !== null) e.ts = ns;
     }
     events.push(e);
   }
