@@ -12,7 +12,8 @@ import { makeDeployment, makeService, rolloutComplete, startControlPlane, type C
 import { Store } from '../lab/apiserver/store.js';
 import { startControllers } from '../lab/controllers/index.js';
 import { resolveFenceposts, podTemplateHash } from '../lab/controllers/deployment.js';
-import { nowNs, rfc3339 } from '../lab/apiserver/util.js';
+import { rfc3339 } from '../lab/apiserver/util.js';
+import { nowNs } from '../lab/sys.js';
 
 const NODE = 'lab-ctl-node';
 const FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'watch', 'rollout-watch.jsonl');

@@ -68,9 +68,3 @@ export function fnv32a(s: string): number {
   }
   return h >>> 0;
 }
-
-/** Epoch nanoseconds as a JS number (bundle convention). */
-const EPOCH_BASE_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-export function nowNs(): number {
-  return Number(EPOCH_BASE_NS + process.hrtime.bigint());
-}

@@ -15,9 +15,7 @@ const REVISION = 'deployment.kubernetes.io/revision';
 
 /** pod-template-hash of a Deployment's template (FNV-32a of its canonical JSON, safe-encoded like Kubernetes). */
 export function podTemplateHash(template: Obj, collisionCount = 0): string {
-  const t = clone(template ?? {});
-  if (t.metadata?.labels) delete t.metadata.labels[HASH_LABEL];
-  return safeEncodeString(String(fnv32a(canonicalJson(t) + (collisionCount ? String(collisionCount) : ''))));
+  return safeEncodeString(String(fnv32a(canonicalJson(withoutHash(template)) + (collisionCount ? String(collisionCount) : ''))));
 }
 
 function withoutHash(template: Obj): Obj {

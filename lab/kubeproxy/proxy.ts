@@ -24,7 +24,6 @@ export interface SyncRecord {
   error: string | null;
 }
 
-export interface SliceSeen { ts_ns: number; type: string; slice: K8sEndpointSlice }
 
 export interface KubeProxyOptions {
   client: KubeClient;
@@ -38,13 +37,10 @@ export interface KubeProxyOptions {
   syncDelayMs?: number;
   minSyncPeriodMs?: number;
   staleDeleteMs?: number;
-  onSync?: (r: SyncRecord) => void;
-  onSlice?: (s: SliceSeen) => void;
 }
 
 export class KubeProxy {
   readonly syncs: SyncRecord[] = [];
-  readonly slicesSeen: SliceSeen[] = [];
   private services = new Map<string, K8sService>();
   private slices = new Map<string, K8sEndpointSlice>();
   private abort = new AbortController();
@@ -84,9 +80,6 @@ export class KubeProxy {
         this.changed();
       }, this.abort.signal, one));
       this.runs.push(informer(this.o.client, '/apis/discovery.k8s.io/v1/endpointslices', (t, obj) => {
-        const s: SliceSeen = { ts_ns: nowNs(), type: t, slice: obj as unknown as K8sEndpointSlice };
-        this.slicesSeen.push(s);
-        this.o.onSlice?.(s);
         if (t === 'DELETED') this.slices.delete(key(obj)); else this.slices.set(key(obj), obj as unknown as K8sEndpointSlice);
         this.changed();
       }, this.abort.signal, one));
@@ -140,7 +133,6 @@ export class KubeProxy {
     };
     if (!error) this.routed = routed;
     this.syncs.push(rec);
-    this.o.onSync?.(rec);
     if (pending) this.schedule(this.o.staleDeleteMs ?? 1000);
     if (this.dirty) this.schedule(this.o.syncDelayMs ?? 0);
   }

@@ -2,7 +2,7 @@
  * Kubelet-shaped cgroup v2 paths for pods:
  * <cgroup2 root>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice/cri-containerd-<64hex>.scope
  */
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -37,18 +37,12 @@ export function createPodCgroup(cg: PodCgroup): void {
   mkdirSync(cg.scopeDir, { recursive: true });
 }
 
-export function addPid(cg: PodCgroup, pid: number): void {
-  writeFileSync(join(cg.scopeDir, 'cgroup.procs'), `${pid}\n`);
-}
-
 /** Kill what is left in the scope, then rmdir leaf first; parents only when empty. */
 export function removePodCgroup(cg: { podDir: string; scopeDir: string }): void {
-  for (const dir of [cg.scopeDir]) {
-    try {
-      const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
-      for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
-    } catch { /* no cgroup */ }
-  }
+  try {
+    const pids = readFileSync(join(cg.scopeDir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+  } catch { /* no cgroup */ }
   for (let i = 0; i < 50; i++) {
     try { if (existsSync(cg.scopeDir)) rmdirSync(cg.scopeDir); break; } catch { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20); }
   }

@@ -33,7 +33,6 @@ export interface KubeletOptions {
   /** absolute path of lab/backend/server.mjs */
   backendPath: string;
   logDir: string;
-  onEvent?: (e: KubeletEvent) => void;
   /** between the container's exit and the sandbox teardown + API delete (the kubelet's pod worker and
    * status manager take about this long on a real node; the pod IP keeps answering with RSTs meanwhile) */
   podCleanupDelayMs?: number;
@@ -64,7 +63,6 @@ export class Kubelet {
   private emit(pod: PodRt | { key: string; uid: string; ip: string | null }, what: string, detail?: Record<string, unknown>, ts = nowNs()) {
     const e: KubeletEvent = { ts_ns: ts, pod: pod.key, uid: pod.uid, ip: pod.ip, what, ...(detail ? { detail } : {}) };
     this.events.push(e);
-    this.o.onEvent?.(e);
   }
 
   async start(): Promise<void> {
@@ -265,9 +263,5 @@ export class Kubelet {
     this.abort.abort();
     for (const rt of [...this.pods.values()]) await this.kill(rt, 'kubelet stopping');
     await Promise.allSettled(this.runs);
-  }
-
-  podIps(): Map<string, { key: string; uid: string }> {
-    return new Map([...this.pods.values()].map((p) => [p.ip, { key: p.key, uid: p.uid }]));
   }
 }
