@@ -53,6 +53,29 @@ export function asInputError(e: unknown, file: string): unknown {
   return e;
 }
 
+function quickCheckOk(r: BundleReader): boolean {
+  try {
+    const rows = r.db.pragma('quick_check(1)') as Array<{ quick_check: string }>;
+    return rows.length === 1 && rows[0]!.quick_check === 'ok';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A SQLite error while copying bundle(s) into `out` (redact, merge) → one-line InputError: it names the
+ * input that fails SQLite's quick_check, or `out` when writing failed; anything else is rethrown.
+ */
+export function copyError(e: unknown, inputs: BundleReader[], out: string): unknown {
+  if (e instanceof InputError) return e;
+  const err = e as { name?: string; code?: string; message?: string };
+  if (err?.name !== 'SqliteError' && !isCorrupt(e)) return e;
+  const msg = clean(err.message ?? String(e), 200);
+  for (const r of inputs) if (!quickCheckOk(r)) return new InputError(`${r.file}: damaged bundle (${msg})`);
+  if (/^SQLITE_(FULL|IOERR|CANTOPEN|READONLY|PERM)/.test(err.code ?? '')) return new InputError(`cannot write ${out}: ${msg}`);
+  return asInputError(e, inputs.map((r) => r.file).join(', ') || out);
+}
+
 export function analyzeDetailed(reader: BundleReader): AnalysisDetail {
   try {
     return analyzeInner(reader);

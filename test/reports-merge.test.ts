@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -23,6 +23,21 @@ beforeAll(() => {
   writeRaceBundle(b, { node: 'node-b', skewNs: SKEW, apiDelayNs: API_DELAY_B, ruleRemovedMs: 1800, withTraffic: false, hostsPod: false });
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A copy of the race fixture with one page of the packets table overwritten by (seeded) random bytes. */
+function damagedFixture(to: string): string {
+  copyFileSync(join(import.meta.dirname, '../fixtures/bundles/race-synthetic.rtb'), to);
+  const db = new Database(to, { readonly: true });
+  const { page_size: size } = db.prepare('PRAGMA page_size').get() as { page_size: number };
+  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'packets'").get() as { rootpage: number };
+  db.close();
+  const junk = Buffer.alloc(size);
+  let x = 0x2545f491;
+  for (let i = 0; i < size; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; junk[i] = x & 0xff; }
+  const fd = openSync(to, 'r+');
+  try { writeSync(fd, junk, 0, size, (rootpage - 1) * size); } finally { closeSync(fd); }
+  return to;
+}
 
 describe('clock offset estimation', () => {
   it('is the median of receive-time differences, robust to an outlier', () => {
@@ -100,5 +115,16 @@ describe('rolltrace merge', () => {
     expect(dup.status).toBe(2);
     expect(dup.stderr).toMatch(/node node-a/);
     expect(readFileSync(out).subarray(0, 15).toString()).toBe('SQLite format 3');
+  });
+
+  it('a damaged input is a one-line error (exit 2) naming it, and leaves no partial bundle at --out', () => {
+    const cwd = join(import.meta.dirname, '..');
+    const bad = damagedFixture(join(dir, 'damaged.rtb'));
+    const out = join(dir, 'damaged-merge.rtb');
+    const res = spawnSync('node', ['bin/rolltrace.mjs', 'merge', a, bad, '--out', out], { encoding: 'utf8', cwd });
+    expect(res.status).toBe(2);
+    expect(res.stderr).toMatch(/^rolltrace: .*damaged\.rtb: damaged bundle \(.+\)\n$/);
+    expect(res.stderr).not.toMatch(/SqliteError|\n\s+at /);
+    for (const suffix of ['', '-wal', '-shm', '-journal']) expect(existsSync(out + suffix)).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -22,6 +22,21 @@ beforeAll(() => {
   writeRaceBundle(bundle);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A copy of the race fixture with one page of the packets table overwritten by (seeded) random bytes. */
+function damagedFixture(to: string): string {
+  copyFileSync(join(import.meta.dirname, '../fixtures/bundles/race-synthetic.rtb'), to);
+  const db = new Database(to, { readonly: true });
+  const { page_size: size } = db.prepare('PRAGMA page_size').get() as { page_size: number };
+  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'packets'").get() as { rootpage: number };
+  db.close();
+  const junk = Buffer.alloc(size);
+  let x = 0x2545f491;
+  for (let i = 0; i < size; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; junk[i] = x & 0xff; }
+  const fd = openSync(to, 'r+');
+  try { writeSync(fd, junk, 0, size, (rootpage - 1) * size); } finally { closeSync(fd); }
+  return to;
+}
 
 async function analyze(file: string): Promise<Analysis> {
   const r = await BundleReader.open(file);
@@ -124,5 +139,17 @@ describe('rolltrace redact', () => {
     const res = spawnSync('node', ['bin/rolltrace.mjs', 'redact', bundle, '--out', bundle], { encoding: 'utf8', cwd: join(import.meta.dirname, '..') });
     expect(res.status).toBe(2);
     expect(res.stderr).toMatch(/--out must differ/);
+  });
+
+  it('a damaged input is a one-line error (exit 2) and leaves no partial bundle at --out', () => {
+    const bad = damagedFixture(join(dir, 'damaged.rtb'));
+    for (const extra of [[], ['--pseudonymize']]) {
+      const out = join(dir, `damaged-red${extra.length}.rtb`);
+      const res = spawnSync('node', ['bin/rolltrace.mjs', 'redact', bad, '--out', out, ...extra], { encoding: 'utf8', cwd: join(import.meta.dirname, '..') });
+      expect(res.status).toBe(2);
+      expect(res.stderr).toMatch(/^rolltrace: .*damaged\.rtb: damaged bundle \(.+\)\n$/);
+      expect(res.stderr).not.toMatch(/SqliteError|\n\s+at /);
+      for (const suffix of ['', '-wal', '-shm', '-journal']) expect(existsSync(out + suffix)).toBe(false);
+    }
   });
 });

@@ -1,5 +1,6 @@
 /** `rolltrace redact BUNDLE --out FILE [--pseudonymize]`: a copy that is safe to share; prints what it removed. */
 import { InputError } from '../../schemas/errors.js';
+import { asInputError, copyError } from '../analyze.js';
 import { BundleReader } from '../bundle-reader.js';
 import { redactBundle, type RedactCounts } from '../redact/redact.js';
 import { resolve } from 'node:path';
@@ -22,10 +23,13 @@ const LABELS: Record<keyof RedactCounts, string> = {
 export async function runRedact(file: string, opts: { out?: string; pseudonymize?: boolean }): Promise<number> {
   if (!opts.out) throw new InputError('redact needs --out FILE');
   if (resolve(opts.out) === resolve(file)) throw new InputError('--out must differ from the input bundle (redact never rewrites its input)');
-  const reader = await BundleReader.open(file);
+  const reader = await BundleReader.open(file).catch((e: unknown) => { throw asInputError(e, file); });
   let c: RedactCounts;
   try {
+    // on failure redactBundle removes the partial --out; a damaged input is a one-line error (exit 2)
     c = redactBundle(reader, opts.out, { pseudonymize: !!opts.pseudonymize });
+  } catch (e) {
+    throw copyError(e, [reader], opts.out);
   } finally {
     reader.close();
   }

@@ -14,10 +14,12 @@
  * every node received (k8s_objects; pod-, endpoint-changed and rollout- events) are kept once, at the
  * earliest corrected receive time, with attrs.received_by listing the nodes.
  */
+import { rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { createBundleDb } from '../../schemas/db.js';
 import { InputError } from '../../schemas/errors.js';
 import { META_KEYS, type EventRow, type K8sObjectRow } from '../../schemas/rows.js';
+import { asInputError, copyError } from '../analyze.js';
 import { BundleReader } from '../bundle-reader.js';
 
 export interface OffsetStats { samples: number; offset_ns: number; median_abs_dev_ns: number | null; min_ns: number | null; max_ns: number | null; note?: string }
@@ -66,7 +68,7 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
   for (const f of files) if (resolve(f) === outAbs) throw new InputError(`--out must differ from the input ${f}`);
   const readers: BundleReader[] = [];
   try {
-    for (const f of files) readers.push(await BundleReader.open(f));
+    for (const f of files) readers.push(await BundleReader.open(f).catch((e: unknown) => { throw asInputError(e, f); }));
     const nodes = readers.map((r, i) => r.metaValue(META_KEYS.node) ?? r.metaValue(META_KEYS.hostname) ?? basename(files[i]!).replace(/\.rtb(\.gz)?$/, ''));
     const dup = nodes.find((n, i) => nodes.indexOf(n) !== i);
     if (dup) throw new InputError(`two bundles come from node ${dup}; merge takes one bundle per node`);
@@ -80,6 +82,7 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
     });
 
     const db = createBundleDb(out, { createdBy: 'merge' });
+    let ok = false;
     const rows: Record<string, number> = { events: 0, packets: 0, conntrack: 0, k8s_objects: 0, nft_snapshots: 0, probe_requests: 0 };
     let deduplicated = 0;
     try {
@@ -187,10 +190,18 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
       })();
       db.pragma('wal_checkpoint(TRUNCATE)');
       db.pragma('journal_mode = DELETE');
+      ok = true;
     } finally {
-      db.close();
+      if (ok) db.close();
+      else {
+        // a half-written merge must not be left behind: it would verify as valid and analyze as CLEAN
+        try { db.close(); } catch { /* already failing */ }
+        for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(out + suffix, { force: true });
+      }
     }
     return { nodes, offsets, stats, rows, deduplicated };
+  } catch (e) {
+    throw copyError(e, readers, out);
   } finally {
     for (const r of readers) r.close();
   }

@@ -10,7 +10,7 @@
  * - with `pseudonymize`: IPs, namespaces, pod/workload/service/slice/node names and label values
  *   mapped to stable pseudonyms across all tables and inside packet bytes (checksums fixed)
  */
-import { chmodSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { createBundleDb, type DB } from '../../schemas/db.js';
 import { META_KEYS } from '../../schemas/rows.js';
 import type { BundleReader } from '../bundle-reader.js';
@@ -180,6 +180,7 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
   };
 
   const db: DB = createBundleDb(out, { createdBy: 'redact', overwrite: opts.overwrite });
+  let ok = false;
   try {
     const tx = db.transaction(() => {
       const skipMeta = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.redacted]);
@@ -257,8 +258,14 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
     db.pragma('journal_mode = DELETE');
     // free pages that held nothing: a redacted file must not keep old bytes in its free list
     db.exec('VACUUM');
+    ok = true;
   } finally {
-    db.close();
+    if (ok) db.close();
+    else {
+      // a half-written copy must not be left behind: it would verify as valid and analyze as CLEAN
+      try { db.close(); } catch { /* already failing */ }
+      for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(out + suffix, { force: true });
+    }
   }
   try { chmodSync(out, 0o600); } catch { /* best effort */ }
   return c;
