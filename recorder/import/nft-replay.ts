@@ -50,7 +50,8 @@ export function stampLines(lines: string[]): Array<{ ts: number; body: string }>
 }
 
 interface MChain { obj: J; rules: J[] }
-interface MSet { kind: 'set' | 'map'; obj: J; elems: unknown[] }
+/** elements by key: a Map keeps insertion order, and replacing a value keeps its place */
+interface MSet { kind: 'set' | 'map'; obj: J; elems: Map<string, unknown> }
 interface MTable { obj: J; chains: Map<string, MChain>; sets: Map<string, MSet> }
 
 export interface ApplyResult {
@@ -171,12 +172,12 @@ export class NftReplayModel {
           const s = t.sets.get(name);
           const { elem, ...rest } = o;
           if (s) { s.obj = { ...s.obj, ...rest }; s.kind = object; }
-          else t.sets.set(name, { kind: object, obj: rest, elems: [] });
+          else t.sets.set(name, { kind: object, obj: rest, elems: new Map() });
           if (Array.isArray(elem)) this.addElems(t.sets.get(name)!, elem);
         } else if (removing) {
           // anonymous sets (__map0, __set1: inline in rules, never listed) are deleted with their rule
           if (!t.sets.delete(name) && !/^__(map|set)\d+$/.test(name)) res.unknown = true;
-        } else if (op === 'flush') { const s = t.sets.get(name); if (s) s.elems = []; else res.unknown = true; }
+        } else if (op === 'flush') { const s = t.sets.get(name); if (s) s.elems.clear(); else res.unknown = true; }
         else res.unknown = true;
         return res;
       }
@@ -187,10 +188,9 @@ export class NftReplayModel {
         if (!s || !list) return { ...res, unknown: true };
         if (adding) this.addElems(s, list);
         else if (removing) {
-          const gone = new Set(list.map(elemKey));
-          const before = s.elems.length;
-          s.elems = s.elems.filter((e) => !gone.has(elemKey(e)));
-          if (s.elems.length === before) res.unknown = true;
+          let hit = false;
+          for (const e of list) hit = s.elems.delete(elemKey(e)) || hit;
+          if (!hit) res.unknown = true;
         } else res.unknown = true;
         return res;
       }
@@ -200,11 +200,7 @@ export class NftReplayModel {
   }
 
   private addElems(s: MSet, list: unknown[]): void {
-    const idx = new Map(s.elems.map((e, i) => [elemKey(e), i]));
-    for (const e of list) {
-      const i = idx.get(elemKey(e));
-      if (i === undefined) { idx.set(elemKey(e), s.elems.length); s.elems.push(e); } else s.elems[i] = e;
-    }
+    for (const e of list) s.elems.set(elemKey(e), e);
   }
 
   /** The model as `nft -j list ruleset` JSON. */
@@ -213,7 +209,7 @@ export class NftReplayModel {
     for (const t of this.tables.values()) {
       out.push({ table: t.obj });
       for (const c of t.chains.values()) out.push({ chain: c.obj });
-      for (const s of t.sets.values()) out.push({ [s.kind]: s.elems.length ? { ...s.obj, elem: s.elems } : s.obj });
+      for (const s of t.sets.values()) out.push({ [s.kind]: s.elems.size ? { ...s.obj, elem: [...s.elems.values()] } : s.obj });
       for (const c of t.chains.values()) for (const r of c.rules) out.push({ rule: r });
     }
     return { nftables: out };
