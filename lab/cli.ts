@@ -5,6 +5,7 @@
  * left behind, from the state files under /run/rolltrace-lab/ and the netns prefix.
  */
 import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
@@ -67,14 +68,8 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
       { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
     if (child.pid) state.pid(child.pid);
     const spawnFailed = new Promise<number>((r) => child!.on('error', (e) => { process.stderr.write(`lab: ${e.message}\n`); r(1); }));
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i); buf = buf.slice(i + 1);
-        if (opts.onLine) opts.onLine(line); else process.stdout.write(line + '\n');
-      }
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (opts.onLine) opts.onLine(line); else process.stdout.write(line + '\n');
     });
     code = await Promise.race([spawnFailed, new Promise<number>((r) => child!.on('exit', (c, s) => r(c ?? (s ? 1 : 0))))]);
     if (interrupted) code = 130;

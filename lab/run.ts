@@ -134,12 +134,8 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     const startTraffic = (ns: string | null, url: string, keep: boolean, intervalMs = 100, timeoutMs = 1000) => {
       const args = [join(cfg.repoRoot, 'lab/backend/client.mjs'), '--url', url, '--interval-ms', String(intervalMs), '--timeout-ms', String(timeoutMs)];
       const c = ns ? startChild('ip', ['netns', 'exec', ns, 'node', ...args]) : startChild('node', args);
-      let buf = '';
-      c.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); if (keep) { try { clientResults.push(JSON.parse(l)); } catch { /* */ } } }
-      });
+      if (keep) createInterface({ input: c.stdout! }).on('line', (l) => { try { clientResults.push(JSON.parse(l)); } catch { /* not a result */ } });
+      else c.stdout!.resume();
       clients.push(c);
     };
     if (sc.client && cfg.node.clientNs) startTraffic(cfg.node.clientNs, `http://${cfg.node.nodeEth0Ip}:${sc.nodePort}/`, true);

@@ -10,7 +10,7 @@ import { API_GROUPS, apiVersionOf, findResource, RESOURCES, type ResourceDef } f
 import { patchTypeOf } from './patch.js';
 import { toTable, wantsTable } from './table.js';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type FieldRequirement, type LabelRequirement } from './selectors.js';
-import { ApiError, Store, type Change, type ListOptions } from './store.js';
+import { ApiError, notFound, Store, type Change, type ListOptions } from './store.js';
 import type { Obj } from './util.js';
 
 export interface Faults {
@@ -314,7 +314,7 @@ export async function startApiServer(store: Store, opts: ApiServerOptions = {}):
     if (method === 'GET') {
       if (watch) return serveWatch(req, res, d, { ...lo, fieldSelector: [...(fieldSelector ?? []), { field: 'metadata.name', op: 'eq', value: name }] }, q);
       const o = store.get(d.resource, namespace, name);
-      if (!o) throw new ApiError(404, 'NotFound', `${d.resource}${d.group ? '.' + d.group : ''} "${name}" not found`, { name, group: d.group || undefined, kind: d.resource });
+      if (!o) throw notFound(d, name);
       if (wantsTable(req.headers.accept) && sub === undefined) return sendJson(res, 200, toTable(d, [o], o.metadata.resourceVersion));
       return sendJson(res, 200, o);
     }

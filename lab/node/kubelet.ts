@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { informer, type KObj, type KubeClient } from '../kube.js';
 import { nowNs, pidAlive, sleep } from '../sys.js';
@@ -126,18 +127,12 @@ export class Kubelet {
     rt.proc = proc; rt.pid = proc.pid ?? null;
     if (rt.pid) this.o.state.pid(rt.pid);
     this.emit(rt, 'container-started', { pid: rt.pid, netns, cgroup: cg.scopeDir, containerId: cg.containerId });
-    let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      log.write(d);
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i); buf = buf.slice(i + 1);
-        try {
-          const j = JSON.parse(line);
-          if (j && typeof j.ev === 'string') this.emit(rt, `backend:${j.ev}`, j, Number(j.ts_ns));
-        } catch { /* not ours */ }
-      }
+    proc.stdout!.on('data', (d: Buffer) => log.write(d));
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      try {
+        const j = JSON.parse(line);
+        if (j && typeof j.ev === 'string') this.emit(rt, `backend:${j.ev}`, j, Number(j.ts_ns));
+      } catch { /* not ours */ }
     });
     proc.stderr!.on('data', (d: Buffer) => log.write(d));
     proc.on('exit', (code, signal) => {
