@@ -215,7 +215,7 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
     if (p.t === 'malformed') { malformed++; continue; }
     if (burst && ((ts - burst.last) / 1e6 > QUIET_MS || (ts - burst.first) / 1e6 >= MAX_BURST_MS)) close();
     records++;
-    const r = model.apply(JSON.parse(body.trim()));
+    const r = model.apply(p.doc);
     if (r.unknown) unknown++;
     if (r.xt) xt++;
     if (!isKubeRelevantTable(p.r.table)) continue;

@@ -9,7 +9,8 @@ import type { NftChangeAttrs, RulesChangedAttrs } from '../../../schemas/events.
 export type MonitorRecord = NftChangeAttrs;
 
 export type MonitorLine =
-  | { t: 'record'; r: MonitorRecord }
+  /** doc: the parsed JSON line, for callers that replay it (import) */
+  | { t: 'record'; r: MonitorRecord; doc: Record<string, unknown> }
   /** blank line or a known diagnostic nft prints around a flush (not data, not counted as lost) */
   | { t: 'noise' }
   | { t: 'malformed'; reason: string };
@@ -45,7 +46,7 @@ export function parseMonitorLine(line: string): MonitorLine {
     else if (object === 'chain' && typeof o.name === 'string') r.chain = o.name;
     if (typeof o.handle === 'number') r.handle = o.handle;
   }
-  return { t: 'record', r };
+  return { t: 'record', r, doc: doc as Record<string, unknown> };
 }
 
 export interface ParsedMonitor {
