@@ -5,12 +5,11 @@
 //  2. npm ci when node_modules is absent or older than package-lock.json
 //  3. rebuild `cap` (libpcap binding) when libpcap arrived after it was installed
 //  4. tracefs mounted for bpftrace
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const purpose = process.env.npm_lifecycle_event === 'pretest' ? 'test' : process.argv[2] ?? 'demo';
