@@ -1,8 +1,22 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { cgroup2Root, podCgroupPaths } from '../lab/node/cgroup.js';
+import { labSession, newPrefix } from '../lab/cli.js';
 import type { Truth } from '../lab/truth.js';
+
+/** Run a scenario with the lab alone (its own rollout and traffic, no recorder); the truth file is removed after reading. */
+export async function runScenario(scenario: string): Promise<{ code: number; prefix: string; truth: Truth | null }> {
+  const prefix = newPrefix();
+  const truthPath = `/tmp/${prefix}-truth.json`;
+  try {
+    const { code } = await labSession({ scenario, out: '', truth: truthPath, mode: 'run', noRecorder: true, prefix, onLine: () => undefined });
+    const truth = existsSync(truthPath) ? JSON.parse(readFileSync(truthPath, 'utf8')) as Truth : null;
+    return { code, prefix, truth };
+  } finally {
+    rmSync(truthPath, { force: true });
+  }
+}
 
 /** What a finished lab must not leave behind. */
 export function leftovers(prefix: string, truth: Truth): string[] {
