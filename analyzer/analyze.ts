@@ -8,7 +8,7 @@ import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 import type { BundleReader } from './bundle-reader.js';
 import { loadFacts, type Facts } from './model/facts.js';
-import { detectFailures, resolveFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
+import { feedProbes, feedResets, FailureDetector, resolveFailure, scanPackets, unresolvedFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
 import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
 import { podSequences, type PodSequence } from './model/pods.js';
@@ -109,12 +109,18 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const id = stage('pod identities', warnings, new Identity(), () => buildIdentity(reader, endNs ?? Number.MAX_SAFE_INTEGER), file);
   if (!id.hasKube) warnings.push('no Pod objects from the kube source: pods are named by IP');
   const seqs = stage('pod sequences', warnings, [] as PodSequence[], () => podSequences(id, facts, startNs ?? 0, node), file);
-  const det = stage('failure detection', warnings, null, () => detectFailures(reader, facts, id), file);
-  if (det?.capped) warnings.push(`${det.capped} further failure candidates not analyzed (cap reached)`);
+  // one detector, fed by separate stages: a source that cannot be read costs only its own candidates
+  const det = new FailureDetector();
+  stage('failure detection (probe requests)', warnings, undefined, () => feedProbes(det, reader), file);
+  stage('failure detection (packets)', warnings, undefined, () => scanPackets(det, reader), file);
+  stage('failure detection (syn timeouts)', warnings, undefined, () => det.sweep(det.lastTs, true), file);
+  stage('failure detection (kernel resets)', warnings, undefined, () => feedResets(det, facts, id), file);
+  if (det.capped) warnings.push(`${det.capped} further failure candidates not analyzed (cap reached)`);
+  const candidates = det.candidates();
   const vips = new Set<string>();
   for (const r of facts.rules) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
   for (const r of facts.noEp) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
-  for (const c of det?.candidates() ?? []) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
+  for (const c of candidates) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
   const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
     'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1'), file) : null;
   if (ctStmt) {
@@ -132,12 +138,23 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       } catch { return null; }
     },
   };
-  const resolved = stage('failure resolution', warnings, [] as ResolvedFailure[], () => (det?.candidates() ?? []).map((c) => resolveFailure(c, ctx)), file);
+  let unresolved = 0;
+  let firstError = '';
+  const resolved = stage('failure resolution', warnings, [] as ResolvedFailure[], () => candidates.map((c) => {
+    try {
+      return resolveFailure(c, ctx);
+    } catch (e) {
+      if (e instanceof InputError || isCorrupt(e)) throw e;
+      if (!unresolved++) firstError = clean((e as Error)?.message ?? String(e), 200);
+      return unresolvedFailure(c, e);
+    }
+  }), file);
+  if (unresolved) warnings.push(`${unresolved} failure(s) could not be resolved and are reported with cause unknown: ${firstError}`);
   const screened = stage('failure screening', warnings, { kept: resolved, dismissed: [] as Dismissed[] }, () => screenFailures(resolved, ctx, reader), file);
   const failures = screened.kept;
   warnings.push(...describeDismissed(screened.dismissed));
   const ignored = dismissedItems(screened.dismissed);
-  if (det?.resetsOutsideTenure.length) {
+  if (det.resetsOutsideTenure.length) {
     warnings.push(`${det.resetsOutsideTenure.length} kernel reset(s) from a pod IP outside every pod's observed tenure not attributed to a pod, not failures`);
     for (const x of det.resetsOutsideTenure) ignored.push({ group: 'outside-tenure', why: x });
   }

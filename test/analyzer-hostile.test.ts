@@ -72,6 +72,25 @@ describe('hostile bundles', () => {
     expect(a.failures[0].via).toEqual(['conntrack', 'probe']);
   });
 
+  it('a packets table missing a column costs only the packet scan: probe failures still reported, with a warning', () => {
+    const f = join(dirname(fresh('dropcol-base')), 'dropcol.rtb');
+    copyFileSync(join(ROOT, 'fixtures/bundles/race-synthetic.rtb'), f);
+    const db = new Database(f);
+    db.exec('ALTER TABLE packets DROP COLUMN inner_dport');
+    db.close();
+    const r = cli(['analyze', f, '--format', 'json']);
+    expect(r.status).toBe(1);
+    const a = JSON.parse(r.stdout);
+    expect(a.failures).toHaveLength(2);
+    expect(a.failures.every((x: { via: string[] }) => x.via.includes('probe'))).toBe(true);
+    expect(a.warnings.join(' ')).toMatch(/failure detection \(packets\) skipped: no such column: inner_dport/);
+    // the text report keeps its verdict when the timeline cannot read the packets
+    const t = cli(['analyze', f]);
+    expect(t.status).toBe(1);
+    expect(t.stdout.split('\n')[0]).toMatch(/^VERDICT: FAILURES — 2 failed connection/);
+    expect(t.stdout).toMatch(/timeline unavailable: no such column: inner_dport/);
+  });
+
   it('absurd values: huge and negative timestamps, NULLs, attrs not JSON', () => {
     const f = fresh('absurd');
     const db = new Database(f);

@@ -184,32 +184,52 @@ function icmpName(proto: string, type: number, code: number): string {
   return names[code] ?? `unreachable code ${code}`;
 }
 
-/** Stream the bundle once: packets, probes, tcp-reset-sent events. */
-export function detectFailures(reader: BundleReader, facts: Facts, id: Identity): FailureDetector {
-  const d = new FailureDetector();
+/** Failed probe requests as candidates. */
+export function feedProbes(d: FailureDetector, reader: BundleReader): void {
   for (const r of reader.probeRequests()) d.probe(r);
-  // ICMP and TCP only, the columns the detector reads, as raw arrays in capture (rowid) order: one
-  // sequential table scan, ~2x faster than objects in timestamp order (per-connection causality is kept)
-  if (reader.has('packets')) {
-    const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
-      inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
-    const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;
-    for (const r of st.iterate() as IterableIterator<unknown[]>) {
-      row.ts_ns = r[0] as number; row.iface = r[1] as string | null; row.src = r[2] as string | null; row.dst = r[3] as string | null;
-      row.proto = r[4] as string | null; row.sport = r[5] as number | null; row.dport = r[6] as number | null; row.tcp_flags = r[7] as number | null;
-      row.payload_len = r[8] as number | null; row.icmp_type = r[9] as number | null; row.icmp_code = r[10] as number | null;
-      row.inner_src = r[11] as string | null; row.inner_dst = r[12] as string | null; row.inner_sport = r[13] as number | null; row.inner_dport = r[14] as number | null;
-      d.packet(row);
-    }
+}
+
+/**
+ * One pass over the packets: ICMP and TCP only, the columns the detector reads, as raw arrays in
+ * capture (rowid) order — one sequential table scan, ~2x faster than objects in timestamp order
+ * (per-connection causality is kept).
+ */
+export function scanPackets(d: FailureDetector, reader: BundleReader): void {
+  if (!reader.has('packets')) return;
+  const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
+    inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
+  const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;
+  for (const r of st.iterate() as IterableIterator<unknown[]>) {
+    row.ts_ns = r[0] as number; row.iface = r[1] as string | null; row.src = r[2] as string | null; row.dst = r[3] as string | null;
+    row.proto = r[4] as string | null; row.sport = r[5] as number | null; row.dport = r[6] as number | null; row.tcp_flags = r[7] as number | null;
+    row.payload_len = r[8] as number | null; row.icmp_type = r[9] as number | null; row.icmp_code = r[10] as number | null;
+    row.inner_src = r[11] as string | null; row.inner_dst = r[12] as string | null; row.inner_sport = r[13] as number | null; row.inner_dport = r[14] as number | null;
+    d.packet(row);
   }
-  d.sweep(d.lastTs, true);
-  // kernel resets count only when the sender held a pod IP at that instant (a backend, not a client
-  // aborting); a reset from an IP outside every pod's observed tenure names no pod and is set aside
+}
+
+/**
+ * Kernel resets count only when the sender held a pod IP at that instant (a backend, not a client
+ * aborting); a reset from an IP outside every pod's observed tenure names no pod and is set aside.
+ */
+export function feedResets(d: FailureDetector, facts: Facts, id: Identity): void {
   for (const r of facts.resets) {
     const hit = id.podAt(r.saddr, r.ts);
     if (hit?.exact) d.resetSent(r);
     else if (hit) d.resetsOutsideTenure.push(`RST ${joinAddr(r.saddr, r.sport)} -> ${joinAddr(r.daddr, r.dport)} at ${iso(r.ts)} [${r.source}]: ${hit.how.replace(/^.*; /, '')} of ${podLabel(hit.pod)}, so no pod held the address`);
   }
+}
+
+/**
+ * Every step in one go: probes, packets, the final sweep, tcp-reset-sent events. analyzeBundle runs the
+ * steps as separate stages so that one failing source does not drop what the others found.
+ */
+export function detectFailures(reader: BundleReader, facts: Facts, id: Identity): FailureDetector {
+  const d = new FailureDetector();
+  feedProbes(d, reader);
+  scanPackets(d, reader);
+  d.sweep(d.lastTs, true);
+  feedResets(d, facts, id);
   return d;
 }
 
@@ -272,6 +292,16 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
     c, at: c.ts, client: joinAddr(c.client, c.cport), service,
     backend: { ip: backend.ip, port: backend.port, pod: hit ? podLabel(hit.pod) : null, podKey: hit?.pod.key ?? null },
     cause, evidence: ev, via: [...c.via].sort(), error: c.error,
+  };
+}
+
+/** A candidate whose resolution failed: still a failure, cause unknown, the error in its evidence. */
+export function unresolvedFailure(c: Candidate, err: unknown): ResolvedFailure {
+  const msg = String((err as Error)?.message ?? err).replace(/[\r\n]+/g, ' ').slice(0, 200);
+  return {
+    c, at: c.ts, client: joinAddr(c.client, c.cport), service: c.probe ? c.probe.remote : null,
+    backend: { ip: null, port: null, pod: null, podKey: null },
+    cause: 'unknown', evidence: [...c.evidence, `cause unknown: resolving this failure failed (${msg})`], via: [...c.via].sort(), error: c.error,
   };
 }
 

@@ -89,11 +89,15 @@ function buildView(a: Analysis, p: AnalysisPod, reader: BundleReader | null, ori
     }
     if (p.ip) {
       n = 0;
-      for (const k of reader.packets({ since, until, withData: false, where: 'proto = \'tcp\' AND (tcp_flags & 4) != 0' })) {
-        if (k.src !== p.ip && k.dst !== p.ip) continue;
-        if (++n > MAX_TRAFFIC_MARKS) break;
-        marks.push({ lane: 'pkt', tMs: (k.ts_ns - originNs) / 1e6, label: '', colour: HTML_COLOURS.rst, shape: 'tick',
-          title: `RST ${k.src}:${k.sport} → ${k.dst}:${k.dport} on ${k.iface ?? '?'}` });
+      try {
+        for (const k of reader.packets({ since, until, withData: false, where: 'proto = \'tcp\' AND (tcp_flags & 4) != 0' })) {
+          if (k.src !== p.ip && k.dst !== p.ip) continue;
+          if (++n > MAX_TRAFFIC_MARKS) break;
+          marks.push({ lane: 'pkt', tMs: (k.ts_ns - originNs) / 1e6, label: '', colour: HTML_COLOURS.rst, shape: 'tick',
+            title: `RST ${k.src}:${k.sport} → ${k.dst}:${k.dport} on ${k.iface ?? '?'}` });
+        }
+      } catch {
+        // traffic marks only illustrate the verdict; a packets table that cannot be read leaves them out
       }
     }
   }

@@ -95,15 +95,20 @@ export function renderText(a: Analysis, reader: BundleReader | null, file: strin
     const clients = new Set(a.failures.map((f) => f.client));
     L.push('');
     L.push(`TIMELINE AROUND FAILURES (±1 s${wins.length > MAX_WINDOWS ? `, first ${MAX_WINDOWS} of ${wins.length} windows` : ''})`);
-    for (const [s, e] of wins.slice(0, MAX_WINDOWS)) {
-      let n = 0;
-      for (const it of timelineItems(reader, { since: s, until: e })) {
-        // keep the window readable: packets and conntrack only for failed clients, RSTs and ICMP errors
-        if ((it.source === 'packets' || it.source === 'conntrack') && it.kind !== 'rst' && it.kind !== 'icmp' && !ofClient(it, clients)) continue;
-        if (++n > MAX_LINES_PER_WINDOW) { L.push('  ...'); break; }
-        L.push(`  ${formatTimelineLine(it, startNs)}`);
+    try {
+      for (const [s, e] of wins.slice(0, MAX_WINDOWS)) {
+        let n = 0;
+        for (const it of timelineItems(reader, { since: s, until: e })) {
+          // keep the window readable: packets and conntrack only for failed clients, RSTs and ICMP errors
+          if ((it.source === 'packets' || it.source === 'conntrack') && it.kind !== 'rst' && it.kind !== 'icmp' && !ofClient(it, clients)) continue;
+          if (++n > MAX_LINES_PER_WINDOW) { L.push('  ...'); break; }
+          L.push(`  ${formatTimelineLine(it, startNs)}`);
+        }
+        L.push('  --');
       }
-      L.push('  --');
+    } catch (e) {
+      // the timeline illustrates the findings above; a table it cannot read must not cost the report
+      L.push(`  (timeline unavailable: ${clean((e as Error)?.message ?? String(e), 200)})`);
     }
   }
   if (a.warnings?.length) {
