@@ -6,9 +6,11 @@ import Ajv2020 from 'ajv/dist/2020.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { analyzeBundle, hasFailures } from '../analyzer/analyze.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
-import { buildIdentity } from '../analyzer/model/identity.js';
+import { FailureDetector, resolveFailure } from '../analyzer/model/failures.js';
+import { buildIdentity, Identity } from '../analyzer/model/identity.js';
 import type { Analysis } from '../schemas/analysis.js';
 import { ev } from '../schemas/events.js';
+import { TCP, type StoredPacketRow } from '../schemas/rows.js';
 import { at, CLIENT, flow, NEW, OLD, pod, scenario, tmpBundle, VIP } from './analyzer-synth.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -116,6 +118,39 @@ describe('local-blackhole', () => {
     expect(f.service).toBe('10.0.0.1:30080');
     expect(f.via).toEqual(['packets', 'probe']);
     expect(a.recommendation.notes?.join(' ')).toMatch(/externalTrafficPolicy/);
+  });
+});
+
+describe('ICMP classification per address family', () => {
+  const row = (o: Partial<StoredPacketRow>): StoredPacketRow => ({
+    id: 0, ts_ns: at(2), iface: 'eth0', linktype: 1, caplen: 0, len: 0, l3: 'ip6', src: null, dst: null, proto: 'tcp', sport: null, dport: null,
+    tcp_flags: null, seq: null, ack: null, payload_len: 0, icmp_type: null, icmp_code: null,
+    inner_src: null, inner_dst: null, inner_proto: null, inner_sport: null, inner_dport: null, data: null, ...o,
+  });
+  const facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
+  const resolve = (proto: 'icmp' | 'icmp6', src: string, client: string, svc: string, type: number, code: number) => {
+    const d = new FailureDetector();
+    d.packet(row({ l3: proto === 'icmp6' ? 'ip6' : 'ip4', src: client, sport: 41000, dst: svc, dport: 80, tcp_flags: TCP.SYN }));
+    d.packet(row({ ts_ns: at(2.0001), l3: proto === 'icmp6' ? 'ip6' : 'ip4', proto, src, dst: client, icmp_type: type, icmp_code: code,
+      inner_src: client, inner_dst: svc, inner_proto: 'tcp', inner_sport: 41000, inner_dport: 80 }));
+    const cs = d.candidates();
+    expect(cs).toHaveLength(1);
+    return resolveFailure(cs[0]!, { id: new Identity(), facts, seqs: [], vips: new Set([svc]), conntrack: () => null });
+  };
+
+  it('an ICMPv6 admin-prohibited reject (type 1 code 1) with no backend is no-endpoint', () => {
+    const f = resolve('icmp6', 'fd00::1', 'fd00::5', 'fd00::10', 1, 1);
+    expect(f.c.icmp?.name).toBe('admin-prohibited');
+    expect(f.cause).toBe('no-endpoint');
+    expect(f.backend.ip).toBeNull();
+    expect(f.service).toBe('[fd00::10]:80');
+  });
+
+  it('codes are read per family: ICMPv6 code 3 (address unreachable) is not ICMPv4 port-unreachable', () => {
+    expect(resolve('icmp6', 'fd00::1', 'fd00::5', 'fd00::10', 1, 3).cause).toBe('unknown');
+    expect(resolve('icmp6', 'fd00::1', 'fd00::5', 'fd00::10', 1, 4).cause).toBe('no-endpoint'); // v6 port-unreachable
+    expect(resolve('icmp', '10.0.0.1', CLIENT, VIP, 3, 13).cause).toBe('no-endpoint');
+    expect(resolve('icmp', '10.0.0.1', CLIENT, VIP, 3, 1).cause).toBe('unknown'); // v4 host-unreachable
   });
 });
 

@@ -24,7 +24,8 @@ export interface Candidate {
   via: Set<string>;
   synTs: number | null;
   establishedTs: number | null;
-  icmp: { type: number; code: number; from: string } | null;
+  /** name: per address family (ICMPv4 and ICMPv6 number their unreachable codes differently) */
+  icmp: { type: number; code: number; from: string; name: string } | null;
   error: string | null;
   evidence: string[];
   probe: { remote: string; start: number; end: number | null } | null;
@@ -136,7 +137,7 @@ export class FailureDetector {
       const c = this.conns.get(key) ?? { client: p.inner_src, cport: p.inner_sport, server: p.inner_dst, sport: p.inner_dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts };
       this.conns.delete(key);
       const name = icmpName(p.proto ?? "icmp", p.icmp_type ?? 0, p.icmp_code ?? 0);
-      this.connFailure(c, 'icmp-unreachable', ts, `ICMP ${name} from ${p.src}`, { type: p.icmp_type ?? 0, code: p.icmp_code ?? 0, from: p.src ?? '?' });
+      this.connFailure(c, 'icmp-unreachable', ts, `ICMP ${name} from ${p.src}`, { type: p.icmp_type ?? 0, code: p.icmp_code ?? 0, from: p.src ?? '?', name });
     }
   }
 
@@ -324,8 +325,8 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   const noEp = noEndpointActive(ctx, service, t);
   if (!backendIp && (c.icmp || noEp || c.kinds.has('syn-timeout'))) {
     if (noEp) return { cause: 'no-endpoint', why: [`cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint) since before ${iso(t)}`] };
-    if (c.icmp && c.icmp.code === 13) return { cause: 'no-endpoint', why: [`cause no-endpoint: the node answered with ICMP admin-prohibited (reject of a service with no endpoint) and no backend was reached`] };
-    if (c.icmp && c.icmp.code === 3 && !ctx.id.podAt(c.icmp.from, t)) return { cause: 'no-endpoint', why: [`cause no-endpoint: ICMP port-unreachable from ${c.icmp.from} (not a pod) and no backend was reached`] };
+    if (c.icmp?.name === 'admin-prohibited') return { cause: 'no-endpoint', why: [`cause no-endpoint: the node answered with ICMP admin-prohibited (reject of a service with no endpoint) and no backend was reached`] };
+    if (c.icmp?.name === 'port-unreachable' && !ctx.id.podAt(c.icmp.from, t)) return { cause: 'no-endpoint', why: [`cause no-endpoint: ICMP port-unreachable from ${c.icmp.from} (not a pod) and no backend was reached`] };
   }
   if (!podKey) {
     return { cause: 'unknown', why: [`cause unknown: ${backendIp ? `no pod known for backend ${backendIp}` : 'the backend is not in the bundle (need packets on the pod bridge or conntrack)'}`] };
