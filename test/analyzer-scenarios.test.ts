@@ -184,6 +184,7 @@ describe('without the kube source', () => {
     expect(p.namespace).toBeNull();
     expect(p.deletionAt).toBeNull();
     expect(p.verdict).toBe('listener-closed-before-rule-removed');
+    expect(a.failures).toHaveLength(2);
     expect(a.failures.every((f) => f.backend.pod === OLD.ip && f.cause === 'listener-closed')).toBe(true);
     expect(a.warnings?.join(' ')).toMatch(/named by IP/);
   });
