@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { BundleReader } from '../analyzer/bundle-reader.js';
 import { exportPcap, exportPerfetto } from '../analyzer/commands/export.js';
+import { PacketAnnotator } from '../analyzer/export/pcapng.js';
+import { nsFromIso, type Analysis } from '../schemas/analysis.js';
 import { raceAnalysis, writeRaceBundle } from './reports-helpers.js';
 
 let dir: string;
@@ -81,6 +83,35 @@ describe('export --pcap', () => {
     const bad = spawnSync('node', ['bin/rolltrace.mjs', 'export', bundle], { encoding: 'utf8', cwd: join(import.meta.dirname, '..') });
     expect(bad.status).toBe(2);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('pcapng annotations', () => {
+  const at = '2026-04-12T13:20:02.100000Z';
+  const t = nsFromIso(at)!;
+  const analysis = (client: string) => ({
+    pods: [{ namespace: 'default', name: 'web-1', ip: 'fd00::97', listenerClosedAt: '2026-04-12T13:20:02.000000Z' }],
+    failures: [{ at, client, service: null, backend: { ip: 'fd00::97', port: 8080, pod: 'default/web-1' }, cause: 'listener-closed', evidence: [], via: [], error: null }],
+  }) as unknown as Analysis;
+
+  it('annotates IPv6 packets of a failed client (bracketed in the analysis, bare in packets), both directions', () => {
+    const an = new PacketAnnotator(analysis('[fd00::5]:41000'));
+    expect(an.failures).toBe(1);
+    const out = an.comment({ ts_ns: t, src: 'fd00::5', sport: 41000, dst: 'fd00::97', dport: 8080 });
+    expect(out).toBe('backend pod web-1 (fd00::97), failure listener-closed, listener closed 100 ms earlier');
+    expect(an.comment({ ts_ns: t + 1e6, src: 'fd00::97', sport: 8080, dst: 'fd00::5', dport: 41000 })).toMatch(/^backend pod web-1/);
+    // another port of the same client, or outside the window: no comment
+    expect(an.comment({ ts_ns: t, src: 'fd00::5', sport: 4100, dst: 'fd00::97', dport: 8080 })).toBeNull();
+    expect(an.comment({ ts_ns: t + 6e9, src: 'fd00::5', sport: 41000, dst: 'fd00::97', dport: 8080 })).toBeNull();
+  });
+
+  it('IPv4 clients still match, and no failures means no comment', () => {
+    const an = new PacketAnnotator(analysis('10.0.0.5:40022'));
+    expect(an.comment({ ts_ns: t, src: '10.0.0.5', sport: 40022, dst: '10.42.0.97', dport: 8080 })).toMatch(/failure listener-closed/);
+    expect(an.comment({ ts_ns: t, src: '10.0.0.5', sport: 4002, dst: '10.42.0.97', dport: 8080 })).toBeNull();
+    const none = new PacketAnnotator(null);
+    expect(none.failures).toBe(0);
+    expect(none.comment({ ts_ns: t, src: '10.0.0.5', sport: 40022, dst: '10.42.0.97', dport: 8080 })).toBeNull();
   });
 });
 

@@ -8,6 +8,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Analysis, AnalysisPod } from '../../schemas/analysis.js';
 import { nsFromIso } from '../../schemas/analysis.js';
 import type { StoredPacketRow } from '../../schemas/rows.js';
+import { splitAddr } from '../util.js';
 
 const SHB = 0x0a0d0d0a;
 const IDB = 0x00000001;
@@ -63,41 +64,54 @@ export function enhancedPacket(ifIndex: number, tsNs: number, data: Uint8Array, 
   return block(EPB, Buffer.concat(parts));
 }
 
-interface Annot { tsNs: number; cip: string; cport: number; text: string }
+interface Annot { tsNs: number; text: string; closedNs: number | null }
 
 /** Per-packet comments from the analysis: every packet of a failed connection names its backend pod and cause. */
 export class PacketAnnotator {
-  private byClient = new Map<string, Annot[]>();
+  /** client ip (no brackets, as packets store it) → client port → failures */
+  private byClient = new Map<string, Map<number, Annot[]>>();
+  private count = 0;
   constructor(a: Analysis | null, private windowNs = 5e9) {
     if (!a) return;
     const pods = new Map<string, AnalysisPod>();
     for (const p of a.pods) { pods.set(p.namespace ? `${p.namespace}/${p.name}` : p.name, p); pods.set(p.name, p); }
     for (const f of a.failures) {
-      const m = /^(.*):(\d+)$/.exec(f.client);
+      const c = splitAddr(f.client);
       const at = nsFromIso(f.at);
-      if (!m || at === null) continue;
+      if (!c || c.port === null || at === null) continue;
       const pod = f.backend.pod ? pods.get(f.backend.pod) : a.pods.find((p) => p.ip && p.ip === f.backend.ip);
       const podName = pod?.name ?? f.backend.pod ?? null;
       const ip = f.backend.ip ?? pod?.ip ?? null;
       const text = `${podName ? `backend pod ${podName}${ip ? ` (${ip})` : ''}` : `backend ${ip ?? 'unknown'}`}, failure ${f.cause}`;
-      const list = this.byClient.get(`${m[1]}|${m[2]}`) ?? [];
-      list.push({ tsNs: at, cip: m[1]!, cport: Number(m[2]), text: `${text}\u0000${pod?.listenerClosedAt ?? ''}` });
-      this.byClient.set(`${m[1]}|${m[2]}`, list);
+      let ports = this.byClient.get(c.ip);
+      if (!ports) this.byClient.set(c.ip, ports = new Map());
+      let list = ports.get(c.port);
+      if (!list) ports.set(c.port, list = []);
+      list.push({ tsNs: at, text, closedNs: pod?.listenerClosedAt ? nsFromIso(pod.listenerClosedAt) : null });
+      this.count++;
     }
   }
 
-  get failures(): number { let n = 0; for (const l of this.byClient.values()) n += l.length; return n; }
+  get failures(): number { return this.count; }
+
+  private nearest(list: Annot[] | undefined, ts: number, best: Annot | null): Annot | null {
+    if (!list) return best;
+    for (const c of list) {
+      const d = Math.abs(c.tsNs - ts);
+      if (d <= this.windowNs && (!best || d < Math.abs(best.tsNs - ts))) best = c;
+    }
+    return best;
+  }
 
   comment(p: Pick<StoredPacketRow, 'ts_ns' | 'src' | 'sport' | 'dst' | 'dport'>): string | null {
-    const cands = [...(this.byClient.get(`${p.src}|${p.sport}`) ?? []), ...(this.byClient.get(`${p.dst}|${p.dport}`) ?? [])];
+    if (this.count === 0) return null;
     let best: Annot | null = null;
-    for (const c of cands) if (Math.abs(c.tsNs - p.ts_ns) <= this.windowNs && (!best || Math.abs(c.tsNs - p.ts_ns) < Math.abs(best.tsNs - p.ts_ns))) best = c;
+    if (p.src !== null && p.sport !== null) best = this.nearest(this.byClient.get(p.src)?.get(p.sport), p.ts_ns, best);
+    if (p.dst !== null && p.dport !== null) best = this.nearest(this.byClient.get(p.dst)?.get(p.dport), p.ts_ns, best);
     if (!best) return null;
-    const [text, closedIso] = best.text.split('\u0000') as [string, string];
-    const closed = closedIso ? nsFromIso(closedIso) : null;
-    if (closed === null) return text;
-    const d = (p.ts_ns - closed) / 1e6;
-    return `${text}, listener closed ${Math.abs(d).toFixed(Math.abs(d) < 10 ? 1 : 0)} ms ${d >= 0 ? 'earlier' : 'later'}`;
+    if (best.closedNs === null) return best.text;
+    const d = (p.ts_ns - best.closedNs) / 1e6;
+    return `${best.text}, listener closed ${Math.abs(d).toFixed(Math.abs(d) < 10 ? 1 : 0)} ms ${d >= 0 ? 'earlier' : 'later'}`;
   }
 }
 
