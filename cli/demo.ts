@@ -45,6 +45,8 @@ function demoLine(l: string): void {
     case 'ready': say(`node ${o.nodeNs} is up; Service VIP ${o.vip}; recording with: rolltrace record ${String(o.record).split(' record ')[1] ?? ''}`); break;
     case 'done': say(`recorder finished (${JSON.stringify(o.recorder)})`); break;
     case 'truth': say(`ground truth from the lab's own clocks: ${o.pods} terminated pod(s), ${o.failures} failed connection(s) -> ${o.path}`); break;
+    case 'error': say(`error: ${String(o.message ?? JSON.stringify(o))}`); break;
+    case 'conntrack-enobufs': say('conntrack could not keep up (ENOBUFS): the truth may miss connections'); break;
     default: break;
   }
 }
