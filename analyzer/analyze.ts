@@ -94,12 +94,13 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const startNs = sane(reader.metaNumber(META_KEYS.startedNs)) ?? sane(range?.start) ?? null;
   const endNs = sane(reader.metaNumber(META_KEYS.endedNs)) ?? sane(range?.end) ?? null;
   const node = reader.metaValue(META_KEYS.node) ?? reader.metaValue(META_KEYS.hostname) ?? null;
-  const sources = stage('sources', warnings, [], () => reader.sources(), file).map((s) => ({
+  const sourceRows = stage('sources', warnings, [], () => reader.sources(), file);
+  const sources = sourceRows.map((s) => ({
     name: clean(s.name, 80), status: clean(s.status, 40),
     events: Number.isSafeInteger(s.events) && s.events >= 0 ? s.events : 0,
     dropped: Number.isSafeInteger(s.dropped) && s.dropped >= 0 ? s.dropped : 0,
   }));
-  for (const s of stage('sources', warnings, [], () => reader.sources(), file)) {
+  for (const s of sourceRows) {
     if (s.status !== 'ok' && s.status !== 'running') warnings.push(`source ${clean(s.name, 40)} ${clean(s.status, 40)}${s.detail ? `: ${clean(s.detail, 160)}` : ''}`);
     if (Number(s.dropped) > 0) warnings.push(`source ${clean(s.name, 40)} dropped ${s.dropped} record(s)`);
   }
@@ -109,6 +110,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const id = stage('pod identities', warnings, new Identity(), () => buildIdentity(reader, endNs ?? Number.MAX_SAFE_INTEGER), file);
   if (!id.hasKube) warnings.push('no Pod objects from the kube source: pods are named by IP');
   const seqs = stage('pod sequences', warnings, [] as PodSequence[], () => podSequences(id, facts, startNs ?? 0, node), file);
+  const seqByKey = new Map(seqs.map((s) => [s.pod.key, s]));
   // one detector, fed by separate stages: a source that cannot be read costs only its own candidates
   const det = new FailureDetector();
   stage('failure detection (probe requests)', warnings, undefined, () => feedProbes(det, reader), file);
@@ -123,11 +125,8 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   for (const c of candidates) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
   const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
     'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1'), file) : null;
-  if (ctStmt) {
-    // conntrack's original destination is the VIP for DNATed flows
-  }
   const ctx: ResolveContext = {
-    id, facts, seqs, vips,
+    id, facts, seqs: seqByKey, vips,
     conntrack: (client, cport, t) => {
       if (!ctStmt) return null;
       try {
@@ -160,7 +159,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   }
   for (const f of failures) {
     if (!f.backend.podKey) continue;
-    const s = seqs.find((x) => x.pod.key === f.backend.podKey);
+    const s = seqByKey.get(f.backend.podKey);
     if (s) s.failedConnections++;
   }
   const hasRules = facts.rules.length > 0;

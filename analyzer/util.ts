@@ -24,11 +24,6 @@ export function ms(ns: number): number {
   return Math.round(ns / 1e3) / 1e3;
 }
 
-export function fmtMs(ns: number): string {
-  const v = ms(ns);
-  return `${v} ms`;
-}
-
 export function parseJson(text: unknown): { ok: true; v: Record<string, unknown> } | { ok: false } {
   if (typeof text !== 'string') return { ok: false };
   try {

@@ -135,7 +135,7 @@ describe('ICMP classification per address family', () => {
       inner_src: client, inner_dst: svc, inner_proto: 'tcp', inner_sport: 41000, inner_dport: 80 }));
     const cs = d.candidates();
     expect(cs).toHaveLength(1);
-    return resolveFailure(cs[0]!, { id: new Identity(), facts, seqs: [], vips: new Set([svc]), conntrack: () => null });
+    return resolveFailure(cs[0]!, { id: new Identity(), facts, seqs: new Map(), vips: new Set([svc]), conntrack: () => null });
   };
 
   it('an ICMPv6 admin-prohibited reject (type 1 code 1) with no backend is no-endpoint', () => {

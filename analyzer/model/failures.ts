@@ -9,7 +9,7 @@ import type { BundleReader } from '../bundle-reader.js';
 import { iso, joinAddr, ms, sane, splitAddr } from '../util.js';
 import type { Facts } from './facts.js';
 import { podLabel, type Identity } from './identity.js';
-import type { PodSequence } from './pods.js';
+import { belongs, type PodSequence } from './pods.js';
 
 export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'syn-timeout' | 'icmp-unreachable' | 'probe' | 'reset-sent';
 
@@ -43,10 +43,8 @@ export class FailureDetector {
   readonly byClient = new Map<string, Candidate[]>();
   count = 0;
   capped = 0;
-  packets = 0;
   lastTs = 0;
   private lastSweep = 0;
-  maxConns = 0;
   /** kernel resets from a pod IP at an instant no pod's tenure covers: not attributed */
   readonly resetsOutsideTenure: string[] = [];
 
@@ -87,7 +85,6 @@ export class FailureDetector {
   packet(p: StoredPacketRow): void {
     const ts = sane(p.ts_ns);
     if (ts === null) return;
-    this.packets++;
     this.lastTs = Math.max(this.lastTs, ts);
     if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
     if (p.proto === 'tcp' && p.src && p.dst && p.sport !== null && p.dport !== null) {
@@ -97,7 +94,6 @@ export class FailureDetector {
         const c = this.conns.get(fwd);
         if (!c) {
           this.conns.set(fwd, { client: p.src, cport: p.sport, server: p.dst, sport: p.dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts });
-          if (this.conns.size > this.maxConns) this.maxConns = this.conns.size;
         } else c.last = ts;
         return;
       }
@@ -249,7 +245,8 @@ export interface ResolvedFailure {
 export interface ResolveContext {
   id: Identity;
   facts: Facts;
-  seqs: PodSequence[];
+  /** pod sequences by pod key */
+  seqs: Map<string, PodSequence>;
   vips: Set<string>;
   conntrack: (client: string, cport: number, t: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null } | null;
 }
@@ -286,7 +283,7 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
   if (hit) ev.push(`backend ${joinAddr(backend.ip, backend.port)} was held by pod ${podLabel(hit.pod)}${hit.pod.uid ? ` (uid ${hit.pod.uid})` : ''} at that instant (${hit.how})`);
   else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
   else ev.push('backend unknown: no packet after DNAT and no conntrack entry for this client port');
-  const seq = hit ? ctx.seqs.find((s) => s.pod.key === hit.pod.key) ?? null : null;
+  const seq = hit ? ctx.seqs.get(hit.pod.key) ?? null : null;
   const { cause, why } = classify(c, ctx, service, backend.ip, hit?.pod.key ?? null, seq);
   ev.push(...why);
   return {
@@ -333,7 +330,7 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   }
   const pod = ctx.id.pods.get(podKey)!;
   const label = podLabel(pod);
-  const listens = ctx.facts.listens.filter((l) => (l.podUid !== null && l.podUid === pod.uid) || (l.pid !== null && pod.pids.has(l.pid)) || (l.netns !== null && pod.netns.has(l.netns)));
+  const listens = ctx.facts.listens.filter((l) => belongs(ctx.id, pod, l.pid, l.netns, l.podUid));
   const listenAfter = listens.filter((l) => l.ts > t).sort((a, b) => a.ts - b.ts)[0];
   const listenBefore = listens.some((l) => l.ts <= t);
   if (listenAfter && !listenBefore && (!seq || seq.listenerClosed === null || seq.listenerClosed > t)) {

@@ -37,7 +37,8 @@ function prefKernel<T extends { source: string; ts: number }>(list: T[]): T | nu
   return (k.length ? k : list).reduce((a, b) => (b.ts < a.ts ? b : a));
 }
 
-function belongs(id: Identity, pod: PodInfo, pid: number | null, netns: number | null, podUid?: string | null): boolean {
+/** Whether a process-side event (by pod uid, pid or network namespace) belongs to this pod. */
+export function belongs(id: Identity, pod: PodInfo, pid: number | null, netns: number | null, podUid?: string | null): boolean {
   if (podUid && pod.uid === podUid) return true;
   if (pid !== null && pod.pids.has(pid)) return true;
   if (netns !== null && pod.netns.has(netns)) return true;
@@ -118,7 +119,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     } else if (listenerClosed === null) {
       ev.push('verdict unknown: no listener-closed or process-exit event for this pod in the bundle');
     }
-    if (ruleRes.at === null) ev.push(`verdict ${listenerClosed === null ? 'unknown' : 'unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
+    if (ruleRes.at === null) ev.push(`verdict unknown: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
     if (verdict === 'unknown' && listenerClosed !== null && ruleRes.at === null) {
       // the rule outlived the recording: still exposed at the end if the listener closed
     }

@@ -10,6 +10,7 @@ import type { BundleReader } from '../bundle-reader.js';
 import { iso, joinAddr, ms, splitAddr } from '../util.js';
 import type { ResolveContext, ResolvedFailure } from './failures.js';
 import { podLabel, type PodInfo } from './identity.js';
+import { belongs } from './pods.js';
 
 export interface Dismissed { f: ResolvedFailure; group: 'health-check' | 'reset-artifact'; why: string }
 
@@ -107,9 +108,9 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
   }
   const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
   if (pod && reset?.reason === 'NO_SOCKET') {
-    const listens = ctx.facts.listens.filter((l) => ((l.podUid !== null && l.podUid === pod.uid) || (l.pid !== null && pod.pids.has(l.pid)) || (l.netns !== null && pod.netns.has(l.netns)))
+    const listens = ctx.facts.listens.filter((l) => belongs(ctx.id, pod, l.pid, l.netns, l.podUid)
       && (l.port === null || view?.sport == null || l.port === view.sport) && l.ts <= t);
-    const seq = ctx.seqs.find((s) => s.pod.key === pod.key);
+    const seq = ctx.seqs.get(pod.key);
     const closed = seq?.listenerClosed ?? null;
     const exited = seq?.exited ?? null;
     if (listens.length && (closed === null || closed > t) && (exited === null || exited > t)) {

@@ -43,10 +43,8 @@ function relMs(iso: string | null | undefined, originNs: number): number | null 
   return ns === null ? null : (ns - originNs) / 1e6;
 }
 
-function podKey(p: AnalysisPod): string { return p.namespace ? `${p.namespace}/${p.name}` : p.name; }
-
 function failuresOf(a: Analysis, p: AnalysisPod): Array<[AnalysisFailure, number]> {
-  const key = podKey(p);
+  const key = podLabel(p);
   return a.failures.map((f, i) => [f, i] as [AnalysisFailure, number])
     .filter(([f]) => f.backend.pod === key || f.backend.pod === p.name || (!f.backend.pod && !!p.ip && f.backend.ip === p.ip));
 }
