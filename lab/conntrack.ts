@@ -11,8 +11,11 @@ export interface CtFailure {
   service: string;
   backendIp: string | null;
   backendPort: number | null;
-  /** refused: SYN answered by RST (never established); reset: closed by the kill of its backend */
-  kind: 'refused' | 'closed-at-kill';
+  /**
+   * refused: SYN answered by RST (never established); closed-at-kill: cut by the SIGKILL of its backend;
+   * reset-at-close: handshake done (queued for accept) and reset when the backend closed its listener
+   */
+  kind: 'refused' | 'closed-at-kill' | 'reset-at-close';
 }
 
 interface Flow { established: boolean; establishedAt: number | null; finishing: boolean; closed: boolean }
@@ -24,9 +27,13 @@ const FINISHING = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'C
  * with a SYN-ACK is a refused connection, attributed to the reply-direction source (the DNAT backend).
  * `kills` (backend ip -> SIGKILL instant): flows established before the kill whose first closing
  * transition (FIN or RST) comes within killWindowNs after it were cut by the kill.
+ * `closes` (backend ip -> listener close instant, from the backend's own log): flows established before
+ * the close whose first closing transition is a reset (straight to CLOSE, no FIN) within closeWindowNs
+ * after it sat in the accept queue when the listener closed; the kernel reset them.
  */
 export function conntrackFailures(events: ConntrackRow[], isService: (ip: string, port: number) => boolean,
-  kills: Array<{ ip: string; atNs: number }> = [], killWindowNs = 300e6): CtFailure[] {
+  kills: Array<{ ip: string; atNs: number }> = [], killWindowNs = 300e6,
+  closes: Array<{ ip: string; atNs: number }> = [], closeWindowNs = 50e6): CtFailure[] {
   const flows = new Map<string, Flow>();
   const out: CtFailure[] = [];
   for (const e of events) {
@@ -50,6 +57,8 @@ export function conntrackFailures(events: ConntrackRow[], isService: (ip: string
       f.finishing = true;
       if (kills.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= killWindowNs)) {
         out.push({ atNs: e.ts_ns, ...base, kind: 'closed-at-kill' });
+      } else if (e.state === 'CLOSE' && closes.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= closeWindowNs)) {
+        out.push({ atNs: e.ts_ns, ...base, kind: 'reset-at-close' });
       }
     }
     if (e.type === 'DESTROY') f.closed = true;

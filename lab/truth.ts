@@ -48,7 +48,7 @@ export interface TruthFailure {
   /** "ns/name" of the pod behind backendIp, null when none (no endpoint) */
   backendPod: string | null;
   /** refused: SYN answered by RST; closed-at-kill: open connection cut by SIGKILL; timeout: no answer (client log) */
-  kind: 'refused' | 'closed-at-kill' | 'timeout' | 'error';
+  kind: 'refused' | 'closed-at-kill' | 'reset-at-close' | 'timeout' | 'error';
   /** where the lab learnt it */
   from: 'conntrack' | 'client-log';
 }
@@ -128,7 +128,8 @@ export function buildTruth(i: TruthInput): Truth {
   const svc = i.service;
   const isService = (ip: string, port: number) => (ip === svc.vip && port === svc.port) || (svc.nodePort != null && port === svc.nodePort);
   const kills = pods.filter((p) => p.killNs != null).map((p) => ({ ip: p.ip, atNs: p.killNs! }));
-  const failures: TruthFailure[] = conntrackFailures(i.conntrack.events, isService, kills).map((f) => ({
+  const closes = pods.filter((p) => p.listenerClosedNs != null).map((p) => ({ ip: p.ip, atNs: p.listenerClosedNs! }));
+  const failures: TruthFailure[] = conntrackFailures(i.conntrack.events, isService, kills, 300e6, closes).map((f) => ({
     ...f, backendPod: f.backendIp ? ipToPod.get(f.backendIp) ?? null : null, from: 'conntrack' as const,
   }));
   const used = new Set<TruthFailure>();

@@ -46,6 +46,7 @@ export const CLIENT_TIMEOUT_NS = 1e9;
 /** a truth failure's expected cause: refused/timeout with no backend → no-endpoint; refused at a backend pod → listener-closed */
 function expectedCause(tf: Truth['failures'][number], exp: Expectation): Expectation['cause'] {
   if (tf.kind === 'closed-at-kill') return 'killed-in-flight';
+  if (tf.kind === 'reset-at-close') return 'listener-closed';
   if (!tf.backendPod) return exp.cause === 'no-endpoint' ? 'no-endpoint' : exp.cause;
   if (exp.cause === 'no-endpoint' && tf.kind === 'refused') return 'listener-closed';
   return exp.cause;

@@ -34,4 +34,22 @@ describe('lab conntrack reader', () => {
     expect(f).toEqual([{ atNs: 1795292601229455000, client: '10.244.0.1:28422', service: '10.96.0.10:80', backendIp: '10.244.0.3', backendPort: 8080, kind: 'refused' }]);
     expect(conntrackFailures(evs, () => false)).toEqual([]);
   });
+
+  it('a connection queued for accept and reset when the listener closed is a failure; a normal close is not', () => {
+    // shaped like the race bundle's 10.244.0.1:21123: SYN_SENT -> SYN_RECV -> ESTABLISHED -> CLOSE (RST), 3 ms after the handshake
+    const flow = (sport: number, last: string) => [
+      `[1795297958.996752]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.244.0.1 dst=10.96.0.10 sport=${sport} dport=80 [UNREPLIED] src=10.244.0.2 dst=10.244.0.1 sport=8080 dport=${sport}`,
+      `[1795297958.996769]\t [UPDATE] ipv4     2 tcp      6 60 SYN_RECV src=10.244.0.1 dst=10.96.0.10 sport=${sport} dport=80 src=10.244.0.2 dst=10.244.0.1 sport=8080 dport=${sport}`,
+      `[1795297958.996775]\t [UPDATE] ipv4     2 tcp      6 432000 ESTABLISHED src=10.244.0.1 dst=10.96.0.10 sport=${sport} dport=80 src=10.244.0.2 dst=10.244.0.1 sport=8080 dport=${sport} [ASSURED]`,
+      `[1795297958.999907]\t [UPDATE] ipv4     2 tcp      6 10 ${last} src=10.244.0.1 dst=10.96.0.10 sport=${sport} dport=80 src=10.244.0.2 dst=10.244.0.1 sport=8080 dport=${sport} [ASSURED]`,
+    ].map(row);
+    const svc = (ip: string, port: number) => ip === '10.96.0.10' && port === 80;
+    const closes = [{ ip: '10.244.0.2', atNs: 1795297958999800000 }];
+    expect(conntrackFailures(flow(21123, 'CLOSE'), svc, [], 300e6, closes)).toEqual([
+      { atNs: 1795297958999907000, client: '10.244.0.1:21123', service: '10.96.0.10:80', backendIp: '10.244.0.2', backendPort: 8080, kind: 'reset-at-close' },
+    ]);
+    // a FIN exchange at the same instant is an orderly close; a reset long after the close is not this
+    expect(conntrackFailures(flow(21124, 'FIN_WAIT'), svc, [], 300e6, closes)).toEqual([]);
+    expect(conntrackFailures(flow(21125, 'CLOSE'), svc, [], 300e6, [{ ip: '10.244.0.2', atNs: 1795297958000000000 }])).toEqual([]);
+  });
 });
