@@ -13,7 +13,8 @@ export interface CtFailure {
   backendPort: number | null;
   /**
    * refused: SYN answered by RST (never established); closed-at-kill: cut by the SIGKILL of its backend;
-   * reset-at-close: handshake done (queued for accept) and reset when the backend closed its listener
+   * reset-at-close: handshake done and reset as the backend shut down its listener: in the accept queue at
+   * the close, or accepted and aborted when the process exited with it unserved (conntrack cannot tell which)
    */
   kind: 'refused' | 'closed-at-kill' | 'reset-at-close';
 }
