@@ -18,8 +18,10 @@ export interface TruthPod {
   sigtermNs: number | null;
   /** the backend's SIGTERM handler ran */
   sigtermReceivedNs: number | null;
-  /** the backend closed its listening socket */
+  /** the backend closed its listening socket: stamped right before its close(2) */
   listenerClosedNs: number | null;
+  /** ... and right after close(2) returned: the close happened in [listenerClosedNs, listenerClosedAfterNs] */
+  listenerClosedAfterNs?: number | null;
   /** the backend process exited (its last log line, else the kubelet's wait) */
   exitNs: number | null;
   /** SIGKILL at the end of the grace period */
@@ -93,6 +95,7 @@ export function buildTruth(i: TruthInput): Truth {
   const byPod = new Map<string, KubeletEvent[]>();
   for (const e of i.kubelet) { const a = byPod.get(e.uid) ?? []; a.push(e); byPod.set(e.uid, a); }
   const first = (evs: KubeletEvent[], what: string) => evs.find((e) => e.what === what)?.ts_ns ?? null;
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
   const allPods: Truth['allPods'] = [];
   const pods: TruthPod[] = [];
   const ipToPod = new Map<string, string>();
@@ -118,6 +121,7 @@ export function buildTruth(i: TruthInput): Truth {
       namespace, name, uid, ip, port: i.backendPort,
       sigtermNs: first(evs, 'sigterm-sent'), sigtermReceivedNs: first(evs, 'backend:sigterm'),
       listenerClosedNs: first(evs, 'backend:listener-closed'),
+      listenerClosedAfterNs: num(evs.find((e) => e.what === 'backend:listener-closed')?.detail?.after_ns),
       exitNs: first(evs, 'backend:exit') ?? first(evs, 'container-exited'),
       killed: first(evs, 'sigkill-sent') != null, killNs: first(evs, 'sigkill-sent'),
       deletionSeenNs: deletion, preStopStartNs: first(evs, 'prestop-start'), preStopEndNs: first(evs, 'prestop-end'),
