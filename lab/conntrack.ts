@@ -28,13 +28,14 @@ const FINISHING = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'C
  * with a SYN-ACK is a refused connection, attributed to the reply-direction source (the DNAT backend).
  * `kills` (backend ip -> SIGKILL instant): flows established before the kill whose first closing
  * transition (FIN or RST) comes within killWindowNs after it were cut by the kill.
- * `closes` (backend ip -> listener close instant, from the backend's own log): flows established before
- * the close whose first closing transition is a reset (straight to CLOSE, no FIN) within closeWindowNs
- * after it sat in the accept queue when the listener closed; the kernel reset them.
+ * `closes` (backend ip -> listener close window [atNs, afterNs], from the backend's stamps around its
+ * close(2)): established flows whose first closing transition is a reset (straight to CLOSE, no FIN)
+ * inside that window or up to closeWindowNs after it were reset as the backend shut its listener
+ * (conntrack stamps on receipt, so the handshake itself may be stamped inside the window too).
  */
 export function conntrackFailures(events: ConntrackRow[], isService: (ip: string, port: number) => boolean,
   kills: Array<{ ip: string; atNs: number }> = [], killWindowNs = 300e6,
-  closes: Array<{ ip: string; atNs: number }> = [], closeWindowNs = 50e6): CtFailure[] {
+  closes: Array<{ ip: string; atNs: number; afterNs?: number | null }> = [], closeWindowNs = 50e6): CtFailure[] {
   const flows = new Map<string, Flow>();
   const out: CtFailure[] = [];
   for (const e of events) {
@@ -58,7 +59,7 @@ export function conntrackFailures(events: ConntrackRow[], isService: (ip: string
       f.finishing = true;
       if (kills.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= killWindowNs)) {
         out.push({ atNs: e.ts_ns, ...base, kind: 'closed-at-kill' });
-      } else if (e.state === 'CLOSE' && closes.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= closeWindowNs)) {
+      } else if (e.state === 'CLOSE' && closes.some((x) => x.ip === backendIp && e.ts_ns >= x.atNs && e.ts_ns <= Math.max(x.atNs, x.afterNs ?? x.atNs) + closeWindowNs)) {
         out.push({ atNs: e.ts_ns, ...base, kind: 'reset-at-close' });
       }
     }
