@@ -14,7 +14,7 @@ import type { Analysis } from '../schemas/analysis.js';
 import { ev } from '../schemas/events.js';
 import { TCP, type PacketRow } from '../schemas/rows.js';
 import type { BundleWriter } from '../recorder/bundle-writer.js';
-import { at, NEW, OLD, scenario, tmpBundle } from './analyzer-synth.js';
+import { at, NEW, OLD, scenario, tmpBundle, VIP } from './analyzer-synth.js';
 
 const NODE_IP = '10.42.0.1';
 const files: string[] = [];
@@ -37,6 +37,31 @@ const rst = (w: BundleWriter, s: number, from: string, dport: number) =>
   w.event(ev('tcp-reset-sent', at(s), 'ebpf', null, { saddr: from, sport: 8080, daddr: NODE_IP, dport, reason: 'NO_SOCKET', pid: 1, comm: 'swapper/0' }));
 
 describe('health checks', () => {
+  it('a connection from the node straight to a terminating pod (conntrack: no DNAT) cut at shutdown is a health check; the same through the VIP is a failure', async () => {
+    const ct = (sport: number, dst: string, dport: number) => ({ ts_ns: at(2.05) + 50_000, type: 'NEW' as const, proto: 'tcp', state: 'SYN_SENT', orig_src: NODE_IP, orig_dst: dst, orig_sport: sport, orig_dport: dport, reply_src: OLD.ip, reply_dst: NODE_IP, reply_sport: 8080, reply_dport: sport, flags: 'UNREPLIED', zone: null, raw: null });
+    const conn = (w: BundleWriter, sport: number) => {
+      // handshake and a request at +2.05 (after the deletion at +2.0), then a reset before any response
+      w.packet(pkt(at(2.05), NODE_IP, sport, OLD.ip, 8080, TCP.SYN));
+      w.packet(pkt(at(2.05) + 30_000, OLD.ip, 8080, NODE_IP, sport, TCP.SYN | TCP.ACK));
+      w.packet(pkt(at(2.05) + 60_000, NODE_IP, sport, OLD.ip, 8080, TCP.ACK));
+      w.packet(pkt(at(2.05) + 90_000, NODE_IP, sport, OLD.ip, 8080, TCP.PSH | TCP.ACK, 120));
+      w.packet(pkt(at(2.06), OLD.ip, 8080, NODE_IP, sport, TCP.RST | TCP.ACK));
+    };
+    const a = await analyze(scenario(tmpBundle('health-terminating'), {
+      extra: (w) => {
+        w.conntrack(ct(51500, OLD.ip, 8080));
+        conn(w, 51500);
+        w.conntrack(ct(51501, VIP, 80));
+        conn(w, 51501);
+      },
+    }));
+    expect(a.failures.find((f) => f.client === `${NODE_IP}:51500`)).toBeUndefined();
+    expect(a.ignored?.some((x) => x.group === 'health-check' && x.why.includes(`${NODE_IP}:51500 -> ${OLD.ip}:8080`) && /terminating/.test(x.why))).toBe(true);
+    const viaVip = a.failures.find((f) => f.client === `${NODE_IP}:51501`);
+    expect(viaVip?.service).toBe(`${VIP}:80`);
+    expect(viaVip?.backend.pod).toBe(`default/${OLD.name}`);
+  });
+
   it('a SYN from the node straight to a not-ready pod IP (no DNAT) is a health check, not a failure', async () => {
     const a = await analyze(scenario(tmpBundle('health'), {
       notReady: true,

@@ -49,6 +49,9 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
   // traffic but not frames bridged between two pods, so only the pair proves the path was captured
   const podTrafficSt = hasPackets ? reader!.db.prepare('SELECT count(*) AS n FROM packets WHERE ts_ns BETWEEN ? AND ? AND ((src = ? AND dst = ?) OR (src = ? AND dst = ?))') : null;
   const ctSt = hasCt ? reader!.db.prepare(`SELECT state, flags, type, ts_ns FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY ts_ns`) : null;
+  // the kernel's word that a connection went straight to the pod: its original destination is the pod itself
+  const ctDirectSt = hasCt ? reader!.db.prepare(`SELECT 1 FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND orig_dst = ? AND orig_dport = ?
+    AND ts_ns BETWEEN ? AND ? LIMIT 1`) : null;
   for (const f of failures) {
     const pod = f.backend.podKey ? ctx.id.pods.get(f.backend.podKey) ?? null : null;
     const backend = f.backend.ip ? joinAddr(f.backend.ip, f.backend.port) : null;
@@ -56,6 +59,15 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
     const direct = !f.c.probe && (f.service === null || f.service === backend);
     if (direct && pod && f.backend.ip && !readyAt(pod, f.backend.ip, f.at, ctx)) {
       dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP, not through a service, while the pod was not Ready and no EndpointSlice listed it as ready` });
+      continue;
+    }
+    // ... or while it was terminating (no longer a ready endpoint), when conntrack proves the connection was
+    // not DNATed: the kubelet keeps probing a terminating pod, and those probes die with it
+    const client = splitAddr(f.client);
+    if (direct && pod && f.backend.ip && f.backend.port !== null && client && client.port !== null && ctDirectSt
+      && pod.deletionSeenNs !== null && pod.deletionSeenNs <= f.at
+      && ctDirectSt.get(client.ip, client.port, f.backend.ip, f.backend.port, f.at - 60e9, f.at + 5e9) !== undefined) {
+      dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP (conntrack: original destination is the pod, no DNAT), not through a service, while the pod was terminating` });
       continue;
     }
     if (!ebpfOnly(f)) {
