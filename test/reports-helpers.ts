@@ -4,7 +4,7 @@
  * headless-Chromium screenshot helper usable on any HTML report.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
@@ -230,4 +230,19 @@ export async function screenshotBundle(bundlePath: string, pngPath: string, size
     const { dom, png } = chromiumRender(file, pngPath, size);
     return { html, png, dom };
   } finally { rmSync(dir, { recursive: true, force: true }); }
+}
+
+/** A copy of the race fixture with one page of the packets table overwritten by (seeded) random bytes. */
+export function damagedFixture(to: string): string {
+  copyFileSync(join(import.meta.dirname, '../fixtures/bundles/race-synthetic.rtb'), to);
+  const db = new Database(to, { readonly: true });
+  const { page_size: size } = db.prepare('PRAGMA page_size').get() as { page_size: number };
+  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'packets'").get() as { rootpage: number };
+  db.close();
+  const junk = Buffer.alloc(size);
+  let x = 0x2545f491;
+  for (let i = 0; i < size; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; junk[i] = x & 0xff; }
+  const fd = openSync(to, 'r+');
+  try { writeSync(fd, junk, 0, size, (rootpage - 1) * size); } finally { closeSync(fd); }
+  return to;
 }

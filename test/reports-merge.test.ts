@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -8,7 +8,7 @@ import { BundleReader } from '../analyzer/bundle-reader.js';
 import { analyzeBundle } from '../analyzer/analyze.js';
 import { estimateOffset, mergeBundles, receiveTimes } from '../analyzer/merge/merge.js';
 import { nsFromIso } from '../schemas/analysis.js';
-import { RACE, writeRaceBundle } from './reports-helpers.js';
+import { damagedFixture, RACE, writeRaceBundle } from './reports-helpers.js';
 
 let dir: string;
 let a: string;
@@ -24,20 +24,6 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A copy of the race fixture with one page of the packets table overwritten by (seeded) random bytes. */
-function damagedFixture(to: string): string {
-  copyFileSync(join(import.meta.dirname, '../fixtures/bundles/race-synthetic.rtb'), to);
-  const db = new Database(to, { readonly: true });
-  const { page_size: size } = db.prepare('PRAGMA page_size').get() as { page_size: number };
-  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'packets'").get() as { rootpage: number };
-  db.close();
-  const junk = Buffer.alloc(size);
-  let x = 0x2545f491;
-  for (let i = 0; i < size; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; junk[i] = x & 0xff; }
-  const fd = openSync(to, 'r+');
-  try { writeSync(fd, junk, 0, size, (rootpage - 1) * size); } finally { closeSync(fd); }
-  return to;
-}
 
 describe('clock offset estimation', () => {
   it('is the median of receive-time differences, robust to an outlier', () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -12,7 +12,7 @@ import { Pseudonymizer } from '../analyzer/redact/pseudonymize.js';
 import { writePcapng, PacketAnnotator } from '../analyzer/export/pcapng.js';
 import type { Analysis } from '../schemas/analysis.js';
 import { TCP } from '../schemas/rows.js';
-import { RACE, tcpPacket, writeRaceBundle } from './reports-helpers.js';
+import { damagedFixture, RACE, tcpPacket, writeRaceBundle } from './reports-helpers.js';
 
 let dir: string;
 let bundle: string;
@@ -23,20 +23,6 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A copy of the race fixture with one page of the packets table overwritten by (seeded) random bytes. */
-function damagedFixture(to: string): string {
-  copyFileSync(join(import.meta.dirname, '../fixtures/bundles/race-synthetic.rtb'), to);
-  const db = new Database(to, { readonly: true });
-  const { page_size: size } = db.prepare('PRAGMA page_size').get() as { page_size: number };
-  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'packets'").get() as { rootpage: number };
-  db.close();
-  const junk = Buffer.alloc(size);
-  let x = 0x2545f491;
-  for (let i = 0; i < size; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; junk[i] = x & 0xff; }
-  const fd = openSync(to, 'r+');
-  try { writeSync(fd, junk, 0, size, (rootpage - 1) * size); } finally { closeSync(fd); }
-  return to;
-}
 
 async function analyze(file: string): Promise<Analysis> {
   const r = await BundleReader.open(file);
