@@ -133,3 +133,22 @@ describe('kernel resets seen only by ebpf', () => {
     expect(a.ignored?.some((x) => x.why.includes('53000') && x.why.includes('NO_SOCKET while default/web-7b685bbcdd-cktdt listened'))).toBe(true);
   });
 });
+
+describe('receipt-stamped rule changes', () => {
+  it('a probe refused with no backend just before the no-endpoint rule was received is no-endpoint, saying so', async () => {
+    const a = await analyze(scenario(tmpBundle('noep-receipt'), {
+      failAt: [],
+      extra: (w) => {
+        // the service lost its last endpoint: the reject rule was received 3.8 ms after the refusal
+        w.event(ev('no-endpoint-rule-added', at(5.0), 'nftables', 'default/web:http', { service: 'default/web:http', vip: `${VIP}:80`, node_port: null, action: 'reject', mode: 'nftables' }));
+        w.probeRequest({ start_ns: at(5.0) - 4_800_000, end_ns: at(5.0) - 3_800_000, local_addr: '10.0.0.5', local_port: 29001, remote: `${VIP}:80`, outcome: 'error', status: null, error: 'ECONNREFUSED' });
+        // long before the rule: no backend and nothing to go on stays unknown
+        w.probeRequest({ start_ns: at(4.5), end_ns: at(4.5) + 1_000_000, local_addr: '10.0.0.5', local_port: 29000, remote: `${VIP}:80`, outcome: 'error', status: null, error: 'ECONNREFUSED' });
+      },
+    }));
+    const near = a.failures.find((f) => f.client === '10.0.0.5:29001');
+    expect(near?.cause).toBe('no-endpoint');
+    expect(near?.evidence.join('\n')).toMatch(/received 3\.8 ms after this failure, within the receipt delay of nft monitor/);
+    expect(a.failures.find((f) => f.client === '10.0.0.5:29000')?.cause).toBe('unknown');
+  });
+});

@@ -303,16 +303,25 @@ export function unresolvedFailure(c: Candidate, err: unknown): ResolvedFailure {
   };
 }
 
-function noEndpointActive(ctx: ResolveContext, service: string | null, t: number): { action: string; service: string } | null {
+/**
+ * nft monitor lines are stamped on receipt, after the kernel committed the change: a rule change can be
+ * in force up to this long before its stamp. Failures with no backend inside that gap are judged by it.
+ */
+const RULE_RECEIPT_SLACK_NS = 50e6;
+
+function noEndpointActive(ctx: ResolveContext, service: string | null, t: number): { action: string; service: string; receivedAfterMs?: number } | null {
   if (!service) return null;
   const sa = splitAddr(service);
-  let state: { action: string; service: string; added: boolean } | null = null;
+  let state: { action: string; service: string; added: boolean; receivedAfterMs?: number } | null = null;
   for (const r of ctx.facts.noEp) {
-    if (r.ts > t) break;
+    if (r.ts > t + RULE_RECEIPT_SLACK_NS) break;
     const v = r.vip ? splitAddr(r.vip) : null;
     const match = (r.vip && r.vip === service) || (v && sa && v.ip === sa.ip && (v.port === null || v.port === sa.port)) || r.service === service
       || (r.node_port !== null && sa && sa.port === r.node_port);
-    if (match) state = { action: r.action, service: r.service, added: r.added };
+    if (!match) continue;
+    if (r.ts <= t) state = { action: r.action, service: r.service, added: r.added };
+    // a no-endpoint rule received just after the failure was already in force when it happened
+    else if (r.added && !state?.added) state = { action: r.action, service: r.service, added: true, receivedAfterMs: Math.round((r.ts - t) / 1e4) / 100 };
   }
   return state?.added ? state : null;
 }
@@ -321,7 +330,11 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   const t = c.ts;
   const noEp = noEndpointActive(ctx, service, t);
   if (!backendIp && (c.icmp || noEp || c.kinds.has('syn-timeout'))) {
-    if (noEp) return { cause: 'no-endpoint', why: [`cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint) since before ${iso(t)}`] };
+    if (noEp) {
+      return { cause: 'no-endpoint', why: [noEp.receivedAfterMs !== undefined
+        ? `cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint); that change was received ${noEp.receivedAfterMs} ms after this failure, within the receipt delay of nft monitor, and no backend was reached`
+        : `cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint) since before ${iso(t)}`] };
+    }
     if (c.icmp?.name === 'admin-prohibited') return { cause: 'no-endpoint', why: [`cause no-endpoint: the node answered with ICMP admin-prohibited (reject of a service with no endpoint) and no backend was reached`] };
     if (c.icmp?.name === 'port-unreachable' && !ctx.id.podAt(c.icmp.from, t)) return { cause: 'no-endpoint', why: [`cause no-endpoint: ICMP port-unreachable from ${c.icmp.from} (not a pod) and no backend was reached`] };
   }
