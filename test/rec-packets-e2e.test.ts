@@ -9,7 +9,10 @@ import type { RecordContext, RecordOptions } from '../recorder/source.js';
 import type { PacketRow } from '../schemas/rows.js';
 import { TCP } from '../schemas/rows.js';
 import type { RtEvent } from '../schemas/events.js';
-import { create, defaultIfaces, tcpdumpArgs } from '../recorder/sources/packets/index.js';
+import { create, defaultIfaces, retireCap, tcpdumpArgs } from '../recorder/sources/packets/index.js';
+import { createRequire } from 'node:module';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { linktypeFromName, parseTcpdumpStats } from '../recorder/sources/packets/stats.js';
 
 const R = randomBytes(2).toString('hex');
@@ -131,6 +134,25 @@ describe('packets source (cap backend, forced)', () => {
     } finally {
       delete process.env.ROLLTRACE_PACKETS_BACKEND;
     }
+  });
+});
+
+describe('cap handles outlive their close()', () => {
+  // cap 0.2.1 frees a uv_poll_t still linked in libuv's handle queue when a closed Cap is collected,
+  // which aborted the process later ("double free or corruption"); retired handles must stay reachable
+  it('a retired Cap survives garbage collection; a merely closed one would not', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const { Cap } = createRequire(import.meta.url)('cap') as { Cap: new () => Parameters<typeof retireCap>[0] };
+    const open = () => { const c = new Cap(); c.open(BR, 'tcp port 1', 65536, Buffer.alloc(65535)); c.on('packet', () => {}); return c; };
+    let retired: WeakRef<object>, control: WeakRef<object>;
+    (() => {
+      const a = open(); retireCap(a); retired = new WeakRef(a);
+      const b = { probe: true }; control = new WeakRef(b); // proves this collection really collects
+    })();
+    for (let i = 0; i < 5 && control!.deref(); i++) { await new Promise((r) => setTimeout(r, 10)); gc(); }
+    expect(control!.deref()).toBeUndefined();
+    expect(retired!.deref()).toBeDefined();
   });
 });
 

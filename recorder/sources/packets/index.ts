@@ -34,7 +34,21 @@ export function tcpdumpArgs(iface: string, snaplen: number, filter?: string): st
 }
 
 type CapModule = { Cap: new () => CapHandle };
-interface CapHandle { open(dev: string, filter: string, bufSize: number, buf: Buffer): string; close(): void; on(ev: 'packet', cb: (n: number, trunc: boolean) => void): void }
+interface CapHandle { open(dev: string, filter: string, bufSize: number, buf: Buffer): string; close(): void; on(ev: 'packet', cb: (n: number, trunc: boolean) => void): void; removeAllListeners(ev?: string): void }
+
+/**
+ * cap 0.2.1's close() stops its uv_poll_t but never uv_close()s it, so the handle stays linked in
+ * libuv's handle queue; when V8 later collects the Cap object its destructor frees that memory and the
+ * process aborts ("double free or corruption") at the next walk of the queue, typically at exit. A
+ * closed handle is therefore kept reachable for the life of the process (a few hundred bytes each;
+ * the 64 KiB receive buffer is released with the listener).
+ */
+const closedCaps: CapHandle[] = [];
+export function retireCap(c: CapHandle): void {
+  try { c.close(); } catch { /* closed */ }
+  c.removeAllListeners('packet');
+  closedCaps.push(c);
+}
 
 function loadCap(): CapModule | null {
   try { return createRequire(import.meta.url)('cap') as CapModule; } catch { return null; }
@@ -146,7 +160,7 @@ export function create(opts: RecordOptions): Source {
     stopping = true;
     if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
     if (!capped) await drain();
-    for (const c of caps.splice(0)) try { c.close(); } catch { /* closed */ }
+    for (const c of caps.splice(0)) retireCap(c);
     await Promise.all(children.splice(0).map((ch) => new Promise<void>((res) => {
       if (ch.exitCode !== null || ch.signalCode !== null) return res();
       const t = setTimeout(() => ch.kill('SIGKILL'), 3000);
