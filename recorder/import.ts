@@ -4,10 +4,11 @@
  * who arrive with a pcap attached to an incident get an analysis without having run the recorder.
  * Each artifact goes through the same pure parsers the live sources use.
  */
-import { createReadStream, existsSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { basename } from 'node:path';
 import { hostname } from 'node:os';
+import { removeBundleFiles } from '../schemas/db.js';
 import { InputError } from '../schemas/errors.js';
 import { META_KEYS, type K8sObjectRow } from '../schemas/rows.js';
 import { ev } from '../schemas/events.js';
@@ -143,7 +144,7 @@ export async function runImport(opts: ImportOptions): Promise<number> {
   w.close();
   if (failed) {
     // a half-built import is worth nothing: remove it so the corrected command can run again
-    for (const f of [tmp, `${tmp}-wal`, `${tmp}-shm`]) rmSync(f, { force: true });
+    removeBundleFiles(tmp);
     throw failed;
   }
   renameSync(tmp, opts.out);

@@ -3,7 +3,7 @@
  * Shared by the recorder (writes) and the analyzer (reads, and writes for redact/merge).
  */
 import Database from 'better-sqlite3';
-import { createReadStream, createWriteStream, existsSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, copyFileSync } from 'node:fs';
+import { chmodSync, createReadStream, createWriteStream, existsSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,7 +56,7 @@ export interface CreateOptions {
 export function createBundleDb(path: string, opts: CreateOptions): DB {
   if (existsSync(path)) {
     if (!opts.overwrite) throw new InputError(`${path} already exists; choose another --out or remove it`);
-    for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(path + suffix, { force: true });
+    removeBundleFiles(path);
   }
   let db: DB;
   try {
@@ -70,6 +70,34 @@ export function createBundleDb(path: string, opts: CreateOptions): DB {
   migrate(db);
   db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)').run(META_KEYS.createdBy, opts.createdBy);
   return db;
+}
+
+/** Remove a bundle and the files SQLite may keep beside it. */
+export function removeBundleFiles(path: string): void {
+  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(path + suffix, { force: true });
+}
+
+/**
+ * Write a whole derived bundle (merge, redact) at `path`: `fill` runs in one transaction on a fresh
+ * bundle; then the WAL is folded in and the journal set back to DELETE (one self-contained file),
+ * optionally VACUUMed (no old bytes left in free pages), closed, and set to mode 0600. If anything
+ * throws, nothing is left at `path`: a half-written bundle would verify as valid and analyze as CLEAN.
+ */
+export function writeWholeBundle<T>(path: string, opts: CreateOptions & { vacuum?: boolean }, fill: (db: DB) => T): T {
+  const db = createBundleDb(path, opts);
+  try {
+    const result = db.transaction(() => fill(db))();
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.pragma('journal_mode = DELETE');
+    if (opts.vacuum) db.exec('VACUUM');
+    db.close();
+    try { chmodSync(path, 0o600); } catch { /* best effort */ }
+    return result;
+  } catch (e) {
+    try { db.close(); } catch { /* already failing */ }
+    removeBundleFiles(path);
+    throw e;
+  }
 }
 
 const SQLITE_MAGIC = 'SQLite format 3\u0000';

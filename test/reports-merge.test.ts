@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -55,6 +55,8 @@ describe('rolltrace merge', () => {
     expect(res.offsets['node-b']).toBeGreaterThanOrEqual(SKEW);
     expect(res.offsets['node-b']).toBeLessThanOrEqual(SKEW + API_DELAY_B);
     expect(res.stats['node-b']!.samples).toBe(6); // 6 API rows, both nodes received them all
+    expect(statSync(out).mode & 0o777).toBe(0o600); // a merged bundle holds what its inputs held: owner-only, like theirs
+    for (const s of ['-wal', '-shm']) expect(existsSync(out + s), s).toBe(false); // one self-contained file
     const db = new Database(out, { readonly: true });
     try {
       const meta = Object.fromEntries((db.prepare('SELECT key, value FROM meta').all() as Array<{ key: string; value: string }>).map((r) => [r.key, r.value]));

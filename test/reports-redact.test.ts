@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -71,6 +71,8 @@ describe('rolltrace redact', () => {
     let c;
     try { c = redactBundle(r, out); } finally { r.close(); }
     expect(c.secretsDropped).toBe(1);
+    expect(statSync(out).mode & 0o777).toBe(0o600);
+    for (const s of ['-wal', '-shm']) expect(existsSync(out + s), s).toBe(false);
     expect(c.envValues).toBeGreaterThanOrEqual(3);
     expect(c.payloadBytesDropped).toBeGreaterThan(500);
     const bytes = readFileSync(out);

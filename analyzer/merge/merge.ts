@@ -14,9 +14,8 @@
  * every node received (k8s_objects; pod-, endpoint-changed and rollout- events) are kept once, at the
  * earliest corrected receive time, with attrs.received_by listing the nodes.
  */
-import { rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { createBundleDb } from '../../schemas/db.js';
+import { writeWholeBundle } from '../../schemas/db.js';
 import { InputError } from '../../schemas/errors.js';
 import { META_KEYS, type EventRow, type K8sObjectRow } from '../../schemas/rows.js';
 import { asInputError, copyError } from '../analyze.js';
@@ -81,124 +80,110 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
       offsets[n] = stats[n]!.offset_ns;
     });
 
-    const db = createBundleDb(out, { createdBy: 'merge' });
-    let ok = false;
     const rows: Record<string, number> = { events: 0, packets: 0, conntrack: 0, k8s_objects: 0, nft_snapshots: 0, probe_requests: 0 };
     let deduplicated = 0;
-    try {
-      db.transaction(() => {
-        // ---- API rows every node received: keep once, earliest corrected time
-        const k8sSeen = new Map<string, number>();
-        const insK8s = db.prepare(`INSERT INTO k8s_objects(ts_ns, kind, namespace, name, uid, resource_version, event_type, object)
-          VALUES (@ts_ns, @kind, @namespace, @name, @uid, @resource_version, @event_type, @object)`);
-        const allK8s: Array<K8sObjectRow & { node: string }> = [];
-        readers.forEach((r, i) => { for (const o of r.k8sObjects()) allK8s.push({ ...o, ts_ns: o.ts_ns - offsets[nodes[i]!]!, node: nodes[i]! }); });
-        allK8s.sort((a, b) => a.ts_ns - b.ts_ns);
-        for (const o of allK8s) {
-          const k = k8sKey(o);
-          if (k && o.event_type !== 'BOOKMARK') {
-            if (k8sSeen.has(k)) { deduplicated++; continue; }
-            k8sSeen.set(k, o.ts_ns);
-          }
-          insK8s.run({ ts_ns: o.ts_ns, kind: o.kind, namespace: o.namespace, name: o.name, uid: o.uid, resource_version: o.resource_version, event_type: o.event_type, object: o.object });
-          rows.k8s_objects!++;
+    writeWholeBundle(out, { createdBy: 'merge' }, (db) => {
+      // ---- API rows every node received: keep once, earliest corrected time
+      const k8sSeen = new Map<string, number>();
+      const insK8s = db.prepare(`INSERT INTO k8s_objects(ts_ns, kind, namespace, name, uid, resource_version, event_type, object)
+        VALUES (@ts_ns, @kind, @namespace, @name, @uid, @resource_version, @event_type, @object)`);
+      const allK8s: Array<K8sObjectRow & { node: string }> = [];
+      readers.forEach((r, i) => { for (const o of r.k8sObjects()) allK8s.push({ ...o, ts_ns: o.ts_ns - offsets[nodes[i]!]!, node: nodes[i]! }); });
+      allK8s.sort((a, b) => a.ts_ns - b.ts_ns);
+      for (const o of allK8s) {
+        const k = k8sKey(o);
+        if (k && o.event_type !== 'BOOKMARK') {
+          if (k8sSeen.has(k)) { deduplicated++; continue; }
+          k8sSeen.set(k, o.ts_ns);
         }
-
-        // ---- events
-        const insEv = db.prepare('INSERT INTO events(ts_ns, source, kind, subject, attrs) VALUES (?, ?, ?, ?, ?)');
-        const all: Array<EventRow & { node: string; a: Record<string, unknown> }> = [];
-        readers.forEach((r, i) => {
-          for (const e of r.eventsParsed<Record<string, unknown>>()) all.push({ ...e, ts_ns: e.ts_ns - offsets[nodes[i]!]!, node: nodes[i]! });
-        });
-        all.sort((a, b) => a.ts_ns - b.ts_ns || nodes.indexOf(a.node) - nodes.indexOf(b.node));
-        const shared = new Map<string, Record<string, unknown>>();
-        const keep: Array<{ e: (typeof all)[number]; a: Record<string, unknown> }> = [];
-        for (const e of all) {
-          const a: Record<string, unknown> = { ...e.a };
-          if (SHARED_KINDS.has(e.kind)) {
-            const key = `${e.kind}\u0000${e.subject ?? ''}\u0000${JSON.stringify(e.a)}`;
-            const first = shared.get(key);
-            if (first) {
-              const by = first.received_by as string[];
-              if (!by.includes(e.node)) by.push(e.node);
-              deduplicated++;
-              continue;
-            }
-            a.received_by = [e.node];
-            shared.set(key, a);
-          }
-          a.recorded_on = e.node;
-          if (!HAS_OWN_NODE.has(e.kind) && !('node' in a)) a.node = e.node;
-          keep.push({ e, a });
-        }
-        for (const { e, a } of keep) { insEv.run(Math.round(e.ts_ns), e.source, e.kind, e.subject, JSON.stringify(a)); rows.events!++; }
-
-        // ---- per-node tables
-        const insPkt = db.prepare(`INSERT INTO packets(ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack,
-          payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
-          VALUES (@ts_ns, @iface, @linktype, @caplen, @len, @l3, @src, @dst, @proto, @sport, @dport, @tcp_flags, @seq, @ack,
-          @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`);
-        const insCt = db.prepare(`INSERT INTO conntrack(ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst,
-          reply_sport, reply_dport, flags, zone, raw) VALUES (@ts_ns, @type, @proto, @state, @orig_src, @orig_dst, @orig_sport, @orig_dport,
-          @reply_src, @reply_dst, @reply_sport, @reply_dport, @flags, @zone, @raw)`);
-        const insNft = db.prepare('INSERT INTO nft_snapshots(ts_ns, format, reason, ruleset) VALUES (@ts_ns, @format, @reason, @ruleset)');
-        const insProbe = db.prepare(`INSERT INTO probe_requests(start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
-          VALUES (@start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`);
-        readers.forEach((r, i) => {
-          const node = nodes[i]!;
-          const off = offsets[node]!;
-          for (const p of r.packets()) {
-            const { id: _id, ...rest } = p;
-            insPkt.run({ ...rest, ts_ns: p.ts_ns - off, iface: `${node}/${p.iface ?? 'unknown'}`, data: p.data ? Buffer.from(p.data as Uint8Array) : null });
-            rows.packets!++;
-          }
-          for (const c of r.conntrack()) { const { id: _id, ...rest } = c; insCt.run({ ...rest, ts_ns: c.ts_ns - off, raw: c.raw === null ? null : `[${node}] ${c.raw}` }); rows.conntrack!++; }
-          for (const s of r.nftSnapshots()) { const { id: _id, ...rest } = s; insNft.run({ ...rest, ts_ns: s.ts_ns - off, reason: `${node}:${s.reason ?? ''}` }); rows.nft_snapshots!++; }
-          for (const q of r.probeRequests()) { const { id: _id, ...rest } = q; insProbe.run({ ...rest, start_ns: q.start_ns - off, end_ns: q.end_ns === null ? null : q.end_ns - off }); rows.probe_requests!++; }
-        });
-
-        // ---- sources: one row per source, counts summed, per-node detail
-        const bySrc = new Map<string, { status: string; detail: string[]; events: number; dropped: number; clock: Set<string> }>();
-        readers.forEach((r, i) => {
-          for (const s of r.sources()) {
-            const m = bySrc.get(s.name) ?? { status: s.status, detail: [], events: 0, dropped: 0, clock: new Set<string>() };
-            if (m.status === 'ok' && s.status !== 'ok') m.status = s.status;
-            m.detail.push(`${nodes[i]}: ${s.status}${s.detail ? ` (${s.detail})` : ''}`);
-            m.events += s.events; m.dropped += s.dropped; m.clock.add(s.clock);
-            bySrc.set(s.name, m);
-          }
-        });
-        const insSrc = db.prepare('INSERT OR REPLACE INTO sources(name, status, detail, events, dropped, clock) VALUES (?, ?, ?, ?, ?, ?)');
-        for (const [name, m] of bySrc) insSrc.run(name, m.status, m.detail.join('; '), m.events, m.dropped, [...m.clock].join(','));
-
-        // ---- meta
-        const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
-        const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped]);
-        for (const [k, v] of readers[0]!.meta()) if (!skip.has(k)) insMeta.run(k, v);
-        const starts = readers.map((r, i) => (r.metaNumber(META_KEYS.startedNs) ?? r.timeRange()?.start ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
-        const ends = readers.map((r, i) => (r.metaNumber(META_KEYS.endedNs) ?? r.timeRange()?.end ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
-        if (starts.length) insMeta.run(META_KEYS.startedNs, String(Math.min(...starts)));
-        if (ends.length) insMeta.run(META_KEYS.endedNs, String(Math.max(...ends)));
-        insMeta.run(META_KEYS.closedCleanly, readers.every((r) => r.closedCleanly) ? '1' : '0');
-        insMeta.run(META_KEYS.node, nodes[0]!);
-        insMeta.run('nodes', JSON.stringify(nodes));
-        insMeta.run(META_KEYS.mergedFrom, JSON.stringify(files.map((f, i) => ({ file: f, node: nodes[i], created_by: readers[i]!.metaValue(META_KEYS.createdBy) ?? null }))));
-        insMeta.run(META_KEYS.nodeClockOffsets, JSON.stringify(offsets));
-        insMeta.run('node_clock_offset_stats', JSON.stringify({ method: 'median of receive-time differences of the same API watch events (object, resourceVersion, type) against the reference node', reference: nodes[0], nodes: stats }));
-        insMeta.run(META_KEYS.clockOffsets, JSON.stringify(Object.fromEntries(readers.map((r, i) => [nodes[i], r.metaJson<unknown>(META_KEYS.clockOffsets) ?? null]))));
-        insMeta.run(META_KEYS.receiptStamped, JSON.stringify([...new Set(readers.flatMap((r) => r.metaJson<string[]>(META_KEYS.receiptStamped) ?? []))]));
-      })();
-      db.pragma('wal_checkpoint(TRUNCATE)');
-      db.pragma('journal_mode = DELETE');
-      ok = true;
-    } finally {
-      if (ok) db.close();
-      else {
-        // a half-written merge must not be left behind: it would verify as valid and analyze as CLEAN
-        try { db.close(); } catch { /* already failing */ }
-        for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(out + suffix, { force: true });
+        insK8s.run({ ts_ns: o.ts_ns, kind: o.kind, namespace: o.namespace, name: o.name, uid: o.uid, resource_version: o.resource_version, event_type: o.event_type, object: o.object });
+        rows.k8s_objects!++;
       }
-    }
+
+      // ---- events
+      const insEv = db.prepare('INSERT INTO events(ts_ns, source, kind, subject, attrs) VALUES (?, ?, ?, ?, ?)');
+      const all: Array<EventRow & { node: string; a: Record<string, unknown> }> = [];
+      readers.forEach((r, i) => {
+        for (const e of r.eventsParsed<Record<string, unknown>>()) all.push({ ...e, ts_ns: e.ts_ns - offsets[nodes[i]!]!, node: nodes[i]! });
+      });
+      all.sort((a, b) => a.ts_ns - b.ts_ns || nodes.indexOf(a.node) - nodes.indexOf(b.node));
+      const shared = new Map<string, Record<string, unknown>>();
+      const keep: Array<{ e: (typeof all)[number]; a: Record<string, unknown> }> = [];
+      for (const e of all) {
+        const a: Record<string, unknown> = { ...e.a };
+        if (SHARED_KINDS.has(e.kind)) {
+          const key = `${e.kind}\u0000${e.subject ?? ''}\u0000${JSON.stringify(e.a)}`;
+          const first = shared.get(key);
+          if (first) {
+            const by = first.received_by as string[];
+            if (!by.includes(e.node)) by.push(e.node);
+            deduplicated++;
+            continue;
+          }
+          a.received_by = [e.node];
+          shared.set(key, a);
+        }
+        a.recorded_on = e.node;
+        if (!HAS_OWN_NODE.has(e.kind) && !('node' in a)) a.node = e.node;
+        keep.push({ e, a });
+      }
+      for (const { e, a } of keep) { insEv.run(Math.round(e.ts_ns), e.source, e.kind, e.subject, JSON.stringify(a)); rows.events!++; }
+
+      // ---- per-node tables
+      const insPkt = db.prepare(`INSERT INTO packets(ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack,
+        payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
+        VALUES (@ts_ns, @iface, @linktype, @caplen, @len, @l3, @src, @dst, @proto, @sport, @dport, @tcp_flags, @seq, @ack,
+        @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`);
+      const insCt = db.prepare(`INSERT INTO conntrack(ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst,
+        reply_sport, reply_dport, flags, zone, raw) VALUES (@ts_ns, @type, @proto, @state, @orig_src, @orig_dst, @orig_sport, @orig_dport,
+        @reply_src, @reply_dst, @reply_sport, @reply_dport, @flags, @zone, @raw)`);
+      const insNft = db.prepare('INSERT INTO nft_snapshots(ts_ns, format, reason, ruleset) VALUES (@ts_ns, @format, @reason, @ruleset)');
+      const insProbe = db.prepare(`INSERT INTO probe_requests(start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
+        VALUES (@start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`);
+      readers.forEach((r, i) => {
+        const node = nodes[i]!;
+        const off = offsets[node]!;
+        for (const p of r.packets()) {
+          const { id: _id, ...rest } = p;
+          insPkt.run({ ...rest, ts_ns: p.ts_ns - off, iface: `${node}/${p.iface ?? 'unknown'}`, data: p.data ? Buffer.from(p.data as Uint8Array) : null });
+          rows.packets!++;
+        }
+        for (const c of r.conntrack()) { const { id: _id, ...rest } = c; insCt.run({ ...rest, ts_ns: c.ts_ns - off, raw: c.raw === null ? null : `[${node}] ${c.raw}` }); rows.conntrack!++; }
+        for (const s of r.nftSnapshots()) { const { id: _id, ...rest } = s; insNft.run({ ...rest, ts_ns: s.ts_ns - off, reason: `${node}:${s.reason ?? ''}` }); rows.nft_snapshots!++; }
+        for (const q of r.probeRequests()) { const { id: _id, ...rest } = q; insProbe.run({ ...rest, start_ns: q.start_ns - off, end_ns: q.end_ns === null ? null : q.end_ns - off }); rows.probe_requests!++; }
+      });
+
+      // ---- sources: one row per source, counts summed, per-node detail
+      const bySrc = new Map<string, { status: string; detail: string[]; events: number; dropped: number; clock: Set<string> }>();
+      readers.forEach((r, i) => {
+        for (const s of r.sources()) {
+          const m = bySrc.get(s.name) ?? { status: s.status, detail: [], events: 0, dropped: 0, clock: new Set<string>() };
+          if (m.status === 'ok' && s.status !== 'ok') m.status = s.status;
+          m.detail.push(`${nodes[i]}: ${s.status}${s.detail ? ` (${s.detail})` : ''}`);
+          m.events += s.events; m.dropped += s.dropped; m.clock.add(s.clock);
+          bySrc.set(s.name, m);
+        }
+      });
+      const insSrc = db.prepare('INSERT OR REPLACE INTO sources(name, status, detail, events, dropped, clock) VALUES (?, ?, ?, ?, ?, ?)');
+      for (const [name, m] of bySrc) insSrc.run(name, m.status, m.detail.join('; '), m.events, m.dropped, [...m.clock].join(','));
+
+      // ---- meta
+      const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
+      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped]);
+      for (const [k, v] of readers[0]!.meta()) if (!skip.has(k)) insMeta.run(k, v);
+      const starts = readers.map((r, i) => (r.metaNumber(META_KEYS.startedNs) ?? r.timeRange()?.start ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
+      const ends = readers.map((r, i) => (r.metaNumber(META_KEYS.endedNs) ?? r.timeRange()?.end ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
+      if (starts.length) insMeta.run(META_KEYS.startedNs, String(Math.min(...starts)));
+      if (ends.length) insMeta.run(META_KEYS.endedNs, String(Math.max(...ends)));
+      insMeta.run(META_KEYS.closedCleanly, readers.every((r) => r.closedCleanly) ? '1' : '0');
+      insMeta.run(META_KEYS.node, nodes[0]!);
+      insMeta.run('nodes', JSON.stringify(nodes));
+      insMeta.run(META_KEYS.mergedFrom, JSON.stringify(files.map((f, i) => ({ file: f, node: nodes[i], created_by: readers[i]!.metaValue(META_KEYS.createdBy) ?? null }))));
+      insMeta.run(META_KEYS.nodeClockOffsets, JSON.stringify(offsets));
+      insMeta.run('node_clock_offset_stats', JSON.stringify({ method: 'median of receive-time differences of the same API watch events (object, resourceVersion, type) against the reference node', reference: nodes[0], nodes: stats }));
+      insMeta.run(META_KEYS.clockOffsets, JSON.stringify(Object.fromEntries(readers.map((r, i) => [nodes[i], r.metaJson<unknown>(META_KEYS.clockOffsets) ?? null]))));
+      insMeta.run(META_KEYS.receiptStamped, JSON.stringify([...new Set(readers.flatMap((r) => r.metaJson<string[]>(META_KEYS.receiptStamped) ?? []))]));
+    });
     return { nodes, offsets, stats, rows, deduplicated };
   } catch (e) {
     throw copyError(e, readers, out);

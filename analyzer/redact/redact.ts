@@ -1,6 +1,6 @@
 /**
  * One consistent redaction pass over every table of a bundle, written to a new bundle with
- * createBundleDb() and plain inserts (the input is never written):
+ * writeWholeBundle() and plain inserts (the input is never written):
  * - packets: payload bytes beyond the L4 header dropped (caplen fixed, len kept)
  * - k8s objects: Secrets dropped whole; metadata.managedFields, last-applied-configuration and
  *   secret-looking annotations removed; env values, data/stringData values, secret-looking fields and
@@ -10,8 +10,7 @@
  * - with `pseudonymize`: IPs, namespaces, pod/workload/service/slice/node names and label values
  *   mapped to stable pseudonyms across all tables and inside packet bytes (checksums fixed)
  */
-import { chmodSync, rmSync } from 'node:fs';
-import { createBundleDb, type DB } from '../../schemas/db.js';
+import { writeWholeBundle } from '../../schemas/db.js';
 import { META_KEYS } from '../../schemas/rows.js';
 import type { BundleReader } from '../bundle-reader.js';
 import { pseudonymizeFrame, stripPayload } from './packet.js';
@@ -179,94 +178,76 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
     return JSON.stringify(m);
   };
 
-  const db: DB = createBundleDb(out, { createdBy: 'redact', overwrite: opts.overwrite });
-  let ok = false;
-  try {
-    const tx = db.transaction(() => {
-      const skipMeta = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.redacted]);
-      const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
-      for (const [k, v] of reader.meta()) {
-        if (skipMeta.has(k)) continue;
-        insMeta.run(k, /^[\[{]/.test(v.trim()) ? (jsonText(v) ?? v) : (T(v) ?? v));
-      }
-      const insSrc = db.prepare('INSERT OR REPLACE INTO sources(name, status, detail, events, dropped, clock) VALUES (?, ?, ?, ?, ?, ?)');
-      for (const s of reader.sources()) insSrc.run(s.name, s.status, T(s.detail), s.events, s.dropped, s.clock);
-
-      const insEv = db.prepare('INSERT INTO events(id, ts_ns, source, kind, subject, attrs) VALUES (?, ?, ?, ?, ?, ?)');
-      for (const e of reader.events()) {
-        const attrs = jsonText(e.attrs, (v) => {
-          if (v && typeof v === 'object' && !Array.isArray(v) && typeof v.cmdline === 'string') v.cmdline = maskCmdline(v.cmdline, c);
-          return maskDeep(v, c);
-        }) ?? '{}';
-        insEv.run(e.id, e.ts_ns, e.source, e.kind, T(e.subject), attrs);
-      }
-
-      const insPkt = db.prepare(`INSERT INTO packets(id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack,
-        payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
-        VALUES (@id, @ts_ns, @iface, @linktype, @caplen, @len, @l3, @src, @dst, @proto, @sport, @dport, @tcp_flags, @seq, @ack,
-        @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`);
-      for (const k of reader.packets()) {
-        let data: Buffer | null = null;
-        if (k.data) {
-          const src = k.data instanceof Uint8Array ? k.data : new Uint8Array(k.data as ArrayBuffer);
-          const kept = Buffer.from(stripPayload(src, k.linktype)); // a copy: rewriting never touches the reader's buffer
-          c.payloadBytesDropped += src.length - kept.length;
-          if (p) pseudonymizeFrame(kept, k.linktype, p.ip);
-          data = kept;
-        }
-        c.packets++;
-        insPkt.run({ ...k, src: ip(k.src), dst: ip(k.dst), inner_src: ip(k.inner_src), inner_dst: ip(k.inner_dst), caplen: data ? data.length : 0, data });
-      }
-
-      const insCt = db.prepare(`INSERT INTO conntrack(id, ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst,
-        reply_sport, reply_dport, flags, zone, raw) VALUES (@id, @ts_ns, @type, @proto, @state, @orig_src, @orig_dst, @orig_sport, @orig_dport,
-        @reply_src, @reply_dst, @reply_sport, @reply_dport, @flags, @zone, @raw)`);
-      for (const r of reader.conntrack()) {
-        insCt.run({ ...r, orig_src: ip(r.orig_src), orig_dst: ip(r.orig_dst), reply_src: ip(r.reply_src), reply_dst: ip(r.reply_dst), raw: T(r.raw) });
-      }
-
-      const insK8s = db.prepare(`INSERT INTO k8s_objects(id, ts_ns, kind, namespace, name, uid, resource_version, event_type, object)
-        VALUES (@id, @ts_ns, @kind, @namespace, @name, @uid, @resource_version, @event_type, @object)`);
-      for (const r of reader.k8sObjects()) {
-        if (r.kind === 'Secret') { c.secretsDropped++; continue; }
-        const object = jsonText(r.object, (v) => redactK8sObject(r.kind, v, c));
-        if (object === null) continue;
-        insK8s.run({ ...r, namespace: p && r.namespace ? p.nameOf(r.namespace) : r.namespace, name: p && r.name ? p.nameOf(r.name) : r.name, object });
-      }
-
-      const insNft = db.prepare('INSERT INTO nft_snapshots(id, ts_ns, format, reason, ruleset) VALUES (@id, @ts_ns, @format, @reason, @ruleset)');
-      for (const r of reader.nftSnapshots()) {
-        // no secret masking here (nft JSON has structural "key" fields); only pseudonyms
-        let ruleset = r.ruleset;
-        if (p) {
-          if (r.format === 'nft-json') {
-            try { ruleset = JSON.stringify(mapStrings(JSON.parse(r.ruleset) as Json, p.text)); } catch { ruleset = p.text(r.ruleset); }
-          } else ruleset = p.text(r.ruleset);
-        }
-        insNft.run({ ...r, ruleset });
-      }
-
-      const insProbe = db.prepare(`INSERT INTO probe_requests(id, start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
-        VALUES (@id, @start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`);
-      for (const r of reader.probeRequests()) insProbe.run({ ...r, local_addr: ip(r.local_addr), remote: T(r.remote), error: T(r.error) });
-
-      if (p) { c.ipsPseudonymized = p.ipCount; c.namesPseudonymized = p.nameCount; }
-      insMeta.run(META_KEYS.redacted, JSON.stringify({ at: new Date().toISOString(), pseudonymized: !!p, removed: c }));
-    });
-    tx();
-    db.pragma('wal_checkpoint(TRUNCATE)');
-    db.pragma('journal_mode = DELETE');
-    // free pages that held nothing: a redacted file must not keep old bytes in its free list
-    db.exec('VACUUM');
-    ok = true;
-  } finally {
-    if (ok) db.close();
-    else {
-      // a half-written copy must not be left behind: it would verify as valid and analyze as CLEAN
-      try { db.close(); } catch { /* already failing */ }
-      for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(out + suffix, { force: true });
+  writeWholeBundle(out, { createdBy: 'redact', overwrite: opts.overwrite, vacuum: true }, (db) => {
+    const skipMeta = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.redacted]);
+    const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
+    for (const [k, v] of reader.meta()) {
+      if (skipMeta.has(k)) continue;
+      insMeta.run(k, /^[\[{]/.test(v.trim()) ? (jsonText(v) ?? v) : (T(v) ?? v));
     }
-  }
-  try { chmodSync(out, 0o600); } catch { /* best effort */ }
+    const insSrc = db.prepare('INSERT OR REPLACE INTO sources(name, status, detail, events, dropped, clock) VALUES (?, ?, ?, ?, ?, ?)');
+    for (const s of reader.sources()) insSrc.run(s.name, s.status, T(s.detail), s.events, s.dropped, s.clock);
+
+    const insEv = db.prepare('INSERT INTO events(id, ts_ns, source, kind, subject, attrs) VALUES (?, ?, ?, ?, ?, ?)');
+    for (const e of reader.events()) {
+      const attrs = jsonText(e.attrs, (v) => {
+        if (v && typeof v === 'object' && !Array.isArray(v) && typeof v.cmdline === 'string') v.cmdline = maskCmdline(v.cmdline, c);
+        return maskDeep(v, c);
+      }) ?? '{}';
+      insEv.run(e.id, e.ts_ns, e.source, e.kind, T(e.subject), attrs);
+    }
+
+    const insPkt = db.prepare(`INSERT INTO packets(id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack,
+      payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
+      VALUES (@id, @ts_ns, @iface, @linktype, @caplen, @len, @l3, @src, @dst, @proto, @sport, @dport, @tcp_flags, @seq, @ack,
+      @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`);
+    for (const k of reader.packets()) {
+      let data: Buffer | null = null;
+      if (k.data) {
+        const src = k.data instanceof Uint8Array ? k.data : new Uint8Array(k.data as ArrayBuffer);
+        const kept = Buffer.from(stripPayload(src, k.linktype)); // a copy: rewriting never touches the reader's buffer
+        c.payloadBytesDropped += src.length - kept.length;
+        if (p) pseudonymizeFrame(kept, k.linktype, p.ip);
+        data = kept;
+      }
+      c.packets++;
+      insPkt.run({ ...k, src: ip(k.src), dst: ip(k.dst), inner_src: ip(k.inner_src), inner_dst: ip(k.inner_dst), caplen: data ? data.length : 0, data });
+    }
+
+    const insCt = db.prepare(`INSERT INTO conntrack(id, ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst,
+      reply_sport, reply_dport, flags, zone, raw) VALUES (@id, @ts_ns, @type, @proto, @state, @orig_src, @orig_dst, @orig_sport, @orig_dport,
+      @reply_src, @reply_dst, @reply_sport, @reply_dport, @flags, @zone, @raw)`);
+    for (const r of reader.conntrack()) {
+      insCt.run({ ...r, orig_src: ip(r.orig_src), orig_dst: ip(r.orig_dst), reply_src: ip(r.reply_src), reply_dst: ip(r.reply_dst), raw: T(r.raw) });
+    }
+
+    const insK8s = db.prepare(`INSERT INTO k8s_objects(id, ts_ns, kind, namespace, name, uid, resource_version, event_type, object)
+      VALUES (@id, @ts_ns, @kind, @namespace, @name, @uid, @resource_version, @event_type, @object)`);
+    for (const r of reader.k8sObjects()) {
+      if (r.kind === 'Secret') { c.secretsDropped++; continue; }
+      const object = jsonText(r.object, (v) => redactK8sObject(r.kind, v, c));
+      if (object === null) continue;
+      insK8s.run({ ...r, namespace: p && r.namespace ? p.nameOf(r.namespace) : r.namespace, name: p && r.name ? p.nameOf(r.name) : r.name, object });
+    }
+
+    const insNft = db.prepare('INSERT INTO nft_snapshots(id, ts_ns, format, reason, ruleset) VALUES (@id, @ts_ns, @format, @reason, @ruleset)');
+    for (const r of reader.nftSnapshots()) {
+      // no secret masking here (nft JSON has structural "key" fields); only pseudonyms
+      let ruleset = r.ruleset;
+      if (p) {
+        if (r.format === 'nft-json') {
+          try { ruleset = JSON.stringify(mapStrings(JSON.parse(r.ruleset) as Json, p.text)); } catch { ruleset = p.text(r.ruleset); }
+        } else ruleset = p.text(r.ruleset);
+      }
+      insNft.run({ ...r, ruleset });
+    }
+
+    const insProbe = db.prepare(`INSERT INTO probe_requests(id, start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
+      VALUES (@id, @start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`);
+    for (const r of reader.probeRequests()) insProbe.run({ ...r, local_addr: ip(r.local_addr), remote: T(r.remote), error: T(r.error) });
+
+    if (p) { c.ipsPseudonymized = p.ipCount; c.namesPseudonymized = p.nameCount; }
+    insMeta.run(META_KEYS.redacted, JSON.stringify({ at: new Date().toISOString(), pseudonymized: !!p, removed: c }));
+  });
   return c;
 }
