@@ -396,20 +396,14 @@ export class Store {
         o.spec.revisionHistoryLimit = o.spec.revisionHistoryLimit ?? 10;
         o.spec.progressDeadlineSeconds = o.spec.progressDeadlineSeconds ?? 600;
         o.spec.minReadySeconds = o.spec.minReadySeconds ?? 0;
-        o.spec.template = o.spec.template ?? {};
-        o.spec.template.metadata = o.spec.template.metadata ?? {};
-        o.spec.template.spec = o.spec.template.spec ?? {};
-        defaultPodSpec(o.spec.template.spec);
+        defaultPodTemplate(o.spec);
         o.status = o.status ?? {};
         break;
       case 'replicasets':
         o.spec = o.spec ?? {};
         o.spec.replicas = o.spec.replicas ?? 1;
         o.spec.minReadySeconds = o.spec.minReadySeconds ?? 0;
-        o.spec.template = o.spec.template ?? {};
-        o.spec.template.metadata = o.spec.template.metadata ?? {};
-        o.spec.template.spec = o.spec.template.spec ?? {};
-        defaultPodSpec(o.spec.template.spec);
+        defaultPodTemplate(o.spec);
         o.status = o.status ?? { replicas: 0 };
         break;
       case 'services': {
@@ -465,6 +459,14 @@ export class Store {
     }
     throw new ApiError(500, 'InternalError', 'node port range exhausted');
   }
+}
+
+/** A workload's pod template: metadata and spec present, spec defaulted. */
+function defaultPodTemplate(spec: Obj): void {
+  spec.template = spec.template ?? {};
+  spec.template.metadata = spec.template.metadata ?? {};
+  spec.template.spec = spec.template.spec ?? {};
+  defaultPodSpec(spec.template.spec);
 }
 
 /** The API server's defaults for a pod spec (the fields the lab cares about). */
