@@ -54,19 +54,10 @@ const lockHash = existsSync(lock) ? createHash('sha256').update(readFileSync(loc
 const fresh = existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === lockHash;
 if (!fresh) {
   log(existsSync(join(root, 'node_modules')) ? 'node_modules is stale: npm ci' : 'node_modules is absent: npm ci');
-  let r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0 && !/can only install packages when your package.json and package-lock.json/.test(r.stderr ?? '')) {
-    process.stderr.write(r.stderr ?? '');
-    log('npm ci failed');
-    process.exit(1);
-  }
-  if (r.status !== 0) {
-    // npm 11 can write a lockfile without other platforms' optional packages (rollup's, esbuild's) and
-    // then refuse it in `npm ci`; `npm install` installs the same locked versions.
-    log('npm ci refused the lockfile: npm install (same locked versions)');
-    r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
-    if (r.status !== 0) { log('npm install failed'); process.exit(1); }
-  }
+  // npm ci only: the committed lockfile is the contract (CI and image builds use it). A lockfile npm ci
+  // refuses is a bug to fix in the repository, not to paper over with `npm install`.
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) { log('npm ci failed (is package-lock.json in step with package.json?)'); process.exit(1); }
   mkdirSync(join(root, 'node_modules'), { recursive: true });
   const after = existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : 'none';
   writeFileSync(stamp, after + '\n');
