@@ -13,6 +13,8 @@ import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
 import { podSequences, type PodSequence } from './model/pods.js';
 import { recommend } from './model/recommend.js';
+import { loadWorkload, type Workload } from './model/workload.js';
+import { takeExcerpts } from './model/excerpts.js';
 import { describeDismissed, dismissedItems, screenFailures, type Dismissed } from './model/screen.js';
 import { clean, iso, sane, splitAddr } from './util.js';
 
@@ -157,15 +159,25 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     warnings.push(`${det.resetsOutsideTenure.length} kernel reset(s) from a pod IP outside every pod's observed tenure not attributed to a pod, not failures`);
     for (const x of det.resetsOutsideTenure) ignored.push({ group: 'outside-tenure', why: x });
   }
+  const killedBy = new Map<PodSequence, number>();
   for (const f of failures) {
     if (!f.backend.podKey) continue;
     const s = seqByKey.get(f.backend.podKey);
-    if (s) s.failedConnections++;
+    if (!s) continue;
+    s.failedConnections++;
+    // a connection cut at the SIGKILL of a process that ignored SIGTERM is that process's doing
+    if (s.verdict === 'ignored-sigterm' && f.cause === 'killed-in-flight' && s.sigkill !== null && f.at >= s.sigkill - 5e6) {
+      killedBy.set(s, (killedBy.get(s) ?? 0) + 1);
+      f.evidence.push(`cut at the SIGKILL of ${s.pod.namespace ? `${s.pod.namespace}/` : ''}${s.pod.name} (${iso(s.sigkill)}), which ignored SIGTERM`);
+    }
   }
   const hasRules = facts.rules.length > 0;
   if (!hasRules) warnings.push('no endpoint-rule events: this node\'s rule removals are unknown (nftables source missing or saw no change)');
   const latency = stage('programming latency', warnings, [], () => programmingLatency(facts, node, hasRules), file);
-  const rec = recommend(seqs, failures);
+  const workload = stage('recorded workload (Deployment, Services, PDBs, server version)', warnings, null as Workload | null, () => loadWorkload(reader), file);
+  const nodesSeen = [...new Set([...(node ? [node] : []), ...facts.rules.map((r) => r.node).filter((x): x is string => !!x)])];
+  const addLat = latency.filter((l) => l.change === 'added' && l.latencyMs !== null).map((l) => l.latencyMs!);
+  const rec = recommend({ seqs, failures, workload, nodes: nodesSeen, slowestAddMs: addLat.length ? Math.max(...addLat) : null, file });
   if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON: read as empty`);
   const pods: AnalysisPod[] = seqs.map((s) => {
     const p: AnalysisPod = {
@@ -177,6 +189,8 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       exposureMs: s.exposureNs === null ? null : Math.round(s.exposureNs / 1e3) / 1e3,
       verdict: s.verdict, failedConnections: s.failedConnections, evidence: s.evidence.map((e) => clean(e, 600)),
     };
+    if (s.sigkill !== null) p.sigkillAt = iso(s.sigkill);
+    if (killedBy.has(s)) p.killedConnections = killedBy.get(s)!;
     if (s.ruleRemovedByNode.size > 1) p.ruleRemovedAtByNode = Object.fromEntries([...s.ruleRemovedByNode].map(([k, v]) => [clean(k, 100), iso(v)]));
     return p;
   });
@@ -186,16 +200,21 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     backend: { ip: f.backend.ip ? clean(f.backend.ip, 64) : null, port: Number.isInteger(f.backend.port) ? f.backend.port : null, pod: f.backend.pod ? clean(f.backend.pod, 300) : null },
     cause: f.cause, evidence: f.evidence.map((e) => clean(e, 600)), via: f.via.map((v) => clean(v, 40)), error: f.error ? clean(f.error, 300) : null,
   }));
-  const nodes = [...new Set([...(node ? [node] : []), ...facts.rules.map((r) => r.node).filter((x): x is string => !!x)])].map((n) => clean(n, 100));
+  const nodes = nodesSeen.map((n) => clean(n, 100));
   const analysis: Analysis = {
     schema: ANALYSIS_SCHEMA_ID,
     bundle: { node: node ? clean(node, 100) : null, start: iso(startNs), end: iso(endNs), sources, nodes, closedCleanly: reader.closedCleanly },
     pods, failures: fails,
-    recommendation: { ...rec, why: clean(rec.why, 2000), notes: rec.notes?.map((n) => clean(n, 600)) },
+    recommendation: {
+      ...rec, why: clean(rec.why, 2000), notes: rec.notes?.map((n) => clean(n, 600)),
+      kubectl: rec.kubectl ? clean(rec.kubectl, 4000) : rec.kubectl, verify: rec.verify?.map((v) => clean(v, 2000)),
+      checks: rec.checks?.map((c) => ({ ...c, evidence: c.evidence.map((e) => clean(e, 600)) })),
+    },
     programmingLatency: latency.map((l) => ({ ...l, endpoint: clean(l.endpoint, 64), node: l.node ? clean(l.node, 100) : null, evidence: l.evidence.map((e) => clean(e, 600)) })),
     warnings: warnings.map((w) => clean(w, 400)),
     ignored: ignored.slice(0, 1000).map((x) => ({ group: clean(x.group, 40), why: clean(x.why, 600) })),
   };
+  analysis.excerpts = takeExcerpts(reader, analysis, startNs);
   return { analysis, seqs, failures, identity: id, startNs };
 }
 

@@ -2,7 +2,11 @@
 
 export const ANALYSIS_SCHEMA_ID = 'rolltrace.analysis/v1' as const;
 
-export type Verdict = 'listener-closed-before-rule-removed' | 'safe' | 'unknown';
+/**
+ * `ignored-sigterm` (extension): the process neither exited nor closed its listener between SIGTERM and
+ * the SIGKILL at the end of the grace period; connections cut at that SIGKILL are attributed to it.
+ */
+export type Verdict = 'listener-closed-before-rule-removed' | 'safe' | 'unknown' | 'ignored-sigterm';
 export type FailureCause = 'listener-closed' | 'no-endpoint' | 'killed-in-flight' | 'not-ready' | 'unknown';
 
 export interface AnalysisSource {
@@ -29,6 +33,10 @@ export interface AnalysisPod {
   evidence: string[];
   /** extension: rule removal per node for merged bundles */
   ruleRemovedAtByNode?: Record<string, string | null>;
+  /** extension: when the process was SIGKILLed (the end of the grace period), if it was */
+  sigkillAt?: string | null;
+  /** extension: failed connections cut by that SIGKILL */
+  killedConnections?: number;
 }
 
 export interface AnalysisFailure {
@@ -44,13 +52,56 @@ export interface AnalysisFailure {
   error?: string | null;
 }
 
+/** What the recording shows was in use (null: not recorded). */
+export interface RecommendationCurrent {
+  /** namespace/name of the Deployment */
+  deployment: string | null;
+  /** where the pod template was read: the Deployment, else a recorded Pod */
+  from: 'deployment' | 'pod' | null;
+  replicas: number | null;
+  containers: string[];
+  preStopSeconds: number | null;
+  /** the preStop handler as written: `sleep 2s`, `exec: sleep 5`, `httpGet /drain` */
+  preStop: string | null;
+  terminationGracePeriodSeconds: number | null;
+  readinessProbe: boolean | null;
+  livenessProbe: boolean | null;
+  startupProbe: boolean | null;
+  strategy: { type: string | null; maxSurge: string | number | null; maxUnavailable: string | number | null; minReadySeconds: number | null } | null;
+  /** PodDisruptionBudgets selecting the pods (namespace/name) */
+  pdb: string[] | null;
+  /** per Service (namespace/name): its externalTrafficPolicy, null for a ClusterIP service */
+  externalTrafficPolicy: Record<string, string | null> | null;
+  /** the API server's gitVersion */
+  serverVersion: string | null;
+}
+
+export interface AnalysisCheck {
+  knob: 'preStop' | 'grace' | 'pdb' | 'strategy' | 'probes' | 'trafficPolicy';
+  status: 'ok' | 'warn' | 'fail';
+  evidence: string[];
+}
+
 export interface AnalysisRecommendation {
   preStopSeconds: number | null;
   terminationGracePeriodSeconds: number | null;
   why: string;
   /** extension: further advice (traffic policy, readiness probe) */
   notes?: string[];
+  /** extension: what was in use */
+  current?: RecommendationCurrent;
+  /** extension: strategic merge patch of the Deployment; null when nothing to change or no template recorded */
+  patch?: Record<string, unknown> | null;
+  /** extension: the `kubectl patch deployment … --type strategic -p '…'` line that applies `patch` */
+  kubectl?: string | null;
+  /** extension: one check per knob, with its evidence from this recording */
+  checks?: AnalysisCheck[];
+  /** extension: the commands that prove the fix (exit 0) */
+  verify?: string[];
 }
+
+/** One line of a timeline excerpt (the renderers' only view of the bundle's raw streams). */
+export interface ExcerptLine { at: string; source: string; kind: string; text: string }
 
 export interface Analysis {
   schema: typeof ANALYSIS_SCHEMA_ID;
@@ -74,6 +125,18 @@ export interface Analysis {
   warnings?: string[];
   /** extension: each signal screened out as not a failure of the rollout (health checks, reset artifacts), and why */
   ignored?: Array<{ group: 'health-check' | 'reset-artifact' | 'outside-tenure' | string; why: string }>;
+  /**
+   * extension: excerpts of the bundle's timeline the reports show, taken at analysis time so rendering
+   * does no I/O: the merged timeline ±1 s around failures, and per pod the probe results and RSTs
+   * around its termination.
+   */
+  excerpts?: {
+    failureWindows: Array<{ since: string; until: string; lines: ExcerptLine[]; truncated: boolean }>;
+    windowsTotal: number;
+    /** why the timeline could not be read, if it could not */
+    error?: string;
+    traffic: Array<{ pod: string; marks: Array<{ at: string; kind: 'probe-ok' | 'probe-failed' | 'rst'; title: string }>; truncated: boolean }>;
+  };
 }
 
 /** ns → ISO-8601 UTC with microseconds, e.g. 2026-04-17T10:30:28.825123Z */

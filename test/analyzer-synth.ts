@@ -99,7 +99,40 @@ export interface ScenarioOpts {
   notReady?: boolean;
   killed?: boolean;
   blackhole?: boolean;
+  /** the process ignores SIGTERM: SIGKILL at SIGTERM + 30 s, a connection open then is cut */
+  ignoreSigterm?: boolean;
+  /** record the Deployment, Service (and PDB) and the API server version as the kube source does */
+  workload?: { preStopSleep?: number; grace?: number; pdb?: boolean; gitVersion?: string; maxUnavailable?: number | string; externalTrafficPolicy?: 'Local' | 'Cluster' };
   extra?: (w: BundleWriter) => void;
+}
+
+/** The Deployment `web` and Service `web` the synthetic pods belong to. */
+export function workloadRows(w: BundleWriter, o: NonNullable<ScenarioOpts['workload']>): void {
+  const container: Record<string, unknown> = {
+    name: 'app', image: 'registry.example/web:1', ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }],
+    readinessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 1 },
+    ...(o.preStopSleep ? { lifecycle: { preStop: { sleep: { seconds: o.preStopSleep } } } } : {}),
+  };
+  const dep = {
+    kind: 'Deployment', apiVersion: 'apps/v1', metadata: { name: 'web', namespace: 'default', uid: 'dep-1' },
+    spec: {
+      replicas: 2, selector: { matchLabels: { app: 'web' } }, minReadySeconds: 0,
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: o.maxUnavailable ?? 0 } },
+      template: { metadata: { labels: { app: 'web' } }, spec: { containers: [container], terminationGracePeriodSeconds: o.grace ?? 30 } },
+    },
+  };
+  const svc = {
+    kind: 'Service', apiVersion: 'v1', metadata: { name: 'web', namespace: 'default', uid: 'svc-1' },
+    spec: { type: o.externalTrafficPolicy ? 'NodePort' : 'ClusterIP', clusterIP: VIP, selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }],
+      ...(o.externalTrafficPolicy ? { externalTrafficPolicy: o.externalTrafficPolicy } : {}) },
+  };
+  w.k8sObject({ ts_ns: at(0.001), kind: 'Version', namespace: null, name: 'kube-apiserver', uid: null, resource_version: null, event_type: 'LIST', object: JSON.stringify({ kind: 'Version', major: '1', minor: (o.gitVersion ?? 'v1.31.2').split('.')[1], gitVersion: o.gitVersion ?? 'v1.31.2' }) });
+  w.k8sObject({ ts_ns: at(0.03), kind: 'Deployment', namespace: 'default', name: 'web', uid: 'dep-1', resource_version: '5', event_type: 'LIST', object: JSON.stringify(dep) });
+  w.k8sObject({ ts_ns: at(0.04), kind: 'Service', namespace: 'default', name: 'web', uid: 'svc-1', resource_version: '6', event_type: 'LIST', object: JSON.stringify(svc) });
+  if (o.pdb) {
+    w.k8sObject({ ts_ns: at(0.045), kind: 'PodDisruptionBudget', namespace: 'default', name: 'web', uid: 'pdb-1', resource_version: '7', event_type: 'LIST',
+      object: JSON.stringify({ kind: 'PodDisruptionBudget', metadata: { name: 'web', namespace: 'default' }, spec: { maxUnavailable: 1, selector: { matchLabels: { app: 'web' } } } }) });
+  }
 }
 
 /** The race scenario and its variants: deletion at +2.0 s, rule removal at +2.731 s. */
@@ -108,13 +141,14 @@ export function scenario(path: string, o: ScenarioOpts = {}): string {
   const mode = o.mode ?? 'nftables';
   const withKube = o.withKube ?? true;
   const closeAfter = o.closeAfter ?? 0;
-  const failAt = o.failAt ?? (closeAfter > 0 ? [] : [2.1, 2.4]);
+  const failAt = o.failAt ?? (closeAfter > 0 || o.ignoreSigterm ? [] : [2.1, 2.4]);
   w.setMeta('started_ns', String(at(0)));
   w.setMeta('node', 'node1');
   w.setMeta('hostname', 'node1');
   for (const [n, c] of [['packets', 'kernel'], ['strace', 'kernel'], ['ebpf', 'converted-monotonic'], ['nftables', 'receipt'], ['conntrack', 'kernel'], ['kube', 'receipt'], ['probe', 'kernel']] as const) {
     w.setSource(n, { status: withKube || n !== 'kube' ? 'ok' : 'disabled', clock: c });
   }
+  if (withKube && o.workload) workloadRows(w, o.workload);
   if (withKube) {
     w.k8sObject({ ts_ns: at(0.05), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '10', event_type: 'LIST', object: pod(OLD) });
     w.k8sObject({ ts_ns: at(0.06), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '11', event_type: 'LIST', object: slice([{ p: OLD, ready: true }]) });
@@ -124,7 +158,7 @@ export function scenario(path: string, o: ScenarioOpts = {}): string {
     w.k8sObject({ ts_ns: at(2.0), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '15', event_type: 'MODIFIED', object: pod(OLD, { deletionAt: 2.0 }) });
     w.k8sObject({ ts_ns: at(2.02), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '16', event_type: 'MODIFIED', object: slice([{ p: OLD, ready: false, terminating: true }, { p: NEW, ready: true }]) });
     w.k8sObject({ ts_ns: at(2.2), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '17', event_type: 'MODIFIED', object: slice([{ p: NEW, ready: true }]) });
-    w.k8sObject({ ts_ns: at(2.6 + closeAfter), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '18', event_type: 'DELETED', object: pod(OLD, { deletionAt: 2.0 }) });
+    w.k8sObject({ ts_ns: at(o.ignoreSigterm ? 32.6 : 2.6 + closeAfter), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '18', event_type: 'DELETED', object: pod(OLD, { deletionAt: 2.0 }) });
   }
   w.event(ev('process-attached', at(0.01), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, comm: 'web', pod_uid: withKube ? OLD.uid : null, netns: OLD.netns, addrs: ['127.0.0.1', OLD.ip], listeners: [{ fd: 3, addr: '0.0.0.0', port: 8080 }] }));
   w.event(ev('process-attached', at(1.05), 'strace', `pid:${NEW.pid}`, { pid: NEW.pid, comm: 'web', pod_uid: withKube ? NEW.uid : null, netns: NEW.netns, addrs: ['127.0.0.1', NEW.ip] }));
@@ -136,10 +170,16 @@ export function scenario(path: string, o: ScenarioOpts = {}): string {
   // SIGTERM at +2.030: ebpf (kernel, generated) and strace (delivered) both see it
   w.event(ev('signal', at(2.03), 'ebpf', `pid:${OLD.pid}`, { pid: OLD.pid, signo: 15, signame: 'SIGTERM', phase: 'generated', sender_comm: 'containerd-shim' }));
   w.event(ev('signal', at(2.0302), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, signo: 15, signame: 'SIGTERM', phase: 'delivered' }));
-  const closeS = 2.0305 + closeAfter;
+  // ignoring SIGTERM: the kernel closes the listener when SIGKILL ends the process, 30 s later
+  const closeS = o.ignoreSigterm ? 32.0302 : 2.0305 + closeAfter;
   w.event(ev('listener-closed', at(closeS), 'ebpf', `${OLD.ip}:8080`, { addr: '0.0.0.0', port: 8080, how: 'tcp-state', netns: OLD.netns }));
-  w.event(ev('listener-closed', at(closeS + 0.0005), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, fd: 3, addr: '0.0.0.0', port: 8080, how: 'close' }));
-  if (o.killed) {
+  if (!o.ignoreSigterm) w.event(ev('listener-closed', at(closeS + 0.0005), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, fd: 3, addr: '0.0.0.0', port: 8080, how: 'close' }));
+  if (o.ignoreSigterm) {
+    w.event(ev('signal', at(32.03), 'ebpf', `pid:${OLD.pid}`, { pid: OLD.pid, signo: 9, signame: 'SIGKILL', phase: 'generated', sender_comm: 'kubelet' }));
+    w.event(ev('process-exit', at(32.0301), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, code: null, signal: 'SIGKILL' }));
+    // a slow request on a connection the old pod accepted before its rule went away, cut by the SIGKILL
+    flow(w, 2.5, 45000, OLD.ip, 'killed', { endS: 32.0301 });
+  } else if (o.killed) {
     w.event(ev('signal', at(2.5), 'ebpf', `pid:${OLD.pid}`, { pid: OLD.pid, signo: 9, signame: 'SIGKILL', phase: 'generated', sender_comm: 'kubelet' }));
     w.event(ev('process-exit', at(2.5001), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, code: null, signal: 'SIGKILL' }));
   } else {

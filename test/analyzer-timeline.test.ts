@@ -97,7 +97,7 @@ describe('timeline', () => {
       expect(items.find((i) => i.kind === 'syn' && String(i.fields.flow).includes('fd00::5'))?.fields.flow).toBe('[fd00::5]:41000>[fd00::99]:8080');
       const a = await analyzeBundle(r);
       expect(a.failures.map((x) => x.client)).toEqual(expect.arrayContaining(['10.0.0.5:4002', '[fd00::5]:41000']));
-      const text = renderText(a, r, f);
+      const text = renderText(a, f);
       const tl = text.slice(text.indexOf('TIMELINE AROUND FAILURES'));
       expect(tl).toMatch(/\[packets\]\s+syn\s+flow=10\.0\.0\.5:4002>10\.42\.0\.97:8080/);
       expect(tl).toMatch(/\[packets\]\s+syn\s+flow=\[fd00::5\]:41000>\[fd00::99\]:8080/);

@@ -222,7 +222,7 @@ export async function screenshotBundle(bundlePath: string, pngPath: string, size
   const { writeFileSync } = await import('node:fs');
   const reader = await BundleReader.open(bundlePath);
   let html: string;
-  try { html = await renderHtml(await analyzeBundle(reader), reader); } finally { reader.close(); }
+  try { html = await renderHtml(await analyzeBundle(reader)); } finally { reader.close(); }
   const dir = mkdtempSync(join(tmpdir(), 'reports-shot-'));
   try {
     const file = join(dir, 'report.html');

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { BundleReader } from '../analyzer/bundle-reader.js';
 import { renderHtml, HTML_COLOURS } from '../analyzer/render/html.js';
 import { renderMarkdown } from '../analyzer/render/markdown.js';
+import { nsFromIso } from '../schemas/analysis.js';
+import { takeExcerpts } from '../analyzer/model/excerpts.js';
 import { escapeHtml, escapeMarkdown } from '../analyzer/render/escape.js';
 import { chromiumRender, countColour, raceAnalysis, writeRaceBundle } from './reports-helpers.js';
 
@@ -35,7 +37,7 @@ describe('escaping', () => {
 describe('markdown report', () => {
   it('has verdict, pod table, failure list and recommendation, all escaped', async () => {
     const a = raceAnalysis({ podName: `${EVIL}|x`, t0, failuresAtMs: fails });
-    const md = renderMarkdown(a, null);
+    const md = renderMarkdown(a);
     expect(md).toMatch(/UNSAFE: 1 of 1 pod\(s\) stopped listening/);
     expect(md).toContain('## Recommendation');
     expect(md).toContain('preStop sleep **2 s**');
@@ -55,7 +57,10 @@ describe('html report in headless chromium', () => {
     const reader = await BundleReader.open(bundle);
     let html: string;
     try {
-      html = await renderHtml(raceAnalysis({ podName: EVIL, t0, failuresAtMs: fails }), reader);
+      // the traffic marks come from the bundle's excerpts, taken as analyzeBundle takes them
+      const a = raceAnalysis({ podName: EVIL, t0, failuresAtMs: fails });
+      a.excerpts = takeExcerpts(reader, a, a.bundle.start ? nsFromIso(a.bundle.start) : null);
+      html = await renderHtml(a);
     } finally { reader.close(); }
     expect(html).not.toMatch(/<img/i);
     expect(html).not.toMatch(/(src|href)=["']?https?:/i);
@@ -93,7 +98,7 @@ describe('html report in headless chromium', () => {
     a.pods[0]!.verdict = 'safe';
     a.pods[0]!.ruleRemovedAt = a.pods[0]!.deletionAt; // rule removed before the listener closed
     a.pods[0]!.exposureMs = 0;
-    const html = await renderHtml(a, null);
+    const html = await renderHtml(a);
     const file = join(dir, 'safe.html');
     writeFileSync(file, html);
     const { dom, png } = chromiumRender(file, join(dir, 'safe.png'));

@@ -51,7 +51,7 @@ describe('reports on a lab race bundle', () => {
   it('html: one mark per failure, shaded exposure, lanes; renders in Chromium', async () => {
     const r = await BundleReader.open(bundle);
     let html: string;
-    try { html = await renderHtml(analysis, r); } finally { r.close(); }
+    try { html = await renderHtml(analysis); } finally { r.close(); }
     const shown = analysis.failures.filter((f) => analysis.pods.some((p) => f.backend.pod === `${p.namespace}/${p.name}`)).length;
     expect(html.match(/class="mark fail"/g)?.length ?? 0).toBe(shown);
     expect(html.match(/class="span exposure"/g)?.length).toBe(analysis.pods.filter((p) => p.exposureMs !== null && p.exposureMs > 0).length);
@@ -66,7 +66,7 @@ describe('reports on a lab race bundle', () => {
   }, 60_000);
 
   it('markdown: every pod and failure', () => {
-    const md = renderMarkdown(analysis, null);
+    const md = renderMarkdown(analysis);
     for (const p of analysis.pods) expect(md).toContain(p.name);
     expect(md).toContain(`## Failures (${analysis.failures.length})`);
   });

@@ -6,7 +6,7 @@ import { analyzeBundle, asInputError, hasFailures } from '../analyze.js';
 import { BundleReader } from '../bundle-reader.js';
 import { renderText } from '../render/text.js';
 
-type Renderer = (a: Analysis, r: BundleReader) => string | Promise<string>;
+type Renderer = (a: Analysis) => string | Promise<string>;
 
 async function loadRenderer(format: string): Promise<Renderer> {
   try {
@@ -26,11 +26,11 @@ export async function runAnalyze(file: string, opts: { format?: string; out?: st
     const analysis = await analyzeBundle(reader);
     let out: string;
     if (format === 'json') out = JSON.stringify(analysis, null, 2) + '\n';
-    else if (format === 'text') out = renderText(analysis, reader, file);
+    else if (format === 'text') out = renderText(analysis, file);
     else {
       const render = await loadRenderer(format);
       if (typeof render !== 'function') throw new InputError(`format ${format} not available in this build`);
-      out = await render(analysis, reader);
+      out = await render(analysis);
     }
     if (opts.out) {
       try { writeFileSync(opts.out, out); } catch (e) { throw new InputError(`cannot write ${opts.out}: ${(e as Error).message}`); }

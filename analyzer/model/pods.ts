@@ -19,6 +19,8 @@ export interface PodSequence {
   listenerCloseEv: ListenEv | null;
   exited: number | null;
   exitSignal: string | null;
+  /** SIGKILL to the pod's process (signal event, else its exit by SIGKILL) */
+  sigkill: number | null;
   endpointTerminating: number | null;
   endpointRemoved: number | null;
   ruleRemoved: number | null;
@@ -119,12 +121,20 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     } else if (listenerClosed === null) {
       ev.push('verdict unknown: no listener-closed or process-exit event for this pod in the bundle');
     }
-    if (ruleRes.at === null) ev.push(`verdict unknown: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
+    // ---- a process that ignored SIGTERM: neither exited nor closed its listener before the SIGKILL
+    const sigkill = killed?.ts ?? (exitEv?.signal === 'SIGKILL' ? exitEv.ts : null);
+    if (sigterm !== null && sigkill !== null && sigkill > sigterm && exitSignal === 'SIGKILL'
+      && (chosenClose === null || chosenClose.ts >= sigkill - 5e6) && verdict !== 'listener-closed-before-rule-removed') {
+      const graceS = pod.graceSeconds;
+      ev.push(`ignored SIGTERM: the process neither exited nor closed its listener in the ${ms(sigkill - sigterm)} ms between SIGTERM (${iso(sigterm)}) and SIGKILL (${iso(sigkill)})${graceS !== null ? `, the end of its ${graceS}s grace period` : ''}: the app ignores SIGTERM or drains longer than the grace period; connections open at the SIGKILL were cut`);
+      verdict = 'ignored-sigterm';
+    }
+    if (ruleRes.at === null) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
     if (verdict === 'unknown' && listenerClosed !== null && ruleRes.at === null) {
       // the rule outlived the recording: still exposed at the end if the listener closed
     }
     out.push({
-      pod, ip, ports, deletion, deletionRequested, sigterm, listenerClosed, listenerCloseEv: chosenClose, exited: exitEv?.ts ?? null, exitSignal,
+      pod, ip, ports, deletion, deletionRequested, sigterm, listenerClosed, listenerCloseEv: chosenClose, exited: exitEv?.ts ?? null, exitSignal, sigkill: sigkill ?? null,
       endpointTerminating: termC?.ts ?? null, endpointRemoved: remC?.ts ?? null, ruleRemoved: ruleRes.at, ruleRemovedByNode: ruleRes.byNode,
       firstListen, exposureNs, verdict, evidence: ev, failedConnections: 0,
     });

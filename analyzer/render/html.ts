@@ -9,7 +9,7 @@
  */
 import type { Analysis, AnalysisFailure, AnalysisPod } from '../../schemas/analysis.js';
 import { nsFromIso } from '../../schemas/analysis.js';
-import type { BundleReader } from '../bundle-reader.js';
+import { failuresOfPod as failuresOf, podSpan } from '../model/excerpts.js';
 import { escapeHtml as h, jsonForScript } from './escape.js';
 import { fmtAt, overallVerdict, podLabel } from './markdown.js';
 
@@ -35,21 +35,13 @@ interface Mark { lane: LaneKey; tMs: number; label: string; colour: string; titl
 
 interface PodView { pod: AnalysisPod; marks: Mark[]; exposure: [number, number] | null; t0Ms: number; t1Ms: number; originNs: number }
 
-const MAX_TRAFFIC_MARKS = 3000;
-
 function relMs(iso: string | null | undefined, originNs: number): number | null {
   if (!iso) return null;
   const ns = nsFromIso(iso);
   return ns === null ? null : (ns - originNs) / 1e6;
 }
 
-function failuresOf(a: Analysis, p: AnalysisPod): Array<[AnalysisFailure, number]> {
-  const key = podLabel(p);
-  return a.failures.map((f, i) => [f, i] as [AnalysisFailure, number])
-    .filter(([f]) => f.backend.pod === key || f.backend.pod === p.name || (!f.backend.pod && !!p.ip && f.backend.ip === p.ip));
-}
-
-function buildView(a: Analysis, p: AnalysisPod, reader: BundleReader | null, originNs: number): PodView {
+function buildView(a: Analysis, p: AnalysisPod, originNs: number): PodView {
   const marks: Mark[] = [];
   const add = (lane: LaneKey, iso: string | null, label: string, colour: string) => {
     const t = relMs(iso, originNs);
@@ -64,40 +56,21 @@ function buildView(a: Analysis, p: AnalysisPod, reader: BundleReader | null, ori
   add('proc', p.sigtermAt, 'SIGTERM', HTML_COLOURS.proc);
   add('proc', p.listenerClosedAt, 'listener closed', HTML_COLOURS.proc);
   add('proc', p.exitedAt, 'exit', HTML_COLOURS.proc);
+  if (p.sigkillAt) add('proc', p.sigkillAt, 'SIGKILL', HTML_COLOURS.failure);
   for (const [f, i] of failuresOf(a, p)) {
     const t = relMs(f.at, originNs);
     if (t === null) continue;
     marks.push({ lane: 'pkt', tMs: t, label: '', colour: HTML_COLOURS.failure, shape: 'diamond', failure: i,
       title: `failure ${f.cause}: ${f.client} → ${f.service ?? '?'} → ${f.backend.ip ?? '?'}:${f.backend.port ?? '?'}\n${f.evidence.join('\n')}` });
   }
-  const keyTimes = marks.map((m) => m.tMs);
-  let t0 = keyTimes.length ? Math.min(...keyTimes) : 0;
-  let t1 = keyTimes.length ? Math.max(...keyTimes) : 1000;
-  const span = Math.max(t1 - t0, 50);
-  t0 -= span * 0.12; t1 += span * 0.12;
-  if (reader) {
-    const since = originNs + t0 * 1e6;
-    const until = originNs + t1 * 1e6;
-    let n = 0;
-    for (const r of reader.probeRequests({ since, until })) {
-      if (++n > MAX_TRAFFIC_MARKS) break;
-      const ok = r.outcome === 'ok';
-      marks.push({ lane: 'pkt', tMs: (r.start_ns - originNs) / 1e6, label: '', colour: ok ? HTML_COLOURS.probeOk : HTML_COLOURS.rst, shape: 'tick',
-        title: `probe ${r.local_addr ?? '?'}:${r.local_port ?? '?'} → ${r.remote}: ${r.outcome}${r.status ? ` ${r.status}` : ''}${r.error ? ` ${r.error}` : ''}` });
-    }
-    if (p.ip) {
-      n = 0;
-      try {
-        for (const k of reader.packets({ since, until, withData: false, where: 'proto = \'tcp\' AND (tcp_flags & 4) != 0' })) {
-          if (k.src !== p.ip && k.dst !== p.ip) continue;
-          if (++n > MAX_TRAFFIC_MARKS) break;
-          marks.push({ lane: 'pkt', tMs: (k.ts_ns - originNs) / 1e6, label: '', colour: HTML_COLOURS.rst, shape: 'tick',
-            title: `RST ${k.src}:${k.sport} → ${k.dst}:${k.dport} on ${k.iface ?? '?'}` });
-        }
-      } catch {
-        // traffic marks only illustrate the verdict; a packets table that cannot be read leaves them out
-      }
-    }
+  const span = podSpan(a, p, failuresOf);
+  const t0 = span ? (span[0] - originNs) / 1e6 : 0;
+  const t1 = span ? (span[1] - originNs) / 1e6 : 1000;
+  const label = podLabel(p);
+  for (const x of a.excerpts?.traffic.find((t) => t.pod === label)?.marks ?? []) {
+    const t = relMs(x.at, originNs);
+    if (t === null) continue;
+    marks.push({ lane: 'pkt', tMs: t, label: '', colour: x.kind === 'probe-ok' ? HTML_COLOURS.probeOk : HTML_COLOURS.rst, shape: 'tick', title: x.title });
   }
   const lc = relMs(p.listenerClosedAt, originNs);
   const rr = relMs(p.ruleRemovedAt, originNs);
@@ -183,7 +156,9 @@ table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #dadce0;paddi
 .mark.fail{cursor:pointer}.mark.fail:focus path,.mark.fail:hover path{stroke:#202124;stroke-width:2}
 #details{position:sticky;bottom:0;background:#fff;border:2px solid #d93025;border-radius:8px;padding:10px 14px;margin-top:12px;white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:12px}
 #details[hidden]{display:none}
-svg.lanes{display:block;max-width:100%;height:auto}`;
+svg.lanes{display:block;max-width:100%;height:auto}
+tr.check.fail td:nth-child(2){color:#a50e0e;font-weight:600}tr.check.warn td:nth-child(2){color:#b06000}tr.check.ok td:nth-child(2){color:#137333}
+pre{background:#fff;border:1px solid #dadce0;padding:6px 10px;white-space:pre-wrap;word-break:break-all;font-size:12px}`;
 
 /** The inline script: zoom/pan by re-laying out [data-t] marks; click a failure to show its evidence. */
 const SCRIPT = `(function(){
@@ -211,8 +186,9 @@ document.querySelectorAll('.ctl button').forEach(function(b){b.addEventListener(
 if(a==='in')zoom(svg,0.5);else if(a==='out')zoom(svg,2);else if(a==='left')pan(svg,-0.25);else if(a==='right')pan(svg,0.25);else{svg.dataset.v0=svg.dataset.t0;svg.dataset.v1=svg.dataset.t1;layout(svg);}});});
 })();`;
 
-export async function renderHtml(a: Analysis, reader: BundleReader | null): Promise<string> {
-  const startNs = (a.bundle.start ? nsFromIso(a.bundle.start) : null) ?? (reader?.timeRange()?.start ?? 0);
+/** Renders the analysis only (traffic marks come from `a.excerpts`): no I/O. */
+export async function renderHtml(a: Analysis): Promise<string> {
+  const startNs = (a.bundle.start ? nsFromIso(a.bundle.start) : null) ?? 0;
   const v = overallVerdict(a);
   const r = a.recommendation;
   const body: string[] = [];
@@ -229,18 +205,31 @@ export async function renderHtml(a: Analysis, reader: BundleReader | null): Prom
   const rp: string[] = [];
   if (r.preStopSeconds !== null) rp.push(`preStop sleep <b>${h(r.preStopSeconds)} s</b>`);
   if (r.terminationGracePeriodSeconds !== null) rp.push(`terminationGracePeriodSeconds <b>${h(r.terminationGracePeriodSeconds)}</b>`);
-  body.push(`${rp.join(', ')}${rp.length ? '. ' : ''}${h(r.why)}${(r.notes ?? []).map((n) => `<br>${h(n)}`).join('')}</div>`);
+  body.push(`${rp.join(', ')}${rp.length ? '. ' : ''}${h(r.why)}${(r.notes ?? []).map((n) => `<br>${h(n)}`).join('')}`);
+  const c = r.current;
+  if (c) {
+    body.push(`<p class="muted">in use${c.deployment ? ` (${h(c.deployment)})` : ''}: preStop ${h(c.preStop ?? 'none')}, terminationGracePeriodSeconds ${h(c.terminationGracePeriodSeconds ?? '—')}, readinessProbe ${h(c.readinessProbe === null ? '—' : c.readinessProbe ? 'yes' : 'no')}, strategy ${c.strategy ? h(`maxSurge ${c.strategy.maxSurge ?? '?'}, maxUnavailable ${c.strategy.maxUnavailable ?? '?'}, minReadySeconds ${c.strategy.minReadySeconds ?? 0}`) : '—'}, PDB ${h(c.pdb === null ? '—' : c.pdb.join(', ') || 'none')}, server ${h(c.serverVersion ?? '—')}</p>`);
+  }
+  if (r.checks?.length) {
+    body.push('<table id="checks"><tr><th>check</th><th>status</th><th>evidence from this recording</th></tr>');
+    for (const k of r.checks) body.push(`<tr class="check ${h(k.status)}"><td>${h(k.knob)}</td><td>${h(k.status)}</td><td>${k.evidence.map(h).join('<br>')}</td></tr>`);
+    body.push('</table>');
+  }
+  if (r.patch) body.push(`<p>Strategic merge patch:</p><pre id="patch">${h(JSON.stringify(r.patch, null, 2))}</pre>`);
+  if (r.kubectl) body.push(`<p>Apply it:</p><pre id="kubectl">${h(r.kubectl)}</pre>`);
+  if (r.verify?.length) body.push(`<p>Verify (exit 0 when the fix holds):</p><pre id="verify">${r.verify.map(h).join('\n')}</pre>`);
+  body.push('</div>');
 
   body.push(`<h2>Terminated pods (${a.pods.length})</h2>`);
   body.push(`<p class="muted">Lanes share one clock (ms from the bundle start). Shaded: the exposure window, from the listener closing to this node's rule removal. Red diamonds: failures (hover or click for evidence). Purple: RSTs and failed probes; grey: successful probes. Zoom with the mouse wheel or the buttons.</p>`);
   a.pods.forEach((p, i) => {
-    const view = buildView(a, p, reader, startNs);
+    const view = buildView(a, p, startNs);
     body.push(`<section class="pod" id="pod${i}"><h3>${h(podLabel(p))}${p.ip ? ` (${h(p.ip)})` : ''} — ${h(p.verdict)}${p.exposureMs !== null ? `, exposure ${h(p.exposureMs.toFixed(1))} ms` : ''}, ${p.failedConnections} failed</h3>`);
     body.push(`<div class="ctl"><button data-for="tl${i}" data-act="in">zoom +</button><button data-for="tl${i}" data-act="out">zoom −</button><button data-for="tl${i}" data-act="left">◀</button><button data-for="tl${i}" data-act="right">▶</button><button data-for="tl${i}" data-act="reset">reset</button> <span class="muted" data-range-for="tl${i}"></span></div>`);
     body.push(podSvg(view, i).replace('<svg class="lanes"', `<svg class="lanes" data-top="${TOP}" data-bottom="${TOP + LANES.length * LANE_H}"`));
     body.push('<table><tr><th>step</th><th>when</th></tr>');
     const rows: Array<[string, string | null]> = [['deletion requested', p.deletionAt], ['SIGTERM', p.sigtermAt], ['listener closed', p.listenerClosedAt],
-      ['endpoint terminating', p.endpointTerminatingAt], ['endpoint removed', p.endpointRemovedAt], ['rule removed (this node)', p.ruleRemovedAt], ['process exited', p.exitedAt]];
+      ['endpoint terminating', p.endpointTerminatingAt], ['endpoint removed', p.endpointRemovedAt], ['rule removed (this node)', p.ruleRemovedAt], ['process exited', p.exitedAt], ...(p.sigkillAt ? [['SIGKILL', p.sigkillAt] as [string, string | null]] : [])];
     for (const [k, at] of rows) body.push(`<tr><td>${k}</td><td>${h(fmtAt(at, startNs))}</td></tr>`);
     for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) body.push(`<tr><td>rule removed on ${h(node)}</td><td>${h(fmtAt(at, startNs))}</td></tr>`);
     body.push('</table>');

@@ -16,6 +16,8 @@ export function overallVerdict(a: Analysis): { level: 'fail' | 'ok' | 'unknown';
     if (nFail) parts.push(`${nFail} failed request(s)/connection(s)`);
     return { level: 'fail', text: `UNSAFE: ${parts.join('; ')}` };
   }
+  const ignoredTerm = a.pods.filter((p) => p.verdict === 'ignored-sigterm');
+  if (ignoredTerm.length) return { level: 'unknown', text: `NO FAILED REQUESTS, BUT ${ignoredTerm.length} of ${a.pods.length} pod(s) ignored SIGTERM and were SIGKILLed at the end of the grace period` };
   if (a.pods.length && a.pods.every((p) => p.verdict === 'safe')) {
     return { level: 'ok', text: `SAFE: all ${a.pods.length} terminated pod(s) kept listening until the rules no longer sent traffic to them; no failed requests` };
   }
@@ -40,8 +42,8 @@ function ms(v: number | null | undefined): string {
   return v === null || v === undefined ? '—' : `${v.toFixed(1)} ms`;
 }
 
-/** Renders the analysis; `reader` is accepted for signature symmetry with renderHtml and unused. */
-export function renderMarkdown(a: Analysis, _reader?: unknown): string {
+/** Renders the analysis only: no I/O. */
+export function renderMarkdown(a: Analysis): string {
   const startNs = a.bundle.start ? nsFromIso(a.bundle.start) : null;
   const out: string[] = [];
   const v = overallVerdict(a);
@@ -67,6 +69,25 @@ export function renderMarkdown(a: Analysis, _reader?: unknown): string {
   if (recParts.length) out.push(`- ${recParts.join(', ')}`);
   out.push(`- ${md(r.why)}`);
   for (const n of r.notes ?? []) out.push(`- ${md(n)}`);
+  const c = r.current;
+  if (c) {
+    out.push('', '| knob | in use | recommended |', '| --- | --- | --- |');
+    out.push(`| preStop | ${md(c.preStop ?? 'none')} | ${r.preStopSeconds !== null ? `sleep ${r.preStopSeconds} s` : '—'} |`);
+    out.push(`| terminationGracePeriodSeconds | ${c.terminationGracePeriodSeconds ?? '—'} | ${r.terminationGracePeriodSeconds ?? '—'} |`);
+    if (c.strategy) out.push(`| strategy | maxSurge ${md(String(c.strategy.maxSurge ?? '?'))}, maxUnavailable ${md(String(c.strategy.maxUnavailable ?? '?'))}, minReadySeconds ${c.strategy.minReadySeconds ?? 0} | ${md(JSON.stringify((r.patch as { spec?: { strategy?: unknown } } | null)?.spec?.strategy ?? 'unchanged'))} |`);
+    out.push(`| readinessProbe | ${c.readinessProbe === null ? '—' : c.readinessProbe ? 'yes' : 'no'} | yes, distinct from liveness |`);
+    out.push(`| PodDisruptionBudget | ${c.pdb === null ? '—' : c.pdb.length ? c.pdb.map(md).join(', ') : 'none'} | one selecting the pods |`);
+    out.push(`| externalTrafficPolicy | ${c.externalTrafficPolicy ? Object.entries(c.externalTrafficPolicy).map(([k, v]) => `${md(k)}: ${md(v ?? 'ClusterIP')}`).join(', ') || '—' : '—'} | see check |`);
+    if (c.serverVersion) out.push('', `API server ${md(c.serverVersion)}.`);
+  }
+  if (r.checks?.length) {
+    out.push('', '| check | status | evidence from this recording |', '| --- | --- | --- |');
+    const icon = { ok: '✅ ok', warn: '⚠️ warn', fail: '❌ fail' } as const;
+    for (const k of r.checks) out.push(`| ${md(k.knob)} | ${icon[k.status]} | ${k.evidence.map(md).join('<br>')} |`);
+  }
+  if (r.patch) out.push('', 'Strategic merge patch:', '', '```json', JSON.stringify(r.patch, null, 2).replace(/`/g, "'"), '```');
+  if (r.kubectl) out.push('', 'Apply it:', '', '```sh', r.kubectl.replace(/`/g, "'"), '```');
+  if (r.verify?.length) out.push('', 'Verify (exit 0 when the fix holds):', '', '```sh', ...r.verify.map((v) => v.replace(/`/g, "'")), '```');
 
   out.push('', `## Terminated pods (${a.pods.length})`);
   for (const p of a.pods) {
@@ -80,6 +101,7 @@ export function renderMarkdown(a: Analysis, _reader?: unknown): string {
       ['endpoint removed (EndpointSlice)', p.endpointRemovedAt],
       ['rule removed (this node)', p.ruleRemovedAt],
       ['process exited', p.exitedAt],
+      ...(p.sigkillAt ? [['SIGKILL', p.sigkillAt] as [string, string | null]] : []),
     ];
     for (const [k, at] of rows) out.push(`| ${k} | ${md(fmtAt(at, startNs))} |`);
     for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) out.push(`| rule removed on node ${md(node)} | ${md(fmtAt(at, startNs))} |`);

@@ -1,13 +1,8 @@
 /** The text report: verdict first, one paragraph per terminated pod, failures, recommendation, timeline ±1 s around failures. */
-import type { Analysis } from '../../schemas/analysis.js';
+import type { Analysis, AnalysisPod, AnalysisRecommendation } from '../../schemas/analysis.js';
 import { nsFromIso } from '../../schemas/analysis.js';
-import type { BundleReader } from '../bundle-reader.js';
 import { hasFailures } from '../analyze.js';
-import { formatTimelineLine, timelineItems, type TimelineItem } from '../timeline.js';
 import { clean, rel } from '../util.js';
-
-const MAX_WINDOWS = 10;
-const MAX_LINES_PER_WINDOW = 150;
 
 function relIso(isoS: string | null, startNs: number | null): string {
   if (!isoS) return 'unknown';
@@ -16,19 +11,38 @@ function relIso(isoS: string | null, startNs: number | null): string {
   return rel(ns, startNs);
 }
 
-/** Whether a packet/conntrack row is of a failed client: exact endpoints of its flow (`a>b`) or subject. */
-function ofClient(it: TimelineItem, clients: Set<string>): boolean {
-  if (it.subject !== null && clients.has(it.subject)) return true;
-  const flow = it.fields.flow ?? it.fields.orig;
-  if (typeof flow !== 'string') return false;
-  const gt = flow.indexOf('>');
-  if (gt < 0) return clients.has(flow);
-  return clients.has(flow.slice(0, gt)) || clients.has(flow.slice(gt + 1));
+/** The one-line head of a pod paragraph, by verdict. */
+export function podHead(p: AnalysisPod): string {
+  switch (p.verdict) {
+    case 'listener-closed-before-rule-removed': return `closed its listener ${p.exposureMs} ms BEFORE this node removed its rule: EXPOSED`;
+    case 'safe': return `kept listening ${p.exposureMs === null ? '' : `${-p.exposureMs} ms `}past this node's rule removal: safe`;
+    case 'ignored-sigterm': return `IGNORED SIGTERM: neither exited nor closed its listener until SIGKILL${p.killedConnections ? ` (${p.killedConnections} connection(s) cut by it)` : ''}`;
+    default: return 'verdict unknown';
+  }
+}
+
+/** The recommendation's current values, patch, kubectl line, checks and verify commands, as text lines. */
+export function recommendationLines(r: AnalysisRecommendation): string[] {
+  const L: string[] = [];
+  const c = r.current;
+  if (c) {
+    const strat = c.strategy ? `maxSurge ${c.strategy.maxSurge ?? '?'}, maxUnavailable ${c.strategy.maxUnavailable ?? '?'}, minReadySeconds ${c.strategy.minReadySeconds ?? 0}` : 'unknown';
+    const etp = c.externalTrafficPolicy ? Object.entries(c.externalTrafficPolicy).map(([k, v]) => `${k}=${v ?? 'ClusterIP'}`).join(', ') || 'no service recorded' : 'unknown';
+    L.push(`  in use${c.deployment ? ` (deployment ${clean(c.deployment)}${c.from === 'pod' ? ', from a pod' : ''})` : ''}: preStop ${c.preStop ? clean(c.preStop, 120) : 'none'}, terminationGracePeriodSeconds ${c.terminationGracePeriodSeconds ?? 'unknown'}, readinessProbe ${c.readinessProbe === null ? 'unknown' : c.readinessProbe ? 'yes' : 'no'}, strategy ${strat}, PDB ${c.pdb === null ? 'unknown' : c.pdb.length ? c.pdb.map((x) => clean(x)).join(', ') : 'none'}, externalTrafficPolicy ${clean(etp, 300)}, server ${c.serverVersion ? clean(c.serverVersion, 60) : 'unknown'}`);
+  }
+  for (const k of r.checks ?? []) {
+    L.push(`  [${k.status.toUpperCase().padEnd(4)}] ${k.knob}`);
+    for (const e of k.evidence) L.push(`         ${clean(e, 600)}`);
+  }
+  if (r.kubectl) L.push('  apply:', `    ${clean(r.kubectl, 4000)}`);
+  if (r.verify?.length) { L.push('  verify (exit 0 when the fix holds):'); for (const v of r.verify) L.push(`    ${clean(v, 2000)}`); }
+  return L;
 }
 
 export function verdictLine(a: Analysis): string {
   const exposed = a.pods.filter((p) => p.verdict === 'listener-closed-before-rule-removed');
   const unknown = a.pods.filter((p) => p.verdict === 'unknown');
+  const ignoredTerm = a.pods.filter((p) => p.verdict === 'ignored-sigterm');
   if (hasFailures(a)) {
     const parts: string[] = [];
     parts.push(`${a.failures.length} failed connection(s)`);
@@ -39,14 +53,17 @@ export function verdictLine(a: Analysis): string {
     const causes = new Map<string, number>();
     for (const f of a.failures) causes.set(f.cause, (causes.get(f.cause) ?? 0) + 1);
     if (causes.size) parts.push(`causes: ${[...causes].map(([c, n]) => `${c} ${n}`).join(', ')}`);
+    if (ignoredTerm.length) parts.push(`${ignoredTerm.length} pod(s) ignored SIGTERM until SIGKILL`);
     return `VERDICT: FAILURES — ${parts.join('; ')}`;
   }
   if (!a.pods.length) return 'VERDICT: CLEAN — no failed connection; no terminated pod in this bundle';
+  if (ignoredTerm.length) return `VERDICT: CLEAN, BUT ${ignoredTerm.length} POD(S) IGNORED SIGTERM — no failed connection; they were SIGKILLed at the end of the grace period (see why below)`;
   if (unknown.length) return `VERDICT: CLEAN, PARTLY UNKNOWN — no failed connection; ${a.pods.length - unknown.length} pod(s) safe, ${unknown.length} pod(s) unknown (see why below)`;
   return `VERDICT: CLEAN — no failed connection; all ${a.pods.length} terminated pod(s) kept listening until this node removed the rule`;
 }
 
-export function renderText(a: Analysis, reader: BundleReader | null, file: string): string {
+/** Renders the analysis only (timeline excerpts come from `a.excerpts`): no I/O. */
+export function renderText(a: Analysis, file: string): string {
   const startNs = a.bundle.start ? nsFromIso(a.bundle.start) : null;
   const L: string[] = [];
   L.push(verdictLine(a));
@@ -56,11 +73,9 @@ export function renderText(a: Analysis, reader: BundleReader | null, file: strin
   L.push(`PODS (${a.pods.length} terminated)`);
   for (const p of a.pods) {
     const name = `${p.namespace ? `${p.namespace}/` : ''}${p.name}`;
-    const head = p.verdict === 'listener-closed-before-rule-removed'
-      ? `closed its listener ${p.exposureMs} ms BEFORE this node removed its rule: EXPOSED`
-      : p.verdict === 'safe' ? `kept listening ${p.exposureMs === null ? '' : `${-p.exposureMs} ms `}past this node's rule removal: safe` : 'verdict unknown';
+    const head = podHead(p);
     L.push(`  ${name} (${p.ip ?? 'ip unknown'}): ${head}; ${p.failedConnections} failed connection(s).`);
-    L.push(`    deletion ${relIso(p.deletionAt, startNs)}, SIGTERM ${relIso(p.sigtermAt, startNs)}, listener closed ${relIso(p.listenerClosedAt, startNs)}, exited ${relIso(p.exitedAt, startNs)};`
+    L.push(`    deletion ${relIso(p.deletionAt, startNs)}, SIGTERM ${relIso(p.sigtermAt, startNs)}, listener closed ${relIso(p.listenerClosedAt, startNs)}, exited ${relIso(p.exitedAt, startNs)}${p.sigkillAt ? ` (SIGKILL ${relIso(p.sigkillAt, startNs)})` : ''};`
       + ` slice terminating ${relIso(p.endpointTerminatingAt, startNs)}, removed ${relIso(p.endpointRemovedAt, startNs)}; rule removed ${relIso(p.ruleRemovedAt, startNs)}.`);
     for (const e of p.evidence) L.push(`      - ${clean(e, 600)}`);
   }
@@ -78,38 +93,22 @@ export function renderText(a: Analysis, reader: BundleReader | null, file: strin
   L.push(`  preStop sleep: ${r.preStopSeconds === null ? 'unknown' : `${r.preStopSeconds}s`}   terminationGracePeriodSeconds: ${r.terminationGracePeriodSeconds === null ? 'unknown' : r.terminationGracePeriodSeconds}`);
   for (const w of r.why.split('; ')) L.push(`    ${clean(w, 600)}`);
   for (const n of r.notes ?? []) L.push(`  note: ${clean(n, 600)}`);
+  L.push(...recommendationLines(r));
   if (a.programmingLatency?.length) {
     L.push('');
     L.push('NETWORK PROGRAMMING LATENCY (slice change received -> this node\'s rules)');
     for (const l of a.programmingLatency.slice(0, 50)) L.push(`  ${relIso(l.at, startNs)}  ${l.change.padEnd(7)} ${clean(l.endpoint).padEnd(16)} ${l.latencyMs === null ? 'not reflected' : `${l.latencyMs} ms`}${l.node ? `  node ${clean(l.node)}` : ''}`);
   }
-  if (reader && a.failures.length && startNs !== null) {
-    const wins: Array<[number, number]> = [];
-    for (const f of a.failures) {
-      const t = nsFromIso(f.at);
-      if (t === null) continue;
-      const last = wins[wins.length - 1];
-      if (last && t - 1e9 <= last[1]) last[1] = Math.max(last[1], t + 1e9);
-      else wins.push([t - 1e9, t + 1e9]);
-    }
-    const clients = new Set(a.failures.map((f) => f.client));
+  const x = a.excerpts;
+  if (x && (x.failureWindows.length || x.error)) {
     L.push('');
-    L.push(`TIMELINE AROUND FAILURES (±1 s${wins.length > MAX_WINDOWS ? `, first ${MAX_WINDOWS} of ${wins.length} windows` : ''})`);
-    try {
-      for (const [s, e] of wins.slice(0, MAX_WINDOWS)) {
-        let n = 0;
-        for (const it of timelineItems(reader, { since: s, until: e })) {
-          // keep the window readable: packets and conntrack only for failed clients, RSTs and ICMP errors
-          if ((it.source === 'packets' || it.source === 'conntrack') && it.kind !== 'rst' && it.kind !== 'icmp' && !ofClient(it, clients)) continue;
-          if (++n > MAX_LINES_PER_WINDOW) { L.push('  ...'); break; }
-          L.push(`  ${formatTimelineLine(it, startNs)}`);
-        }
-        L.push('  --');
-      }
-    } catch (e) {
-      // the timeline illustrates the findings above; a table it cannot read must not cost the report
-      L.push(`  (timeline unavailable: ${clean((e as Error)?.message ?? String(e), 200)})`);
+    L.push(`TIMELINE AROUND FAILURES (±1 s${x.windowsTotal > x.failureWindows.length ? `, first ${x.failureWindows.length} of ${x.windowsTotal} windows` : ''})`);
+    for (const w of x.failureWindows) {
+      for (const l of w.lines) L.push(`  ${clean(l.text, 2000)}`);
+      if (w.truncated) L.push('  ...');
+      L.push('  --');
     }
+    if (x.error) L.push(`  (timeline unavailable: ${clean(x.error, 200)})`);
   }
   if (a.warnings?.length) {
     L.push('');

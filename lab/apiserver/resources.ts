@@ -21,6 +21,7 @@ export const RESOURCES: ResourceDef[] = [
   { group: '', version: 'v1', resource: 'nodes', singular: 'node', kind: 'Node', namespaced: false, subresources: ['status'], shortNames: ['no'], generation: false },
   { group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices', singular: 'endpointslice', kind: 'EndpointSlice', namespaced: true, subresources: [], generation: true },
   { group: 'apps', version: 'v1', resource: 'deployments', singular: 'deployment', kind: 'Deployment', namespaced: true, subresources: ['status'], shortNames: ['deploy'], categories: ['all'], generation: true },
+  { group: 'policy', version: 'v1', resource: 'poddisruptionbudgets', singular: 'poddisruptionbudget', kind: 'PodDisruptionBudget', namespaced: true, subresources: ['status'], shortNames: ['pdb'], generation: true },
   { group: 'apps', version: 'v1', resource: 'replicasets', singular: 'replicaset', kind: 'ReplicaSet', namespaced: true, subresources: ['status'], shortNames: ['rs'], categories: ['all'], generation: true },
 ];
 
@@ -41,4 +42,5 @@ export function findResource(group: string, version: string, resource: string): 
 export const API_GROUPS: { name: string; version: string }[] = [
   { name: 'apps', version: 'v1' },
   { name: 'discovery.k8s.io', version: 'v1' },
+  { name: 'policy', version: 'v1' },
 ];

@@ -1,6 +1,6 @@
 /**
- * kube source: raw LIST+WATCH of Pods, EndpointSlices, Services, Deployments, ReplicaSets and Events in
- * one namespace, narrowed by --selector or --deployment. Every list item and watch event is stored
+ * kube source: raw LIST+WATCH of Pods, EndpointSlices, Services, Deployments, ReplicaSets,
+ * PodDisruptionBudgets and Events in one namespace, narrowed by --selector or --deployment. Every list item and watch event is stored
  * whole in k8s_objects (receive time, resourceVersion); derive.ts turns pod and slice changes into
  * timeline events; ctx.pods is kept current for the strace source. Clock: receipt.
  */
@@ -49,6 +49,7 @@ export function resourceSpecs(t: KubeTarget): ResourceSpec[] {
     { kind: 'ReplicaSet', apiVersion: 'apps/v1', path: `/apis/apps/v1/namespaces/${ns}/replicasets`, query: sel },
     { kind: 'Service', apiVersion: 'v1', path: `/api/v1/namespaces/${ns}/services`, query: {} },
     { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`, query: {} },
+    { kind: 'PodDisruptionBudget', apiVersion: 'policy/v1', path: `/apis/policy/v1/namespaces/${ns}/poddisruptionbudgets`, query: {} },
     { kind: 'Event', apiVersion: 'v1', path: `/api/v1/namespaces/${ns}/events`, query: {} },
   ];
 }
@@ -98,6 +99,17 @@ export class Relevance {
         for (const l of this.podLabels.values()) if (mapSelectorMatches(sel, l)) return this.keep(kind, o);
         return false;
       }
+      case 'PodDisruptionBudget': {
+        // a PDB covers the followed pods when its selector matches their labels
+        const sel = (o.spec as { selector?: Parameters<typeof labelSelectorToString>[0] } | undefined)?.selector;
+        if (!sel) return false;
+        let reqs: Requirement[];
+        try { reqs = parseSelector(labelSelectorToString(sel)); } catch { return false; }
+        if (!reqs.length) return false;
+        if (matchesSelector(reqs, this.t.templateLabels)) return this.keep(kind, o);
+        for (const l of this.podLabels.values()) if (matchesSelector(reqs, l)) return this.keep(kind, o);
+        return false;
+      }
       case 'EndpointSlice': {
         const svc = md.labels?.['kubernetes.io/service-name'];
         if (svc && this.names.has(`Service/${svc}`)) return this.keep(kind, o);
@@ -142,6 +154,8 @@ class KubeSource implements Source {
   private sink: Sink | null = null;
   private ctx: RecordContext | null = null;
   private relevance: Relevance | null = null;
+  /** the API server's /version body, stored as a k8s_objects row (kind Version) at start */
+  private version: Record<string, unknown> | null = null;
 
   constructor(private opts: RecordOptions) {}
 
@@ -154,6 +168,7 @@ class KubeSource implements Source {
       try {
         const v = await this.client.request<{ gitVersion?: string }>('GET', '/version', undefined, undefined, 5000);
         if (v?.gitVersion) versions['kube-apiserver'] = v.gitVersion;
+        if (v && typeof v === 'object') this.version = v as Record<string, unknown>;
       } catch { /* optional */ }
       this.target = await resolveTarget(this.client, this.opts);
       // access check: can we list pods?
@@ -163,7 +178,7 @@ class KubeSource implements Source {
       if (node) meta.node = node;
       const what = this.target.deployment ? `deployment ${this.target.deployment} (${this.target.selector || 'all pods'})`
         : this.target.selector ? `selector ${this.target.selector}` : 'every pod';
-      return { ok: true, clock, versions, meta, detail: `watching pods, endpointslices, services, deployments, replicasets, events of ${what} in namespace ${this.target.namespace} at ${this.client.server}` };
+      return { ok: true, clock, versions, meta, detail: `watching pods, endpointslices, services, deployments, replicasets, poddisruptionbudgets, events of ${what} in namespace ${this.target.namespace} at ${this.client.server}` };
     } catch (e) {
       const msg = e instanceof ApiError && e.status === 404 && this.opts.deployment && !this.target
         ? `deployment ${this.opts.deployment} not found in namespace ${this.opts.namespace}`
@@ -225,6 +240,11 @@ class KubeSource implements Source {
       if (!pf.ok) throw new Error(pf.detail);
     }
     this.relevance = new Relevance(this.target!);
+    if (this.version) {
+      // what the analysis needs to pick a preStop form the server supports (native sleep: 1.30+)
+      sink.k8sObject({ ts_ns: nowNs(), kind: 'Version', namespace: null, name: 'kube-apiserver', uid: null, resource_version: null, event_type: 'LIST', object: JSON.stringify({ kind: 'Version', ...this.version }) });
+      this.rows++;
+    }
     const skipped: string[] = [];
     for (const spec of resourceSpecs(this.target!)) {
       const loop = new WatchLoop(this.client!, spec, {
