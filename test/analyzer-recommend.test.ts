@@ -93,7 +93,7 @@ describe('recommendation from the recorded Deployment', () => {
     const { a } = await analyze('rec-merged', {
       workload: {},
       extra: (w) => {
-        const rule = { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: null, mode: 'nftables', clock: 'receipt', node: 'node2' };
+        const rule = { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: null, mode: 'nftables' as const, clock: 'receipt' as const, node: 'node2' };
         w.event(ev('endpoint-rule-added', at(0.03), 'nftables', `${OLD.ip}:8080`, rule));
         w.event(ev('endpoint-rule-removed', at(3.6), 'nftables', `${OLD.ip}:8080`, rule));
       },

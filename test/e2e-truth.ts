@@ -22,14 +22,14 @@ export interface Expectation {
   failures: 'some' | 'none';
   cause: 'listener-closed' | 'no-endpoint' | 'killed-in-flight' | 'not-ready' | null;
   /** verdict of every terminated pod; null: not checked (depends on which pod the rollout hit) */
-  verdict: 'listener-closed-before-rule-removed' | 'safe' | 'unknown' | null;
+  verdict: 'listener-closed-before-rule-removed' | 'safe' | 'unknown' | 'ignored-sigterm' | null;
 }
 
 export const EXPECT: Record<string, Expectation> = {
   race: { failures: 'some', cause: 'listener-closed', verdict: 'listener-closed-before-rule-removed' },
   iptables: { failures: 'some', cause: 'listener-closed', verdict: 'listener-closed-before-rule-removed' },
   prestop: { failures: 'none', cause: null, verdict: 'safe' },
-  'grace-too-short': { failures: 'some', cause: 'killed-in-flight', verdict: null },
+  'grace-too-short': { failures: 'some', cause: 'killed-in-flight', verdict: 'ignored-sigterm' },
   'not-ready': { failures: 'some', cause: 'not-ready', verdict: null },
   'local-blackhole': { failures: 'some', cause: 'no-endpoint', verdict: null },
 };

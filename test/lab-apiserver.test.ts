@@ -90,7 +90,7 @@ describe('kubeconfig and discovery', () => {
     expect(names).toEqual(expect.arrayContaining(['pods', 'pods/status', 'services', 'events', 'namespaces', 'nodes']));
     expect(coreRes.resources.find((r) => r.name === 'pods')!.verbs).toContain('watch');
     const groups = await kc.makeApiClient(k8s.ApisApi).getAPIVersions();
-    expect(groups.groups.map((g) => g.name).sort()).toEqual(['apps', 'discovery.k8s.io']);
+    expect(groups.groups.map((g) => g.name).sort()).toEqual(['apps', 'discovery.k8s.io', 'policy']);
     const appsRes = await apps.getAPIResources();
     expect(appsRes.resources.map((r) => r.name)).toEqual(expect.arrayContaining(['deployments', 'deployments/status', 'replicasets', 'replicasets/status']));
     const disc = await kc.makeApiClient(k8s.DiscoveryV1Api).getAPIResources();

@@ -78,6 +78,8 @@ beforeAll(async () => {
   store.create('pods', pod('other-a', 'other', '10.244.0.9'), NS);
   store.create('services', { metadata: { name: 'web', namespace: NS }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] } }, NS);
   store.create('services', { metadata: { name: 'other', namespace: NS }, spec: { selector: { app: 'other' }, ports: [{ port: 80 }] } }, NS);
+  store.create('poddisruptionbudgets', { metadata: { name: 'web', namespace: NS }, spec: { maxUnavailable: 1, selector: { matchLabels: { app: 'web' } } } }, NS);
+  store.create('poddisruptionbudgets', { metadata: { name: 'other', namespace: NS }, spec: { minAvailable: 1, selector: { matchExpressions: [{ key: 'app', operator: 'In', values: ['other'] }] } } }, NS);
   const a = store.get('pods', NS, 'web-a')!;
   store.create('endpointslices', {
     metadata: { name: 'web-abc12', namespace: NS, labels: { 'kubernetes.io/service-name': 'web' } },
@@ -109,8 +111,10 @@ describe('kube source against the lab API server', () => {
   it('LISTs every resource narrowed to the deployment, then watches in order', async () => {
     await src.start(sink, c.ctx);
     const listed = sink.k8s.filter((r) => r.event_type === 'LIST').map((r) => `${r.kind}/${r.name}`).sort();
-    expect(listed).toEqual(['Deployment/web', 'EndpointSlice/web-abc12', 'Pod/web-a', 'Service/web']);
-    expect(sink.k8s.every((r) => r.resource_version && r.ts_ns > 1.6e18)).toBe(true);
+    // the PDB selecting the followed pods (not the other one), and the API server's /version
+    expect(listed).toEqual(['Deployment/web', 'EndpointSlice/web-abc12', 'Pod/web-a', 'PodDisruptionBudget/web', 'Service/web', 'Version/kube-apiserver']);
+    expect(JSON.parse(sink.k8s.find((r) => r.kind === 'Version')!.object)).toMatchObject({ kind: 'Version', gitVersion: expect.stringMatching(/^v1\.\d+/) });
+    expect(sink.k8s.every((r) => (r.resource_version || r.kind === 'Version') && r.ts_ns > 1.6e18)).toBe(true);
     expect([...c.ctx.pods.values()].map((p) => `${p.name} ${p.ip}`)).toEqual(['web-a 10.244.0.5']);
     expect(c.podsChanged).toBeGreaterThan(0);
 
@@ -134,23 +138,23 @@ describe('kube source against the lab API server', () => {
 
   it('reconnects from the last resourceVersion after the watches are cut, losing nothing', async () => {
     const cut = api.faults.cutWatches();
-    expect(cut).toBeGreaterThanOrEqual(6);
+    expect(cut).toBeGreaterThanOrEqual(7);
     store.mutate('endpointslices', NS, 'web-abc12', (s) => { s.endpoints[0].conditions = { ready: false, serving: true, terminating: true }; });
-    await until('reconnects', () => sink.events.filter((e) => e.kind === 'watch-reconnect').length >= 6);
+    await until('reconnects', () => sink.events.filter((e) => e.kind === 'watch-reconnect').length >= 7);
     await until('slice change', () => sink.events.some((e) => e.kind === 'endpoint-changed'));
     const ch = sink.events.find((e) => e.kind === 'endpoint-changed')!;
     expect(ch.attrs).toMatchObject({ change: 'modified', ip: '10.244.0.5', terminating: true, ready: false, pod: 'web-a', service: 'web' });
     const rec = sink.events.filter((e) => e.kind === 'watch-reconnect').map((e) => (e.attrs as { resource: string }).resource).sort();
-    expect(rec).toEqual(['Deployment', 'EndpointSlice', 'Event', 'Pod', 'ReplicaSet', 'Service']);
+    expect(rec).toEqual(['Deployment', 'EndpointSlice', 'Event', 'Pod', 'PodDisruptionBudget', 'ReplicaSet', 'Service']);
     expect(sink.events.some((e) => e.kind === 'watch-relist')).toBe(false);
   });
 
   it('relists with a marker after 410 Expired, and closes what vanished meanwhile', async () => {
     const before = sink.k8s.length;
-    api.faults.expireWatches(6);
+    api.faults.expireWatches(7);
     api.faults.cutWatches();
     store.delete('pods', NS, 'web-a', { gracePeriodSeconds: 0 });
-    await until('relist markers', () => sink.events.filter((e) => e.kind === 'watch-relist').length >= 6, 8000);
+    await until('relist markers', () => sink.events.filter((e) => e.kind === 'watch-relist').length >= 7, 8000);
     await until('pod-deleted', () => sink.events.some((e) => e.kind === 'pod-deleted'));
     const relisted = sink.k8s.slice(before).filter((r) => r.event_type === 'RELIST').map((r) => `${r.kind}/${r.name}`);
     expect(relisted).toContain('Pod/web-b');

@@ -135,12 +135,17 @@ export function recommend(input: RecommendInput): AnalysisRecommendation {
   let grace: number | null = null;
   const drain = m.drains.filter((d) => !d.killed).reduce<Measured['drains'][number] | null>((a, b) => (!a || b.ns > a.ns ? b : a), null);
   const killed = m.drains.filter((d) => d.killed);
+  // a SIGKILLed drain lasted at least until the SIGKILL: a lower bound, said as such
+  const killedMax = killed.length ? killed.reduce((a, b) => (b.ns > a.ns ? b : a)) : null;
   if (preStop !== null) {
-    const drainMs = drain ? ms(drain.ns) : 0;
+    const lowerBound = killedMax !== null && (!drain || killedMax.ns > drain.ns);
+    const drainMs = lowerBound ? ms(killedMax!.ns) : drain ? ms(drain.ns) : 0;
     const gMargin = Math.max(GRACE_MARGIN.minMs, drainMs * GRACE_MARGIN.factor);
     const needed = Math.ceil((preStop * 1000 + drainMs + gMargin) / 1000);
     const inUse = current.terminationGracePeriodSeconds;
-    const basis = drain
+    const basis = lowerBound
+      ? `preStop ${preStop}s + at least ${drainMs} ms of drain (${killedMax!.pod} was still running when SIGKILLed that long after SIGTERM: a lower bound, not a measurement) + margin max(${GRACE_MARGIN.minMs} ms, ${GRACE_MARGIN.factor * 100}%) = ${Math.round(gMargin)} ms, rounded up`
+      : drain
       ? `preStop ${preStop}s + slowest observed drain (SIGTERM to exit) ${drainMs} ms (${drain.pod}) + margin max(${GRACE_MARGIN.minMs} ms, ${GRACE_MARGIN.factor * 100}%) = ${Math.round(gMargin)} ms, rounded up`
       : `preStop ${preStop}s + margin ${Math.round(gMargin)} ms (no SIGTERM→exit drain was observed, so the app's own drain time must be added)`;
     if (inUse === null) {
@@ -156,8 +161,8 @@ export function recommend(input: RecommendInput): AnalysisRecommendation {
       grace = inUse;
       why.push(`terminationGracePeriodSeconds ${grace}: the ${inUse}s in use already covers ${basis.replace(/, rounded up$/, '')} = ${needed}s, so it is kept`);
     }
-    if (killed.length) {
-      const k = killed.reduce((a, b) => (b.ns > a.ns ? b : a));
+    if (killedMax) {
+      const k = killedMax;
       notes.push(`${k.pod} was SIGKILLed ${ms(k.ns)} ms after SIGTERM: its real drain is longer than that (or it ignores SIGTERM), so the grace period cannot be sized from this recording; make the app exit on SIGTERM once in-flight requests are done`);
     }
   }
