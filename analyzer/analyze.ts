@@ -190,15 +190,18 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       verdict: s.verdict, failedConnections: s.failedConnections, evidence: s.evidence.map((e) => clean(e, 600)),
     };
     if (s.sigkill !== null) p.sigkillAt = iso(s.sigkill);
+    if (s.routes.length) p.routes = s.routes.map((r) => ({ path: clean(r.path, 40), addr: clean(r.addr, 100), policy: clean(r.policy, 20), service: clean(r.service, 300), node: r.node ? clean(r.node, 100) : null, stoppedAt: iso(r.stoppedAt), fallback: r.fallback }));
     if (killedBy.has(s)) p.killedConnections = killedBy.get(s)!;
     if (s.ruleRemovedByNode.size > 1) p.ruleRemovedAtByNode = Object.fromEntries([...s.ruleRemovedByNode].map(([k, v]) => [clean(k, 100), iso(v)]));
     return p;
   });
-  const fails: AnalysisFailure[] = failures.map((f) => ({
+  const pathOf = failurePaths(facts);
+  const fails: AnalysisFailure[] = failures.map((f) => ({ f, pa: pathOf(f) })).map(({ f, pa }) => ({
     at: iso(f.at) ?? '1970-01-01T00:00:00.000000Z',
     client: clean(f.client, 100), service: f.service ? clean(f.service, 100) : null,
     backend: { ip: f.backend.ip ? clean(f.backend.ip, 64) : null, port: Number.isInteger(f.backend.port) ? f.backend.port : null, pod: f.backend.pod ? clean(f.backend.pod, 300) : null },
     cause: f.cause, evidence: f.evidence.map((e) => clean(e, 600)), via: f.via.map((v) => clean(v, 40)), error: f.error ? clean(f.error, 300) : null,
+    ...pa,
   }));
   const nodes = nodesSeen.map((n) => clean(n, 100));
   const analysis: Analysis = {
@@ -216,6 +219,32 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   };
   analysis.excerpts = takeExcerpts(reader, analysis, startNs);
   return { analysis, seqs, failures, identity: id, startNs };
+}
+
+/**
+ * Which path a failed connection took on this node, from the address it was sent to and the per-path rule
+ * events (a NodePort path is `*:PORT`); a no-endpoint failure on a Local external path is the Local blackhole.
+ */
+function failurePaths(facts: Facts): (f: ResolvedFailure) => { path?: AnalysisFailure['path'] } {
+  const paths = new Map<string, { path: string; addr: string; policy: string }>();
+  for (const r of facts.pathRules ?? []) paths.set(`${r.path}|${r.addr}`, { path: r.path, addr: r.addr, policy: r.policy });
+  if (!paths.size) return () => ({});
+  const list = [...paths.values()];
+  const clusterIps = new Set(list.filter((p) => p.path === 'cluster-ip').map((p) => splitAddr(p.addr)?.ip));
+  return (f) => {
+    const sa = f.service ? splitAddr(f.service) : null;
+    if (!sa) return { path: null };
+    const exact = list.find((p) => p.addr === f.service) ?? list.find((p) => { const a = splitAddr(p.addr); return !!a && a.ip === sa.ip && a.port === sa.port; });
+    const np = !exact && !clusterIps.has(sa.ip) ? list.find((p) => p.path === 'node-port' && p.addr === `*:${sa.port}`) : undefined;
+    const hit = exact ?? np ?? null;
+    if (!hit) return { path: null };
+    f.evidence.push(`took the ${hit.path} path ${hit.addr} (${hit.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${hit.policy}`}) on this node`);
+    if (f.cause === 'no-endpoint' && hit.policy === 'Local' && hit.path !== 'cluster-ip') {
+      const drop = facts.noEp.find((r) => r.added && r.action === 'drop' && r.ts <= f.at + 50e6 && (r.node_port === sa.port || r.vip === f.service));
+      if (drop) f.evidence.push(`the Local blackhole: this node drops traffic to ${hit.addr} (no local endpoint left, rule received ${iso(drop.ts)}) while the cluster IP path still had endpoints elsewhere`);
+    }
+    return { path: hit };
+  };
 }
 
 /** Failures found: the CI gate. */

@@ -101,6 +101,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--strace <f>', 'strace -f -ttt output (repeatable)', collect, [])
     .option('--nft-monitor <f>', 'nft -j monitor output (lines optionally prefixed with an epoch timestamp)')
     .option('--nft-ruleset <f>', 'nft -j list ruleset taken at the start of the capture')
+    .option('--iptables-save <f>', 'iptables-save snapshot (kube-proxy iptables mode), first line an epoch or ISO timestamp (repeatable, one per file)', collect, [])
     .option('--conntrack <f>', 'conntrack -E -o timestamp,extended output')
     .option('--watch <f>', 'watch events as JSON lines ({"type":..,"object":..,"ts":..}) or `kubectl get -w -o json` output')
     .option('--force', 'overwrite --out')

@@ -22,6 +22,8 @@ export interface ImportOptions {
   strace: string[];
   nftMonitor?: string;
   nftRuleset?: string;
+  /** iptables-save snapshots, one per file, each stamped by its first line */
+  iptablesSave?: string[];
   conntrack?: string;
   watch?: string;
   force?: boolean;
@@ -107,8 +109,10 @@ async function importStrace(w: BundleWriter, file: string): Promise<ImportSummar
 }
 
 export async function runImport(opts: ImportOptions): Promise<number> {
-  const inputs = opts.pcap.length + opts.strace.length + (opts.nftMonitor ? 1 : 0) + (opts.conntrack ? 1 : 0) + (opts.watch ? 1 : 0);
-  if (!inputs) throw new InputError('import needs at least one of --pcap, --strace, --nft-monitor, --conntrack, --watch');
+  const ipt = opts.iptablesSave ?? [];
+  const inputs = opts.pcap.length + opts.strace.length + (opts.nftMonitor ? 1 : 0) + ipt.length + (opts.conntrack ? 1 : 0) + (opts.watch ? 1 : 0);
+  if (!inputs) throw new InputError('import needs at least one of --pcap, --strace, --nft-monitor, --iptables-save, --conntrack, --watch');
+  for (const f of ipt) mustRead(f, '--iptables-save');
   for (const f of opts.pcap) mustRead(f, '--pcap');
   for (const f of opts.strace) mustRead(f, '--strace');
   if (opts.nftMonitor) mustRead(opts.nftMonitor, '--nft-monitor');
@@ -128,6 +132,7 @@ export async function runImport(opts: ImportOptions): Promise<number> {
     for (const f of opts.pcap) summaries.push(await importPcap(w, f));
     for (const f of opts.strace) summaries.push(await importStrace(w, f));
     if (opts.nftMonitor) summaries.push(await importNft(w, opts.nftMonitor, opts.nftRuleset));
+    if (ipt.length) summaries.push(await importIptablesSave(w, ipt));
     if (opts.conntrack) summaries.push(await importConntrack(w, opts.conntrack));
     if (opts.watch) summaries.push(await importWatch(w, opts.watch));
   } catch (e) {
@@ -163,7 +168,7 @@ function readText(file: string, what: string): string {
 
 async function importNft(w: BundleWriter, file: string, rulesetFile?: string): Promise<ImportSummary> {
   const src = 'import:nft';
-  const [{ parseMonitorLine, summarizeBurst, isKubeRelevantTable }, { reduceNftRuleset }, { diffReductions, emptyReduction }, { QUIET_MS, MAX_BURST_MS }, { NftReplayModel, stampLines }] = await Promise.all([
+  const [{ parseMonitorLine, summarizeBurst, isKubeRelevantTable }, { reduceNftRuleset }, { diffPaths, diffReductions, emptyReduction }, { QUIET_MS, MAX_BURST_MS }, { NftReplayModel, stampLines }] = await Promise.all([
     import('./sources/nftables/monitor.js'), import('./sources/nftables/nft-json.js'), import('./sources/nftables/reduce.js'),
     import('./sources/nftables/index.js'), import('./import/nft-replay.js'),
   ]);
@@ -190,6 +195,7 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
   let bursts = 0;
   let snapshots = 0;
   let changes = 0;
+  let pathChanges = 0;
   let prev = reduceNftRuleset(model.toRuleset());
   if (rulesetFile) {
     w.nftSnapshot({ ts_ns: stamped[0]!.ts, format: 'nft-json', reason: 'start', ruleset: JSON.stringify(model.toRuleset()) }, src);
@@ -208,6 +214,7 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
     snapshots++;
     const next = reduceNftRuleset(ruleset);
     for (const e of diffReductions(prev, next, { ts_ns: b.first, clock: 'file' })) { w.event({ ...e, source: src }); changes++; }
+    for (const e of diffPaths(prev, next, { ts_ns: b.first, clock: 'file' })) { w.event({ ...e, source: src }); pathChanges++; }
     prev = next;
   };
   for (const { ts, body } of stamped) {
@@ -228,12 +235,12 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
   if (!records && malformed) throw new InputError(`--nft-monitor ${file}: no nft -j monitor JSON lines (capture with nft -j monitor, not plain nft monitor)`);
   w.dropped(src, malformed);
   const notes = [
-    `nft monitor ${basename(file)}: ${records} records, ${bursts} bursts (${QUIET_MS} ms quiet gap), ${changes} endpoint-rule changes, ${snapshots} replayed snapshots`,
+    `nft monitor ${basename(file)}: ${records} records, ${bursts} bursts (${QUIET_MS} ms quiet gap), ${changes} endpoint-rule changes (${pathChanges} per-path), ${snapshots} replayed snapshots`,
     rulesetFile ? `replayed onto ${basename(rulesetFile)}` : 'replayed onto an empty ruleset (no --nft-ruleset: rules that existed before the capture are unknown)',
   ];
   if (malformed) notes.push(`${malformed} malformed lines skipped`);
   if (unknown) notes.push(`${unknown} records named objects or handles the model did not hold`);
-  if (xt || model.hasIptablesKube()) notes.push('iptables-mode (iptables-nft xt) rules are opaque in nft monitor: endpoint changes need iptables-save snapshots, which import does not take');
+  if (xt || model.hasIptablesKube()) notes.push('iptables-mode (iptables-nft xt) rules are opaque in nft monitor: endpoint changes need iptables-save snapshots (--iptables-save)');
   addDetail(w, src, notes.join('; '));
   return { source: src, file, rows: records, skipped: malformed };
 }
@@ -310,4 +317,38 @@ async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary
   w.dropped(src, bad);
   addDetail(w, src, `${form} ${basename(file)}: ${rows} objects, ${derived} derived events${bad ? `, ${bad} malformed entries skipped` : ''}`);
   return { source: src, file, rows, skipped: bad };
+}
+
+/**
+ * `--iptables-save F...`: kube-proxy iptables-mode snapshots, one per file, each stamped by its first line
+ * (`date +%s.%N` or an ISO instant: `{ date +%s.%N; iptables-save; } > snap-N.txt`). Consecutive snapshots
+ * are reduced and diffed like the live source's: endpoint-rule and path-rule events, clock file.
+ */
+async function importIptablesSave(w: BundleWriter, files: string[]): Promise<ImportSummary> {
+  const src = 'import:iptables';
+  const [{ parseIptablesSave, reduceIptablesSave, hasKubeChains }, { diffPaths, diffReductions }, { splitStamp }] = await Promise.all([
+    import('./sources/nftables/iptables.js'), import('./sources/nftables/reduce.js'), import('./import/nft-replay.js'),
+  ]);
+  const snaps = files.map((file) => {
+    const text = readText(file, '--iptables-save');
+    const first = text.split('\n').find((l) => l.trim() !== '') ?? '';
+    const st = splitStamp(first.trim());
+    if (st.ts === null || st.body.trim() !== '') throw new InputError(`--iptables-save ${file}: the first line must be a timestamp; capture with: { date +%s.%N; iptables-save; } > FILE`);
+    const parsed = parseIptablesSave(text.slice(text.indexOf(first) + first.length));
+    if (!hasKubeChains(parsed)) throw new InputError(`--iptables-save ${file}: no KUBE- chains (not kube-proxy iptables-mode rules)`);
+    return { file, ts: st.ts, text, parsed };
+  }).sort((a, b) => a.ts - b.ts);
+  let prev = null as ReturnType<typeof reduceIptablesSave> | null;
+  let changes = 0;
+  let malformed = 0;
+  for (const s of snaps) {
+    w.nftSnapshot({ ts_ns: s.ts, format: 'iptables-save', reason: prev ? 'poll' : 'start', ruleset: s.text }, src);
+    malformed += s.parsed.malformed;
+    const next = reduceIptablesSave(s.parsed, 'iptables');
+    if (prev) for (const e of [...diffReductions(prev, next, { ts_ns: s.ts, clock: 'file' }), ...diffPaths(prev, next, { ts_ns: s.ts, clock: 'file' })]) { w.event({ ...e, source: src }); changes++; }
+    prev = next;
+  }
+  w.dropped(src, malformed);
+  addDetail(w, src, `${snaps.length} iptables-save snapshot(s), ${changes} rule changes (each stamped at its snapshot: a change happened at most one snapshot interval earlier)${malformed ? `, ${malformed} malformed lines skipped` : ''}`);
+  return { source: src, file: files.join(', '), rows: snaps.length, skipped: malformed };
 }

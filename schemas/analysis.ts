@@ -37,6 +37,11 @@ export interface AnalysisPod {
   sigkillAt?: string | null;
   /** extension: failed connections cut by that SIGKILL */
   killedConnections?: number;
+  /**
+   * extension: per path (cluster IP, NodePort `*:PORT`, LB/external IP) when this node stopped routing to
+   * the pod; `fallback` marks a Local path that kept it after the cluster IP path dropped it (terminating fallback)
+   */
+  routes?: Array<{ path: 'cluster-ip' | 'node-port' | 'external-ip' | string; addr: string; policy: 'Cluster' | 'Local' | string; service: string; node: string | null; stoppedAt: string | null; fallback: boolean }>;
 }
 
 export interface AnalysisFailure {
@@ -50,6 +55,8 @@ export interface AnalysisFailure {
   via?: string[];
   /** extension: probe error text or packet summary */
   error?: string | null;
+  /** extension: the path the connection took on this node (cluster IP, NodePort, LB/external IP), when the rules say */
+  path?: { path: string; addr: string; policy: string } | null;
 }
 
 /** What the recording shows was in use (null: not recorded). */

@@ -151,6 +151,28 @@ export interface EndpointRuleAttrs {
   clock?: Clock;
 }
 
+/**
+ * One path of a service reaching one endpoint on this node (path-rule-added/removed). kube-proxy programs
+ * the paths separately: the cluster IP (internalTrafficPolicy), the NodePort and the load-balancer /
+ * external IPs (externalTrafficPolicy: Local sends these only to this node's endpoints, falling back to
+ * serving+terminating ones when none is ready). endpoint-rule-added/removed keep meaning "any path".
+ */
+export interface PathRuleAttrs {
+  service: string;
+  /** cluster-ip, node-port, or external-ip (load-balancer / external IP) */
+  path: 'cluster-ip' | 'node-port' | 'external-ip';
+  /** the path's destination as ip:port; a NodePort is `*:PORT` (any local address) */
+  addr: string;
+  /** the traffic policy of this path: Local sends to this node's endpoints only */
+  policy: 'Cluster' | 'Local';
+  endpoint: string;
+  ip: string;
+  port: number;
+  chain?: string | null;
+  mode: 'nftables' | 'iptables' | 'iptables-legacy';
+  clock?: Clock;
+}
+
 export interface NoEndpointRuleAttrs {
   service: string;
   vip?: string | null;
@@ -236,6 +258,8 @@ export interface EventAttrsByKind {
   'endpoint-rule-removed': EndpointRuleAttrs;
   'no-endpoint-rule-added': NoEndpointRuleAttrs;
   'no-endpoint-rule-removed': NoEndpointRuleAttrs;
+  'path-rule-added': PathRuleAttrs;
+  'path-rule-removed': PathRuleAttrs;
   'pod-created': PodRef;
   'pod-ready': PodReadyAttrs;
   'pod-terminating': PodTerminatingAttrs;
@@ -254,7 +278,7 @@ export const EVENT_KINDS: readonly EventKind[] = [
   'rules-changed', 'nft-change', 'endpoint-rule-added', 'endpoint-rule-removed', 'no-endpoint-rule-added',
   'no-endpoint-rule-removed', 'pod-created', 'pod-ready', 'pod-terminating', 'pod-deleted',
   'endpoint-changed', 'watch-reconnect', 'watch-relist', 'rollout-restart', 'rollout-complete', 'marker',
-  'capture-capped',
+  'capture-capped', 'path-rule-added', 'path-rule-removed',
 ] as const;
 
 /** One row of `events`, typed by kind. */

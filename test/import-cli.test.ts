@@ -50,7 +50,10 @@ describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle',
     const rows = db.prepare('SELECT * FROM timeline').all() as Array<{ ts_ns: number; source: string; kind: string }>;
     const meta = Object.fromEntries((db.prepare('SELECT key, value FROM meta').all() as Array<{ key: string; value: string }>).map((m) => [m.key, m.value]));
     db.close();
-    expect(rows).toHaveLength(60 + 10 + 2);
+    // 60 packets, 10 strace events, rules-changed + endpoint-rule-removed, and the endpoint leaving the
+    // cluster-IP path (per-path events)
+    expect(rows).toHaveLength(60 + 10 + 2 + rows.filter((x) => x.kind.startsWith('path-rule-')).length);
+    expect(rows.filter((x) => x.kind.startsWith('path-rule-')).length).toBeGreaterThan(0);
     for (let i = 1; i < rows.length; i++) expect(rows[i]!.ts_ns).toBeGreaterThanOrEqual(rows[i - 1]!.ts_ns);
     expect(new Set(rows.map((x) => x.source))).toEqual(new Set(['packets', 'import:strace', 'import:nft']));
     // interleaved: the first and last rows are packets, the strace and nft events fall between packets
@@ -75,7 +78,9 @@ describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle',
     const ev = db.prepare("SELECT ts_ns, kind, subject, attrs FROM events WHERE source = 'import:nft' ORDER BY id").all() as Array<{ ts_ns: number; kind: string; subject: string; attrs: string }>;
     const snaps = db.prepare('SELECT ts_ns, format, reason FROM nft_snapshots ORDER BY ts_ns').all() as Array<{ ts_ns: number; reason: string; format: string }>;
     db.close();
-    expect(ev.map((e) => e.kind).sort()).toEqual(['endpoint-rule-removed', 'rules-changed']);
+    expect(ev.map((e) => e.kind).filter((k) => !k.startsWith('path-rule-')).sort()).toEqual(['endpoint-rule-removed', 'rules-changed']);
+    const paths = ev.filter((e) => e.kind.startsWith('path-rule-'));
+    expect(paths.map((e) => `${e.kind} ${e.subject} ${JSON.parse(e.attrs).path} ${JSON.parse(e.attrs).addr}`)).toEqual(['path-rule-removed 10.244.0.6:8080 cluster-ip 10.96.0.10:80', 'path-rule-removed 10.244.0.6:8080 node-port *:30080']);
     const rm = ev.find((e) => e.kind === 'endpoint-rule-removed')!;
     expect(rm.subject).toBe('10.244.0.6:8080');
     expect(JSON.parse(rm.attrs)).toMatchObject({ service: 'default/web:http', vip: '10.96.0.10:80', clock: 'file', mode: 'nftables' });
@@ -119,7 +124,7 @@ describe('rolltrace import: nft monitor details', () => {
     const db = open(file);
     const s = sources(db)[0]!;
     db.close();
-    expect(s.detail).toMatch(/endpoint changes need iptables-save snapshots, which import does not take/);
+    expect(s.detail).toMatch(/endpoint changes need iptables-save snapshots \(--iptables-save\)/);
   });
 });
 

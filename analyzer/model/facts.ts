@@ -13,6 +13,7 @@ export interface SignalEv { ts: number; source: string; pid: number | null; sign
 export interface ListenEv { ts: number; source: string; pid: number | null; addr: string; port: number | null; how: string; netns: number | null; cgroup: number | null; podUid: string | null }
 export interface ExitEv { ts: number; source: string; pid: number | null; code: number | null; signal: string | null }
 export interface RuleEv { ts: number; source: string; added: boolean; ip: string; port: number | null; service: string; vip: string | null; mode: string; node: string | null; chain: string | null; clock: string | null }
+export interface PathRuleEv { ts: number; added: boolean; ip: string; port: number | null; service: string; path: string; addr: string; policy: string; node: string | null; mode: string }
 export interface NoEpRuleEv { ts: number; added: boolean; service: string; vip: string | null; action: string; node_port: number | null }
 export interface TcpResetEv { ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null }
 
@@ -22,6 +23,8 @@ export interface Facts {
   closes: ListenEv[];
   exits: ExitEv[];
   rules: RuleEv[];
+  /** per path (cluster IP, NodePort, LB/external IP): path-rule-added/removed */
+  pathRules?: PathRuleEv[];
   noEp: NoEpRuleEv[];
   resets: TcpResetEv[];
   podTerminating: Ev[];
@@ -32,9 +35,9 @@ export interface Facts {
 
 
 export function loadFacts(reader: BundleReader): Facts {
-  const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
+  const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
   const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'endpoint-rule-added', 'endpoint-rule-removed',
-    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed'];
+    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed'];
   const derivedSlice: SliceChange[] = [];
   let badTs = 0;
   for (const e of reader.eventsParsed({ kinds })) {
@@ -62,6 +65,13 @@ export function loadFacts(reader: BundleReader): Facts {
         const ip = str(a.ip) ?? (str(a.endpoint)?.replace(/:\d+$/, '') ?? null);
         if (!ip) break;
         f.rules.push({ ts, source, added: e.kind === 'endpoint-rule-added', ip, port: num(a.port), service: str(a.service) ?? str(a.vip) ?? '?', vip: str(a.vip), mode: str(a.mode) ?? '?', node: str(a.node), chain: str(a.chain), clock: str(a.clock) });
+        break;
+      }
+      case 'path-rule-added': case 'path-rule-removed': {
+        const ip = str(a.ip) ?? (str(a.endpoint)?.replace(/:\d+$/, '') ?? null);
+        const addr = str(a.addr);
+        if (!ip || !addr) break;
+        (f.pathRules ??= []).push({ ts, added: e.kind === 'path-rule-added', ip, port: num(a.port), service: str(a.service) ?? '?', path: str(a.path) ?? '?', addr, policy: str(a.policy) ?? 'Cluster', node: str(a.node), mode: str(a.mode) ?? '?' });
         break;
       }
       case 'no-endpoint-rule-added': case 'no-endpoint-rule-removed':

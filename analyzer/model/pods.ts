@@ -5,7 +5,7 @@
 import { nsFromIso } from '../../schemas/analysis.js';
 import type { Verdict } from '../../schemas/analysis.js';
 import { iso, ms, sane } from '../util.js';
-import type { Facts, ListenEv, RuleEv, SignalEv } from './facts.js';
+import type { Facts, ListenEv, PathRuleEv, RuleEv, SignalEv } from './facts.js';
 import { podLabel, type Identity, type PodInfo } from './identity.js';
 
 export interface PodSequence {
@@ -26,11 +26,15 @@ export interface PodSequence {
   ruleRemoved: number | null;
   ruleRemovedByNode: Map<string, number | null>;
   firstListen: number | null;
+  /** per path (cluster IP, NodePort, LB/external IP): when it stopped routing to this pod on this node */
+  routes: PodRoute[];
   exposureNs: number | null;
   verdict: Verdict;
   evidence: string[];
   failedConnections: number;
 }
+
+export interface PodRoute { path: string; addr: string; policy: string; service: string; node: string | null; stoppedAt: number | null; fallback: boolean }
 
 const KERNEL_SOURCES = new Set(['ebpf']);
 function prefKernel<T extends { source: string; ts: number }>(list: T[]): T | null {
@@ -102,6 +106,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     // ---- this node's rules
     const termStart = minOf([deletion, sigterm, termC?.ts ?? null, chosenClose?.ts ?? null]);
     const ruleRes = ruleRemoval(f.rules, ips, ports, termStart, nodeName, ev);
+    const routes = pathStops(f.pathRules ?? [], ips, ports, termStart, termC?.ts ?? null, ev);
     // ---- verdict
     let listenerClosed = chosenClose?.ts ?? null;
     if (listenerClosed === null && exitEv) {
@@ -136,7 +141,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     out.push({
       pod, ip, ports, deletion, deletionRequested, sigterm, listenerClosed, listenerCloseEv: chosenClose, exited: exitEv?.ts ?? null, exitSignal, sigkill: sigkill ?? null,
       endpointTerminating: termC?.ts ?? null, endpointRemoved: remC?.ts ?? null, ruleRemoved: ruleRes.at, ruleRemovedByNode: ruleRes.byNode,
-      firstListen, exposureNs, verdict, evidence: ev, failedConnections: 0,
+      firstListen, routes, exposureNs, verdict, evidence: ev, failedConnections: 0,
     });
   }
   out.sort((a, b) => (minOf([a.deletion, a.sigterm, a.listenerClosed, a.ruleRemoved]) ?? 0) - (minOf([b.deletion, b.sigterm, b.listenerClosed, b.ruleRemoved]) ?? 0));
@@ -190,6 +195,46 @@ function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart:
     if (vals.length) main = Math.min(...vals);
   }
   return { at: main, byNode };
+}
+
+/**
+ * When each path (cluster IP, NodePort, LB/external IP) stopped routing to the pod, per node: the first
+ * path-rule-removed after the last re-add before termination began. A Local path that kept the pod after
+ * the cluster IP path dropped it is kube-proxy's terminating fallback (ProxyTerminatingEndpoints: the node's
+ * only local endpoint, serving and terminating, stays in use for external traffic).
+ */
+function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStart: number | null, terminatingAt: number | null, ev: string[]): PodRoute[] {
+  const mine = rules.filter((r) => ips.includes(r.ip) && (ports.length === 0 || r.port === null || ports.includes(r.port)));
+  const groups = new Map<string, PathRuleEv[]>();
+  for (const r of mine) {
+    const k = `${r.path}|${r.addr}|${r.service}|${r.node ?? ''}`;
+    const g = groups.get(k);
+    if (g) g.push(r); else groups.set(k, [r]);
+  }
+  const out: PodRoute[] = [];
+  for (const list of groups.values()) {
+    const r0 = list[0]!;
+    let lower = -Infinity;
+    if (termStart !== null) for (const r of list) if (r.added && r.ts <= termStart && r.ts > lower) lower = r.ts;
+    const readd = termStart === null ? undefined : list.find((r) => r.added && r.ts > termStart);
+    const stop = list.filter((r) => !r.added && r.ts >= lower && (termStart === null || r.ts >= termStart - 30e9) && (!readd || r.ts <= readd.ts))
+      .reduce<PathRuleEv | null>((a, b) => (!a || b.ts < a.ts ? b : a), null);
+    if (!stop && termStart === null) continue;
+    out.push({ path: r0.path, addr: r0.addr, policy: r0.policy, service: r0.service, node: r0.node, stoppedAt: stop?.ts ?? null, fallback: false });
+  }
+  out.sort((a, b) => (a.stoppedAt ?? Infinity) - (b.stoppedAt ?? Infinity) || a.path.localeCompare(b.path));
+  for (const r of out) {
+    ev.push(`${r.path} path ${r.addr} (${r.policy}${r.node ? `, ${r.node}` : ''}) ${r.stoppedAt !== null ? `stopped routing to it at ${iso(r.stoppedAt)}` : 'still routed to it when the recording ended'}`);
+  }
+  const clusterStop = out.filter((r) => r.path === 'cluster-ip' && r.stoppedAt !== null).map((r) => r.stoppedAt!).sort((a, b) => a - b)[0];
+  if (clusterStop !== undefined) {
+    for (const r of out) {
+      if (r.path === 'cluster-ip' || r.policy !== 'Local' || (r.stoppedAt !== null && r.stoppedAt <= clusterStop)) continue;
+      r.fallback = true;
+      ev.push(`terminating fallback: the ${r.path} path ${r.addr} (externalTrafficPolicy: Local) kept routing to this pod ${r.stoppedAt !== null ? `${ms(r.stoppedAt - clusterStop)} ms` : 'until the end of the recording'} after the cluster IP path dropped it${terminatingAt !== null ? ` (endpoint terminating since ${iso(terminatingAt)})` : ''}: with no ready local endpoint kube-proxy keeps serving+terminating ones for external traffic (ProxyTerminatingEndpoints)`);
+    }
+  }
+  return out;
 }
 
 export function podName(s: PodSequence): string { return podLabel(s.pod); }

@@ -27,7 +27,7 @@ import type { NftSnapshotRow } from '../../../schemas/rows.js';
 import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave } from './iptables.js';
 import { isKubeRelevantTable, parseMonitorLine, summarizeBurst, type MonitorRecord } from './monitor.js';
-import { diffReductions, emptyReduction, mergeReductions, type Reduction } from './reduce.js';
+import { diffPaths, diffReductions, emptyReduction, mergeReductions, type Reduction } from './reduce.js';
 
 export const QUIET_MS = 30;
 export const MAX_BURST_MS = 1000;
@@ -249,7 +249,7 @@ export class NftablesSource implements Source {
   }
 
   private applyReduction(next: Reduction, diff: boolean, ts: number, clock: Clock): void {
-    if (diff) for (const e of diffReductions(this.prev, next, { ts_ns: ts, clock })) this.emit(e);
+    if (diff) for (const e of [...diffReductions(this.prev, next, { ts_ns: ts, clock }), ...diffPaths(this.prev, next, { ts_ns: ts, clock })]) this.emit(e);
     this.prev = next;
   }
 

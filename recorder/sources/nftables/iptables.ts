@@ -7,7 +7,7 @@
  * iptables-nft rules show in `nft -j` output only as opaque xt statements: this text is the content.
  */
 import {
-  addEndpoint, addNoEndpoint, emptyReduction, fmtAddr, serviceFromComment, type PathCtx, type Reduction, type RuleMode,
+  addEndpoint, addNoEndpoint, addPathEndpoint, emptyReduction, fmtAddr, serviceFromComment, type PathCtx, type Reduction, type RuleMode,
 } from './reduce.js';
 
 export interface IptRule {
@@ -24,6 +24,8 @@ export interface IptRule {
   toDestination: string | null;
   probability: number | null;
   dstTypeLocal: boolean;
+  /** the rule matches the packet's source (-s / ! -s / --src-type): it carries only part of a path's traffic */
+  srcMatch: boolean;
   /** the rule line as printed */
   raw: string;
 }
@@ -72,7 +74,7 @@ function parseRule(line: string): IptRule | null {
   if (!w || w[0] !== '-A' || !w[1]) return null;
   const r: IptRule = {
     chain: w[1], jump: null, goto: null, dst: null, proto: null, dport: null, comment: null, toDestination: null,
-    probability: null, dstTypeLocal: false, raw: line,
+    probability: null, dstTypeLocal: false, srcMatch: false, raw: line,
   };
   let neg = false;
   for (let i = 2; i < w.length; i++) {
@@ -90,6 +92,7 @@ function parseRule(line: string): IptRule | null {
       case '--to-destination': r.toDestination = take() ?? null; break;
       case '--probability': { const p = Number(take()); if (Number.isFinite(p)) r.probability = p; break; }
       case '--dst-type': if (take() === 'LOCAL' && !neg) r.dstTypeLocal = true; break;
+      case '-s': case '--source': case '--src-type': take(); r.srcMatch = true; break;
       default:
         // options with one value we do not need (-s, -m, --mode, ...), flags without value are rare here
         if (a.startsWith('-') && v !== undefined && !v.startsWith('-')) i++;
@@ -156,12 +159,40 @@ function parseHostPort(s: string): { ip: string; port: number } | null {
 const NO_EP = /has no (local )?endpoints/;
 const MAX_DEPTH = 32;
 
+/**
+ * The traffic policy of a KUBE-EXT- chain (or a KUBE-FW- chain in front of one): Local when pod- and
+ * node-originated traffic is sent to KUBE-SVC- by a source match and the rest to KUBE-SVL- (local endpoints).
+ */
+function extPolicy(t: IptTable, chain: string, depth = 0): 'Cluster' | 'Local' {
+  for (const r of t.rules.get(chain) ?? []) {
+    const tg = r.jump ?? r.goto;
+    if (!tg) continue;
+    if (tg.startsWith('KUBE-SVL-') || tg.startsWith('KUBE-XLB-')) return 'Local';
+    if (r.srcMatch && tg.startsWith('KUBE-SVC-')) return 'Local';
+    if (chain.startsWith('KUBE-FW-') && tg.startsWith('KUBE-EXT-') && depth < 3) return extPolicy(t, tg, depth + 1);
+  }
+  return 'Cluster';
+}
+
+/** Which path a rule enters: KUBE-SERVICES -d VIP → cluster IP or LB/external IP, KUBE-NODEPORTS --dport → NodePort. */
+function pathOf(t: IptTable, chain: string, r: IptRule, target: string): PathCtx['path'] {
+  if (chain === 'KUBE-NODEPORTS' && r.dport !== null && /^KUBE-(EXT|SVC|XLB|FW)-/.test(target)) {
+    return { kind: 'node-port', addr: `*:${r.dport}`, policy: target.startsWith('KUBE-SVC-') ? 'Cluster' : extPolicy(t, target) };
+  }
+  if (!r.dst || r.dport === null) return null;
+  const addr = fmtAddr(r.dst, r.dport);
+  if (target.startsWith('KUBE-SVC-')) return { kind: 'cluster-ip', addr, policy: 'Cluster' };
+  if (target.startsWith('KUBE-SVL-')) return { kind: 'cluster-ip', addr, policy: 'Local' };
+  if (/^KUBE-(EXT|FW|XLB)-/.test(target)) return { kind: 'external-ip', addr, policy: extPolicy(t, target) };
+  return null;
+}
+
 function walk(t: IptTable, red: Reduction, mode: RuleMode): void {
   const visiting = new Set<string>();
   const visit = (chain: string, ctx: PathCtx, depth: number): void => {
     const rules = t.rules.get(chain);
     if (!rules || depth > MAX_DEPTH) return;
-    const vkey = `${chain}|${ctx.service}|${ctx.vip}|${ctx.nodePort}|${ctx.vipIsCluster}`;
+    const vkey = `${chain}|${ctx.service}|${ctx.vip}|${ctx.nodePort}|${ctx.vipIsCluster}|${ctx.path?.kind}|${ctx.path?.addr}|${ctx.guarded}`;
     if (visiting.has(vkey)) return;
     visiting.add(vkey);
     for (const r of rules) {
@@ -170,7 +201,10 @@ function walk(t: IptTable, red: Reduction, mode: RuleMode): void {
       const label = serviceFromComment(r.comment) ?? ctx.service;
       if (target === 'DNAT') {
         const hp = r.toDestination ? parseHostPort(r.toDestination) : null;
-        if (hp) addEndpoint(red, mode, { ...ctx, service: label }, hp, chain);
+        if (hp) {
+          addEndpoint(red, mode, { ...ctx, service: label }, hp, chain);
+          addPathEndpoint(red, mode, { ...ctx, service: label, guarded: ctx.guarded || r.srcMatch }, hp, chain);
+        }
         continue;
       }
       if ((target === 'REJECT' || target === 'DROP' || target === 'KUBE-MARK-DROP') && r.comment && NO_EP.test(r.comment)) {
@@ -184,7 +218,7 @@ function walk(t: IptTable, red: Reduction, mode: RuleMode): void {
         continue;
       }
       if (!t.rules.has(target) && !t.chains.has(target)) continue; // a built-in target (MARK, MASQUERADE, RETURN...)
-      const next: PathCtx = { ...ctx, service: label };
+      const next: PathCtx = { ...ctx, service: label, path: ctx.path ?? pathOf(t, chain, r, target), guarded: ctx.guarded || (!!ctx.path && r.srcMatch) };
       if (r.dst && r.dport !== null && /^KUBE-(SVC|EXT|FW|SVL|XLB)-/.test(target)) {
         next.vip = fmtAddr(r.dst, r.dport);
         next.vipIsCluster = target.startsWith('KUBE-SVC-') || /cluster IP/.test(r.comment ?? '');

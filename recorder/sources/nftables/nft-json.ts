@@ -11,7 +11,7 @@
  */
 import { InputError } from '../../../schemas/errors.js';
 import {
-  addEndpoint, addNoEndpoint, emptyReduction, fmtAddr, serviceFromNftChain, type PathCtx, type Reduction,
+  addEndpoint, addNoEndpoint, addPathEndpoint, emptyReduction, fmtAddr, serviceFromNftChain, type PathCtx, type Reduction,
 } from './reduce.js';
 
 type J = Record<string, unknown>;
@@ -134,17 +134,60 @@ function chainAction(t: NftTable, name: string): 'reject' | 'drop' | null {
 
 const MAX_DEPTH = 32;
 
+/** A rule matching the packet's source (`ip saddr …`, `fib saddr type local`): it carries only part of a path's traffic. */
+function matchesSource(expr: unknown[]): boolean {
+  for (const s of expr) {
+    if (!isObj(s) || !isObj(s.match)) continue;
+    const left = s.match.left;
+    if (isObj(left) && isObj(left.payload) && left.payload.field === 'saddr') return true;
+    if (isObj(left) && isObj(left.fib) && Array.isArray(left.fib.flags) && left.fib.flags.includes('saddr')) return true;
+  }
+  return false;
+}
+
+/**
+ * The traffic policy of an external chain (kube-proxy's `external-` chain, or a `firewall-` chain in
+ * front of it): Local when pod- and node-originated traffic is short-circuited to the cluster chain by
+ * a source match and the rest goes to the local endpoints (a `local-` chain, or the lab's inline vmap).
+ */
+function externalPolicy(t: NftTable, chain: string, depth = 0): 'Cluster' | 'Local' {
+  const ch = t.chains.get(chain);
+  if (!ch || depth > 3) return 'Cluster';
+  for (const expr of ch.rules) {
+    for (const stmt of expr) {
+      const tg = isObj(stmt) ? verdictTarget(stmt) : null;
+      if (!tg) continue;
+      if (tg.startsWith('local-')) return 'Local';
+      if (matchesSource(expr) && (tg.startsWith('service-') || tg.startsWith('cluster-'))) return 'Local';
+      if (chain.startsWith('firewall-') && tg.startsWith('external-')) return externalPolicy(t, tg, depth + 1);
+    }
+  }
+  return 'Cluster';
+}
+
+/** Which path a named verdict map's element enters (service-ips: cluster IP or LB/external IP; service-nodeports: NodePort). */
+function pathOf(t: NftTable, mapName: string, target: string, info: { vip: string | null; nodePort: number | null }): PathCtx['path'] {
+  if (/nodeport/.test(mapName) && info.nodePort !== null) return { kind: 'node-port', addr: `*:${info.nodePort}`, policy: externalPolicy(t, target) };
+  if (!info.vip) return null;
+  if (target.startsWith('service-') || target.startsWith('cluster-')) return { kind: 'cluster-ip', addr: info.vip, policy: 'Cluster' };
+  if (target.startsWith('local-')) return { kind: 'cluster-ip', addr: info.vip, policy: 'Local' };
+  if (target.startsWith('external-') || target.startsWith('firewall-')) return { kind: 'external-ip', addr: info.vip, policy: externalPolicy(t, target) };
+  return null;
+}
+
 function walkTable(t: NftTable, red: Reduction): void {
   const visiting = new Set<string>();
   const visit = (chainName: string, ctx: PathCtx, depth: number): void => {
     const ch = t.chains.get(chainName);
     if (!ch || depth > MAX_DEPTH) return;
-    const vkey = `${chainName}|${ctx.service}|${ctx.vip}|${ctx.nodePort}|${ctx.vipIsCluster}`;
+    const vkey = `${chainName}|${ctx.service}|${ctx.vip}|${ctx.nodePort}|${ctx.vipIsCluster}|${ctx.path?.kind}|${ctx.path?.addr}|${ctx.guarded}`;
     if (visiting.has(vkey)) return;
     visiting.add(vkey);
     const label = serviceFromNftChain(chainName);
-    const here: PathCtx = label ? { ...ctx, service: label } : ctx;
+    const base: PathCtx = label ? { ...ctx, service: label } : ctx;
     for (const expr of ch.rules) {
+      // a branch taken only for some sources (pod CIDR, node-local) is not the path's own traffic
+      const here: PathCtx = base.path && !base.guarded && matchesSource(expr) ? { ...base, guarded: true } : base;
       for (const stmt of expr) {
         if (!isObj(stmt)) continue;
         const target = verdictTarget(stmt);
@@ -153,7 +196,10 @@ function walkTable(t: NftTable, red: Reduction): void {
           const d = stmt.dnat;
           if (typeof d.addr === 'string') {
             const port = typeof d.port === 'number' ? d.port : Number(d.port);
-            if (Number.isFinite(port)) addEndpoint(red, 'nftables', here, { ip: d.addr, port }, chainName);
+            if (Number.isFinite(port)) {
+              addEndpoint(red, 'nftables', here, { ip: d.addr, port }, chainName);
+              addPathEndpoint(red, 'nftables', here, { ip: d.addr, port }, chainName);
+            }
           }
           continue;
         }
@@ -191,6 +237,8 @@ function walkTable(t: NftTable, red: Reduction): void {
                 vip: info.vip ?? here.vip,
                 vipIsCluster: info.vip ? tg.startsWith('service-') : here.vipIsCluster,
                 nodePort: info.nodePort ?? here.nodePort,
+                path: here.path ?? pathOf(t, mapName, tg, info),
+                guarded: here.guarded,
               };
               visit(tg, next, depth + 1);
             }

@@ -31,15 +31,37 @@ export interface NoEndpointTarget {
   action: 'reject' | 'drop';
 }
 
+export type PathKind = 'cluster-ip' | 'node-port' | 'external-ip';
+
+/** One path (cluster IP, NodePort, load-balancer/external IP) of a service reaching one endpoint. */
+export interface PathTarget {
+  mode: RuleMode;
+  service: string;
+  path: PathKind;
+  /** ip:port of the path; a NodePort is `*:PORT` */
+  addr: string;
+  policy: 'Cluster' | 'Local';
+  endpoint: string;
+  ip: string;
+  port: number;
+  chain: string | null;
+}
+
 export interface Reduction {
-  /** key: mode|service|endpoint */
+  /** key: mode|service|endpoint — any path */
   endpoints: Map<string, EndpointTarget>;
   /** key: mode|service|action|vip|node_port */
   noEndpoints: Map<string, NoEndpointTarget>;
+  /** key: mode|service|path|addr|endpoint — per path */
+  paths: Map<string, PathTarget>;
 }
 
 export function emptyReduction(): Reduction {
-  return { endpoints: new Map(), noEndpoints: new Map() };
+  return { endpoints: new Map(), noEndpoints: new Map(), paths: new Map() };
+}
+
+export function pathKey(t: Pick<PathTarget, 'mode' | 'service' | 'path' | 'addr' | 'endpoint'>): string {
+  return `${t.mode}|${t.service}|${t.path}|${t.addr}|${t.endpoint}`;
 }
 
 export function endpointKey(t: { mode: RuleMode; service: string; endpoint: string }): string {
@@ -56,6 +78,13 @@ export interface PathCtx {
   /** true when the VIP came from a ClusterIP-style entry (map/rule jumping straight into the service chain) */
   vipIsCluster: boolean;
   nodePort: number | null;
+  /** the path being walked (from the entry map/rule), when known */
+  path?: { kind: PathKind; addr: string; policy: 'Cluster' | 'Local' } | null;
+  /**
+   * true below a rule that matches the packet's source (pod CIDR, `fib saddr type local`, `-s`,
+   * `--src-type LOCAL`): such a branch carries only pod- or node-originated traffic, not the path's own
+   */
+  guarded?: boolean;
 }
 
 /** Which stored VIPs came from a ClusterIP-style entry (walk-only bookkeeping). */
@@ -82,6 +111,16 @@ export function addEndpoint(red: Reduction, mode: RuleMode, ctx: PathCtx, ep: { 
   if (!prev.chain && chain) prev.chain = chain;
 }
 
+/** Record the endpoint on the path being walked (unguarded branches only). */
+export function addPathEndpoint(red: Reduction, mode: RuleMode, ctx: PathCtx, ep: { ip: string; port: number }, chain: string | null): void {
+  if (!ctx.path || ctx.guarded) return;
+  const endpoint = fmtAddr(ep.ip, ep.port);
+  const service = ctx.service ?? ctx.vip ?? `?->${endpoint}`;
+  const t: PathTarget = { mode, service, path: ctx.path.kind, addr: ctx.path.addr, policy: ctx.path.policy, endpoint, ip: ep.ip, port: ep.port, chain };
+  const k = pathKey(t);
+  if (!red.paths.has(k)) red.paths.set(k, t);
+}
+
 export function addNoEndpoint(red: Reduction, t: NoEndpointTarget): void {
   red.noEndpoints.set(noEndpointKey(t), t);
 }
@@ -92,6 +131,7 @@ export function mergeReductions(...reds: Reduction[]): Reduction {
   for (const r of reds) {
     for (const [k, v] of r.endpoints) if (!out.endpoints.has(k)) out.endpoints.set(k, v);
     for (const [k, v] of r.noEndpoints) if (!out.noEndpoints.has(k)) out.noEndpoints.set(k, v);
+    for (const [k, v] of r.paths ?? []) if (!out.paths.has(k)) out.paths.set(k, v);
   }
   return out;
 }
@@ -144,5 +184,23 @@ export function diffReductions(prev: Reduction, next: Reduction, o: DiffOptions)
   for (const [k, t] of prev.noEndpoints) if (!next.noEndpoints.has(k)) out.push(neEvent('no-endpoint-rule-removed', t));
   for (const [k, t] of next.endpoints) if (!prev.endpoints.has(k)) out.push(epEvent('endpoint-rule-added', t));
   for (const [k, t] of next.noEndpoints) if (!prev.noEndpoints.has(k)) out.push(neEvent('no-endpoint-rule-added', t));
+  return out;
+}
+
+/**
+ * Per path: path-rule-removed/added when a path (cluster IP, NodePort, load-balancer/external IP) stops
+ * or starts routing to an endpoint, stamped `ts_ns`. diffReductions' any-path events keep their meaning.
+ */
+export function diffPaths(prev: Reduction, next: Reduction, o: DiffOptions): RtEvent[] {
+  const out: RtEvent[] = [];
+  const pEvent = (kind: 'path-rule-added' | 'path-rule-removed', t: PathTarget) =>
+    ev(kind, o.ts_ns, 'nftables', t.endpoint, {
+      service: t.service, path: t.path, addr: t.addr, policy: t.policy, endpoint: t.endpoint, ip: t.ip, port: t.port,
+      chain: t.chain, mode: t.mode, clock: o.clock,
+    });
+  const prevPaths = prev.paths ?? new Map<string, PathTarget>();
+  const nextPaths = next.paths ?? new Map<string, PathTarget>();
+  for (const [k, t] of prevPaths) if (!nextPaths.has(k)) out.push(pEvent('path-rule-removed', t));
+  for (const [k, t] of nextPaths) if (!prevPaths.has(k)) out.push(pEvent('path-rule-added', t));
   return out;
 }
