@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { analyzeBundle } from '../analyzer/analyze.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
+import { renderHtml } from '../analyzer/render/html.js';
+import { renderMarkdown } from '../analyzer/render/markdown.js';
 import { renderText } from '../analyzer/render/text.js';
 import { reduceIptablesSave } from '../recorder/sources/nftables/iptables.js';
 import { reduceNftRuleset } from '../recorder/sources/nftables/nft-json.js';
@@ -70,7 +72,14 @@ describe.each([
     expect(dropped.cause).toBe('no-endpoint');
     expect(dropped.path).toEqual({ path: 'node-port', addr: '*:30080', policy: 'Local' });
     expect(dropped.evidence.join('\n')).toMatch(/the Local blackhole: this node drops traffic to \*:30080/);
-    expect(renderText(a, f)).toMatch(/terminating fallback/);
+    const text = renderText(a, f);
+    expect(text).toMatch(/paths: cluster-ip 10\.96\.0\.10:80 \(Cluster\) stopped \+2\.500s; node-port \*:30080 \(Local\) stopped \+3\.000s \[terminating fallback\]/);
+    expect(text).toMatch(/cause=no-endpoint  path=node-port:\*:30080/);
+    const md = renderMarkdown(a);
+    expect(md).toContain('| node-port path \\*:30080 (Local) stopped routing — terminating fallback |');
+    const html = await renderHtml(a);
+    expect(html).toContain('<tr class="route"><td>cluster-ip path 10.96.0.10:80 (Cluster) stopped routing</td>');
+    expect(html).toContain('<td>10.0.0.1:30080 (node-port)</td>');
   });
 });
 

@@ -53,6 +53,7 @@ function buildView(a: Analysis, p: AnalysisPod, originNs: number): PodView {
   const byNode = Object.entries(p.ruleRemovedAtByNode ?? {});
   if (byNode.length) for (const [node, at] of byNode) add('rules', at, `rule removed (${node})`, HTML_COLOURS.rules);
   else add('rules', p.ruleRemovedAt, 'rule removed', HTML_COLOURS.rules);
+  for (const r of p.routes ?? []) if (r.stoppedAt && r.stoppedAt !== p.ruleRemovedAt) add('rules', r.stoppedAt, `${r.path} ${r.addr} stopped`, HTML_COLOURS.rules);
   add('proc', p.sigtermAt, 'SIGTERM', HTML_COLOURS.proc);
   add('proc', p.listenerClosedAt, 'listener closed', HTML_COLOURS.proc);
   add('proc', p.exitedAt, 'exit', HTML_COLOURS.proc);
@@ -232,6 +233,7 @@ export async function renderHtml(a: Analysis): Promise<string> {
       ['endpoint terminating', p.endpointTerminatingAt], ['endpoint removed', p.endpointRemovedAt], ['rule removed (this node)', p.ruleRemovedAt], ['process exited', p.exitedAt], ...(p.sigkillAt ? [['SIGKILL', p.sigkillAt] as [string, string | null]] : [])];
     for (const [k, at] of rows) body.push(`<tr><td>${k}</td><td>${h(fmtAt(at, startNs))}</td></tr>`);
     for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) body.push(`<tr><td>rule removed on ${h(node)}</td><td>${h(fmtAt(at, startNs))}</td></tr>`);
+    for (const r of p.routes ?? []) body.push(`<tr class="route"><td>${h(r.path)} path ${h(r.addr)} (${h(r.policy)}) stopped routing${r.fallback ? ' — terminating fallback' : ''}</td><td>${h(r.stoppedAt ? fmtAt(r.stoppedAt, startNs) : 'not before the end')}</td></tr>`);
     body.push('</table>');
     if (p.evidence.length) body.push(`<details><summary>evidence</summary><ul>${p.evidence.map((e) => `<li>${h(e)}</li>`).join('')}</ul></details>`);
     body.push('</section>');
@@ -241,7 +243,7 @@ export async function renderHtml(a: Analysis): Promise<string> {
   if (!a.failures.length) body.push('<p>No failed request or connection was seen.</p>');
   else {
     body.push('<table id="failures"><tr><th>#</th><th>at</th><th>client</th><th>service</th><th>backend</th><th>pod</th><th>cause</th><th>evidence</th></tr>');
-    a.failures.slice(0, 1000).forEach((f, i) => body.push(`<tr><td>${i + 1}</td><td>${h(fmtAt(f.at, startNs))}</td><td>${h(f.client)}</td><td>${h(f.service ?? '—')}</td><td>${h(f.backend.ip ?? '?')}:${h(f.backend.port ?? '?')}</td><td>${h(f.backend.pod ?? '—')}</td><td>${h(f.cause)}</td><td>${f.evidence.map(h).join('<br>')}</td></tr>`));
+    a.failures.slice(0, 1000).forEach((f, i) => body.push(`<tr><td>${i + 1}</td><td>${h(fmtAt(f.at, startNs))}</td><td>${h(f.client)}</td><td>${h(f.service ?? '—')}${f.path ? ` (${h(f.path.path)})` : ''}</td><td>${h(f.backend.ip ?? '?')}:${h(f.backend.port ?? '?')}</td><td>${h(f.backend.pod ?? '—')}</td><td>${h(f.cause)}</td><td>${f.evidence.map(h).join('<br>')}</td></tr>`));
     body.push('</table>');
   }
   const failuresJson = jsonForScript(a.failures.slice(0, 5000).map((f) => ({ at: f.at, client: f.client, service: f.service, backend: f.backend, cause: f.cause, evidence: f.evidence })));

@@ -105,6 +105,7 @@ export function renderMarkdown(a: Analysis): string {
     ];
     for (const [k, at] of rows) out.push(`| ${k} | ${md(fmtAt(at, startNs))} |`);
     for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) out.push(`| rule removed on node ${md(node)} | ${md(fmtAt(at, startNs))} |`);
+    for (const r of p.routes ?? []) out.push(`| ${md(r.path)} path ${md(r.addr)} (${md(r.policy)}) stopped routing${r.fallback ? ' — terminating fallback' : ''} | ${md(r.stoppedAt ? fmtAt(r.stoppedAt, startNs) : 'not before the end')} |`);
     out.push(`| **exposure** (listener closed → rule removed) | **${ms(p.exposureMs)}** |`);
     out.push(`| failed connections | ${p.failedConnections} |`);
     if (p.evidence.length) {
@@ -118,10 +119,11 @@ export function renderMarkdown(a: Analysis): string {
   if (!a.failures.length) out.push('No failed request or connection was seen.');
   else {
     out.push('| at | client | service | backend | pod | cause | evidence |', '| --- | --- | --- | --- | --- | --- | --- |');
+    // the path a failure took (cluster IP, NodePort, LB/external IP) is shown with its service
     const max = 200;
     for (const f of a.failures.slice(0, max)) {
       const be = f.backend.ip ? `${f.backend.ip}${f.backend.port !== null ? `:${f.backend.port}` : ''}` : '—';
-      out.push(`| ${md(fmtAt(f.at, startNs))} | ${md(f.client)} | ${md(f.service ?? '—')} | ${md(be)} | ${md(f.backend.pod ?? '—')} | ${md(f.cause)} | ${f.evidence.map(md).join('<br>')} |`);
+      out.push(`| ${md(fmtAt(f.at, startNs))} | ${md(f.client)} | ${md(f.service ?? '—')}${f.path ? ` (${md(f.path.path)})` : ''} | ${md(be)} | ${md(f.backend.pod ?? '—')} | ${md(f.cause)} | ${f.evidence.map(md).join('<br>')} |`);
     }
     if (a.failures.length > max) out.push('', `…and ${a.failures.length - max} more (see \`rolltrace analyze --format json\`).`);
   }
