@@ -147,6 +147,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--truth <file>', 'write the ground truth (from the lab\'s own clocks) here')
     .option('--seed <n>', 'random seed', int('--seed'))
     .option('--keep', 'keep the lab up after the run (then `rolltrace lab down`)')
+    .option('--patch <json|file>', 'strategic merge patch of the Deployment applied (and rolled out) before recording, e.g. an analysis\' recommendation.patch')
     .action(async (opts) => {
       const { runLabRun } = await import('../lab/cli.js');
       setExit(await runLabRun(opts));

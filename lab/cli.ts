@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,23 @@ import type { RunConfig } from './run.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-export interface LabRunOptions { scenario: string; out: string; truth?: string; seed?: number; keep?: boolean; noRecorder?: boolean; recorderTimeoutS?: number; prefix?: string }
+export interface LabRunOptions {
+  scenario: string; out: string; truth?: string; seed?: number; keep?: boolean; noRecorder?: boolean; recorderTimeoutS?: number; prefix?: string;
+  /** a strategic merge patch of the Deployment (JSON text, or a file holding it), applied before recording */
+  patch?: string;
+}
+
+/** --patch: inline JSON or a file of JSON (e.g. `rolltrace analyze B --format json | jq .recommendation.patch`). */
+export function readPatch(p: string): Record<string, unknown> {
+  const text = p.trim().startsWith('{') ? p : (() => {
+    if (!existsSync(p)) throw new InputError(`--patch ${p}: neither JSON nor an existing file`);
+    return readFileSync(p, 'utf8');
+  })();
+  let v: unknown;
+  try { v = JSON.parse(text); } catch (e) { throw new InputError(`--patch: not JSON (${(e as Error).message})`); }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new InputError('--patch: a strategic merge patch is a JSON object');
+  return v as Record<string, unknown>;
+}
 
 function checkRoot(): void {
   if (process.getuid?.() !== 0) throw new InputError('the lab needs root (network namespaces, nftables, cgroups)');
@@ -45,6 +61,7 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
   checkTools();
   const sc = getScenario(opts.scenario);
   if (!sc) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${Object.keys(SCENARIOS).join(', ')})`);
+  const patch = opts.patch ? readPatch(opts.patch) : null;
   const prefix = opts.prefix ?? newPrefix();
   const state = new LabState(prefix);
   state.pid(process.pid);
@@ -60,7 +77,7 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
     const node = createNode(prefix, sc.client, (_k, name) => state.netns(name));
     const cfg: RunConfig = {
       prefix, scenario: sc.name, seed: opts.seed ?? 1, out: opts.out ? resolve(opts.out) : null, truth: opts.truth ? resolve(opts.truth) : null,
-      repoRoot, workDir, node, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS,
+      repoRoot, workDir, node, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS, patch,
     };
     const cfgPath = join(workDir, 'config.json');
     writeFileSync(cfgPath, JSON.stringify(cfg));

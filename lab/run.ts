@@ -35,6 +35,11 @@ export interface RunConfig {
   mode: 'run' | 'up';
   /** seconds to wait for the recorder before stopping it */
   recorderTimeoutS?: number;
+  /**
+   * a strategic merge patch (e.g. the analysis' recommendation.patch) applied to the Deployment once it
+   * is ready, as `kubectl patch deployment web --type strategic -p …` would; its rollout completes before recording
+   */
+  patch?: Record<string, unknown> | null;
   /** force the lab's own rollout + traffic even when the recorder exists */
   noRecorder?: boolean;
 }
@@ -119,6 +124,23 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       if (Date.now() - t0 > 30000) throw new Error('lab: deployment did not become ready in 30 s');
       await sleep(100);
     }
+    if (cfg.patch) {
+      // the fix applied the way a user applies it, then its own rollout completes before the recorded one
+      const g0 = (await client.mustOk('GET', '/apis/apps/v1/namespaces/default/deployments/web')).metadata?.generation ?? 1;
+      await client.mustOk('PATCH', '/apis/apps/v1/namespaces/default/deployments/web', cfg.patch, 'application/strategic-merge-patch+json');
+      say('patched', { patch: cfg.patch });
+      const tp = Date.now();
+      for (;;) {
+        if (stopping) throw failed ?? new Error('interrupted');
+        const d = await client.req('GET', '/apis/apps/v1/namespaces/default/deployments/web');
+        const pods = await client.req('GET', '/api/v1/namespaces/default/pods');
+        const terminating = (pods.json?.items ?? []).filter((p: any) => p.metadata.deletionTimestamp).length;
+        if (d.status < 300 && rolloutComplete(d.json) && (d.json.status?.observedGeneration ?? 0) > g0 && terminating === 0 && proxy.routedNow().length >= sc.replicas) break;
+        if (Date.now() - tp > 90000) throw new Error('lab: the patched deployment did not roll out in 90 s');
+        await sleep(200);
+      }
+    }
+    const genBefore = (await client.mustOk('GET', '/apis/apps/v1/namespaces/default/deployments/web')).metadata?.generation ?? 1;
     await sleep(300);
     const probeUrl = `http://${VIP}:${SERVICE_PORT}/`;
     const recordCmd = ['bin/rolltrace.mjs', 'record', '--out', cfg.out ?? join(cfg.workDir, 'lab.rtb'), '--kubeconfig', kubeconfigPath,
@@ -182,7 +204,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       const d = await client.req('GET', '/apis/apps/v1/namespaces/default/deployments/web');
       const pods = await client.req('GET', '/api/v1/namespaces/default/pods');
       const terminating = (pods.json?.items ?? []).filter((p: any) => p.metadata.deletionTimestamp).length;
-      if (d.status < 300 && rolloutComplete(d.json) && (d.json.status?.observedGeneration ?? 0) >= 2 && terminating === 0) break;
+      if (d.status < 300 && rolloutComplete(d.json) && (d.json.status?.observedGeneration ?? 0) > genBefore && terminating === 0) break;
       await sleep(200);
     }
     await sleep(clients.length ? 1500 : 500);
