@@ -157,20 +157,13 @@ export interface EndpointRuleAttrs {
  * external IPs (externalTrafficPolicy: Local sends these only to this node's endpoints, falling back to
  * serving+terminating ones when none is ready). endpoint-rule-added/removed keep meaning "any path".
  */
-export interface PathRuleAttrs {
-  service: string;
+export interface PathRuleAttrs extends Pick<EndpointRuleAttrs, 'service' | 'endpoint' | 'ip' | 'port' | 'chain' | 'mode' | 'clock'> {
   /** cluster-ip, node-port, or external-ip (load-balancer / external IP) */
   path: 'cluster-ip' | 'node-port' | 'external-ip';
   /** the path's destination as ip:port; a NodePort is `*:PORT` (any local address) */
   addr: string;
   /** the traffic policy of this path: Local sends to this node's endpoints only */
   policy: 'Cluster' | 'Local';
-  endpoint: string;
-  ip: string;
-  port: number;
-  chain?: string | null;
-  mode: 'nftables' | 'iptables' | 'iptables-legacy';
-  clock?: Clock;
 }
 
 export interface NoEndpointRuleAttrs {
