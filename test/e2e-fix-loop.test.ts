@@ -26,7 +26,9 @@ async function record(scenario: string, out: string, patch?: string): Promise<vo
   expect(code, `lab run ${scenario}${patch ? ' --patch' : ''}`).toBe(0);
 }
 
-describe.each(['race', 'local-blackhole'])('%s: applying the printed patch and recording again gives exit 0', (scenario) => {
+// grace-too-short is left out: its app drains 5 s, which no recording of a SIGKILLed drain can measure
+// (the patch's grace is a stated lower bound, 7 s = preStop 2 s + the 5 s drain exactly: a coin toss)
+describe.each(['race', 'local-blackhole', 'not-ready'])('%s: applying the printed patch and recording again gives exit 0', (scenario) => {
   it('fails first, then the patched Deployment rolls without a failure', async () => {
     const before = join(dir, `${scenario}.rtb`);
     await record(scenario, before);

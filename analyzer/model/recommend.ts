@@ -288,11 +288,20 @@ export function recommend(input: RecommendInput): AnalysisRecommendation {
   const cs = targets.length ? targets : w?.containers ?? [];
   const server = w?.server ?? null;
   const native = server !== null && atLeast(server, SLEEP_ACTION.beta);
+  const containerPatch = new Map<string, Record<string, unknown>>();
+  const forContainer = (name: string) => { let x = containerPatch.get(name); if (!x) { x = { name }; containerPatch.set(name, x); } return x; };
   if (preStop !== null && cs.length && (current.preStopSeconds === null || current.preStopSeconds < preStop)) {
-    podPatch.containers = cs.map((c) => ({ name: c.name, lifecycle: { preStop: native ? { sleep: { seconds: preStop } } : { exec: { command: ['sleep', String(preStop)] } } } }));
+    for (const c of cs) forContainer(c.name).lifecycle = { preStop: native ? { sleep: { seconds: preStop } } : { exec: { command: ['sleep', String(preStop)] } } };
     if (native) why.push(`preStop as the native sleep action: the recorded API server is ${server!.gitVersion} (sleep action ${atLeast(server!, SLEEP_ACTION.ga) ? 'GA since 1.32' : 'beta, on by default since 1.30'})`);
     else notes.push(`preStop as exec \`sleep ${preStop}\`${server ? `: the recorded API server ${server.gitVersion} predates the native sleep action (1.30)` : ': the API server version was not recorded; on 1.30+ use lifecycle.preStop.sleep.seconds instead'}; distroless and scratch images have no \`sleep\` binary — there the exec hook fails and the container gets SIGTERM at once`);
   }
+  // a container serving a port without a readinessProbe: a TCP check of that port (Ready once it accepts)
+  for (const c of targets) {
+    if (c.readiness) continue;
+    forContainer(c.name).readinessProbe = { tcpSocket: { port: c.ports[0] }, periodSeconds: 1, failureThreshold: 3 };
+    why.push(`readinessProbe tcpSocket :${c.ports[0]} for container ${c.name}: it had none, so its endpoint was Ready before it accepted connections${failures.some((f) => f.cause === 'not-ready') ? ' (connections reached it before it listened)' : ''}; replace it with an HTTP check of the app's own readiness where there is one`);
+  }
+  if (containerPatch.size) podPatch.containers = [...containerPatch.values()];
   if (grace !== null && grace !== current.terminationGracePeriodSeconds && cs.length) podPatch.terminationGracePeriodSeconds = grace;
   const specPatch: Record<string, unknown> = {};
   if (Object.keys(podPatch).length) specPatch.template = { spec: podPatch };

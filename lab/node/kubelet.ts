@@ -1,10 +1,11 @@
 /**
  * The lab's kubelet: watches pods bound to this node (binding unscheduled ones, as the only node),
  * creates each pod's netns/veth/cgroup, starts the backend inside it, reports status (podIP, Running,
- * ContainersReady/Ready from an HTTP readiness probe from the node ns; Ready at start without one), and
+ * ContainersReady/Ready from an HTTP or TCP readiness probe from the node ns; Ready at start without one), and
  * on deletionTimestamp runs the termination sequence: preStop (exec sleep N) -> SIGTERM -> wait up to
  * the grace period -> SIGKILL -> teardown -> DELETE with gracePeriodSeconds=0.
  */
+import { connect } from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
@@ -141,18 +142,22 @@ export class Kubelet {
       resolveExit();
     });
     void this.patchStatus(rt, pod, false);
-    const probe = c.readinessProbe?.httpGet;
+    const probe = c.readinessProbe?.httpGet ?? c.readinessProbe?.tcpSocket;
     if (probe) {
       const period = Number(c.readinessProbe.periodSeconds ?? 0) * 1000 || this.o.defaultProbePeriodMs || 1000;
       const path = probe.path ?? '/';
       const pport = Number(probe.port ?? port);
+      const tcp = !c.readinessProbe.httpGet;
       const tick = async () => {
         if (rt.terminating || rt.exited || this.abort.signal.aborted) return;
         let ok = false;
         try {
-          const r = await fetch(`http://${ip}:${pport}${path}`, { signal: AbortSignal.timeout(Math.min(period, 1000)) });
-          ok = r.status >= 200 && r.status < 400;
-          await r.text();
+          if (tcp) ok = await tcpConnects(ip, pport, Math.min(period, 1000));
+          else {
+            const r = await fetch(`http://${ip}:${pport}${path}`, { signal: AbortSignal.timeout(Math.min(period, 1000)) });
+            ok = r.status >= 200 && r.status < 400;
+            await r.text();
+          }
         } catch { ok = false; }
         if (ok !== rt.ready && !rt.terminating) {
           rt.ready = ok;
@@ -259,4 +264,15 @@ export class Kubelet {
     for (const rt of [...this.pods.values()]) await this.kill(rt, 'kubelet stopping');
     await Promise.allSettled(this.runs);
   }
+}
+
+/** A tcpSocket probe: does a TCP connection to ip:port open within timeoutMs? */
+function tcpConnects(ip: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: ip, port });
+    const done = (ok: boolean) => { sock.destroy(); resolve(ok); };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
 }
