@@ -16,7 +16,7 @@ import { renderMarkdown } from '../analyzer/render/markdown.js';
 import { renderText } from '../analyzer/render/text.js';
 import type { Analysis } from '../schemas/analysis.js';
 import { ev } from '../schemas/events.js';
-import { at, OLD, scenario, tmpBundle, VIP, type ScenarioOpts } from './analyzer-synth.js';
+import { at, OLD, pod, scenario, tmpBundle, VIP, type ScenarioOpts } from './analyzer-synth.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const schema = JSON.parse(readFileSync(join(ROOT, 'schemas/analysis.schema.json'), 'utf8'));
@@ -102,6 +102,16 @@ describe('recommendation from the recorded Deployment', () => {
     expect(a.recommendation.why).toContain('on node2');
     expect(a.recommendation.notes!.join('\n')).toMatch(/preStop sized from the slowest of 2 node\(s\)/);
     expect(a.recommendation.notes!.join('\n')).not.toMatch(/saw one node/);
+  });
+
+  it('a status update after SIGTERM that still says Ready is named in the probes check', async () => {
+    const { a } = await analyze('rec-ready', {
+      workload: {},
+      extra: (w) => w.k8sObject({ ts_ns: at(2.6), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '17b', event_type: 'MODIFIED', object: pod(OLD, { deletionAt: 2.0 }) }),
+    });
+    expect(check(a, 'probes').evidence).toContain(`default/${OLD.name}: Ready stayed true 570 ms after SIGTERM (the readiness probe does not fail during shutdown; the EndpointSlice marks a terminating pod not ready anyway)`);
+    const { a: b } = await analyze('rec-ready-none', { workload: {} });
+    expect(check(b, 'probes').evidence.join('\n')).not.toMatch(/Ready stayed true/);
   });
 
   it('without the kube source: no patch, and the checks say what is missing', async () => {

@@ -259,6 +259,10 @@ export function recommend(input: RecommendInput): AnalysisRecommendation {
       else ev.push(`container ${c.name}: readinessProbe ${describeProbe(c.readiness)}${c.liveness ? `, livenessProbe ${describeProbe(c.liveness)}` : ''}${c.startup ? `, startupProbe ${describeProbe(c.startup)}` : ''}`);
     }
     if (notReady) ev.push(`${notReady} connection(s) reached a pod before it listened`);
+    for (const s of seqs) {
+      const last = s.pod.uid ? w?.readyAfterDeletion.get(s.pod.uid) : undefined;
+      if (last !== undefined && s.sigterm !== null && last > s.sigterm) ev.push(`${podLabel(s.pod)}: Ready stayed true ${ms(last - s.sigterm)} ms after SIGTERM (the readiness probe does not fail during shutdown; the EndpointSlice marks a terminating pod not ready anyway)`);
+    }
     const slowStart = seqs.map((s) => (s.firstListen !== null && s.pod.createdNs !== null ? s.firstListen - s.pod.createdNs : null)).filter((x): x is number => x !== null && x > 10e9);
     if (slowStart.length && cs.some((c) => c.liveness && !c.startup)) { if (status === 'ok') status = 'warn'; ev.push(`a pod took ${ms(Math.max(...slowStart))} ms to listen: add a startupProbe so the livenessProbe does not kill slow starts`); }
     checks.push({ knob: 'probes', status, evidence: ev });

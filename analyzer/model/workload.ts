@@ -43,6 +43,8 @@ export interface Workload {
   /** the recorder's command line (meta argv) when this bundle was written by `rolltrace record` */
   argv: string[] | null;
   createdBy: string | null;
+  /** per pod uid: the receipt of the last status update still showing Ready=True after the deletion row */
+  readyAfterDeletion: Map<string, number>;
 }
 
 function labelsOf(v: unknown): Record<string, string> {
@@ -115,6 +117,8 @@ export function loadWorkload(reader: BundleReader): Workload {
   let versionObj: J | null = null;
   let podSpec: J | null = null;
   const podLabels: Array<Record<string, string>> = [];
+  const readyAfterDeletion = new Map<string, number>();
+  const deletionSeen = new Set<string>();
   for (const r of reader.k8sObjects({ kinds: ['Deployment', 'Service', 'PodDisruptionBudget', 'Version', 'Pod'] })) {
     const j = parseJson(r.object);
     if (!j.ok) continue;
@@ -122,7 +126,15 @@ export function loadWorkload(reader: BundleReader): Workload {
     if (r.kind === 'Pod') {
       const spec = obj(j.v.spec);
       if (!podSpec && spec) podSpec = spec;
-      if (podLabels.length < 50) podLabels.push(labelsOf(obj(j.v.metadata)?.labels));
+      const pmd = obj(j.v.metadata);
+      if (podLabels.length < 50) podLabels.push(labelsOf(pmd?.labels));
+      const ready = arr(obj(j.v.status)?.conditions).some((c) => obj(c)?.type === 'Ready' && obj(c)?.status === 'True');
+      const uid = str(pmd?.uid);
+      // a status update after the deletion row that still says Ready (the deletion row itself always does)
+      if (uid && str(pmd?.deletionTimestamp) && r.event_type !== 'DELETED') {
+        if (!deletionSeen.has(uid)) deletionSeen.add(uid);
+        else if (ready) readyAfterDeletion.set(uid, r.ts_ns);
+      }
       continue;
     }
     const key = `${r.kind}|${r.namespace ?? ''}/${r.name ?? ''}`;
@@ -177,7 +189,7 @@ export function loadWorkload(reader: BundleReader): Workload {
     deployment, podSpecFrom: from, terminationGracePeriodSeconds: spec ? num(spec.terminationGracePeriodSeconds) : null,
     containers: containersOf(spec), services, pdbs, server,
     argv: Array.isArray(argv) && argv.every((x) => typeof x === 'string') ? argv as string[] : null,
-    createdBy: reader.metaValue(META_KEYS.createdBy) ?? null,
+    createdBy: reader.metaValue(META_KEYS.createdBy) ?? null, readyAfterDeletion,
   };
 }
 
