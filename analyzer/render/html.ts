@@ -207,18 +207,25 @@ export async function renderHtml(a: Analysis): Promise<string> {
   if (r.preStopSeconds !== null) rp.push(`preStop sleep <b>${h(r.preStopSeconds)} s</b>`);
   if (r.terminationGracePeriodSeconds !== null) rp.push(`terminationGracePeriodSeconds <b>${h(r.terminationGracePeriodSeconds)}</b>`);
   body.push(`${rp.join(', ')}${rp.length ? '. ' : ''}${h(r.why)}${(r.notes ?? []).map((n) => `<br>${h(n)}`).join('')}`);
-  const c = r.current;
-  if (c) {
-    body.push(`<p class="muted">in use${c.deployment ? ` (${h(c.deployment)})` : ''}: preStop ${h(c.preStop ?? 'none')}, terminationGracePeriodSeconds ${h(c.terminationGracePeriodSeconds ?? '—')}, readinessProbe ${h(c.readinessProbe === null ? '—' : c.readinessProbe ? 'yes' : 'no')}, strategy ${c.strategy ? h(`maxSurge ${c.strategy.maxSurge ?? '?'}, maxUnavailable ${c.strategy.maxUnavailable ?? '?'}, minReadySeconds ${c.strategy.minReadySeconds ?? 0}`) : '—'}, PDB ${h(c.pdb === null ? '—' : c.pdb.join(', ') || 'none')}, server ${h(c.serverVersion ?? '—')}</p>`);
-  }
-  if (r.checks?.length) {
-    body.push('<table id="checks"><tr><th>check</th><th>status</th><th>evidence from this recording</th></tr>');
-    for (const k of r.checks) body.push(`<tr class="check ${h(k.status)}"><td>${h(k.knob)}</td><td>${h(k.status)}</td><td>${k.evidence.map(h).join('<br>')}</td></tr>`);
-    body.push('</table>');
-  }
-  if (r.patch) body.push(`<p>Strategic merge patch:</p><pre id="patch">${h(JSON.stringify(r.patch, null, 2))}</pre>`);
+  // the command to apply stays in view; what backs it folds away so the timelines stay near the top
   if (r.kubectl) body.push(`<p>Apply it:</p><pre id="kubectl">${h(r.kubectl)}</pre>`);
-  if (r.verify?.length) body.push(`<p>Verify (exit 0 when the fix holds):</p><pre id="verify">${r.verify.map(h).join('\n')}</pre>`);
+  const c = r.current;
+  const nFail = (r.checks ?? []).filter((k) => k.status === 'fail').length;
+  const nWarn = (r.checks ?? []).filter((k) => k.status === 'warn').length;
+  if (c || r.checks?.length || r.patch || r.verify?.length) {
+    body.push(`<details id="fix"><summary>checks (${nFail} fail, ${nWarn} warn), what was in use, the patch, how to verify</summary>`);
+    if (c) {
+      body.push(`<p class="muted">in use${c.deployment ? ` (${h(c.deployment)})` : ''}: preStop ${h(c.preStop ?? 'none')}, terminationGracePeriodSeconds ${h(c.terminationGracePeriodSeconds ?? '—')}, readinessProbe ${h(c.readinessProbe === null ? '—' : c.readinessProbe ? 'yes' : 'no')}, strategy ${c.strategy ? h(`maxSurge ${c.strategy.maxSurge ?? '?'}, maxUnavailable ${c.strategy.maxUnavailable ?? '?'}, minReadySeconds ${c.strategy.minReadySeconds ?? 0}`) : '—'}, PDB ${h(c.pdb === null ? '—' : c.pdb.join(', ') || 'none')}, server ${h(c.serverVersion ?? '—')}</p>`);
+    }
+    if (r.checks?.length) {
+      body.push('<table id="checks"><tr><th>check</th><th>status</th><th>evidence from this recording</th></tr>');
+      for (const k of r.checks) body.push(`<tr class="check ${h(k.status)}"><td>${h(k.knob)}</td><td>${h(k.status)}</td><td>${k.evidence.map(h).join('<br>')}</td></tr>`);
+      body.push('</table>');
+    }
+    if (r.patch) body.push(`<p>Strategic merge patch:</p><pre id="patch">${h(JSON.stringify(r.patch, null, 2))}</pre>`);
+    if (r.verify?.length) body.push(`<p>Verify (exit 0 when the fix holds):</p><pre id="verify">${r.verify.map(h).join('\n')}</pre>`);
+    body.push('</details>');
+  }
   body.push('</div>');
 
   body.push(`<h2>Terminated pods (${a.pods.length})</h2>`);
