@@ -55,3 +55,53 @@ describe.each(modes)('%s mode: per-path routing of a Local service', (mode, red)
     expect(drop.attrs).toMatchObject({ action: 'drop', node_port: 30080 });
   });
 });
+
+describe('kube-proxy\'s own layout (nftables): a local- policy chain and a load-balancer IP', () => {
+  /**
+   * kube-proxy's nftables proxier puts the Local endpoints in a `local-HASH-…` chain the external chain
+   * goes to, and sends load-balancer IPs through `service-ips` to the external chain. The lab writes the
+   * vmap inline and has no LB IPs; this rewrites the captured ruleset to kube-proxy's layout.
+   */
+  function kubeProxyLayout(text: string): unknown {
+    const j = JSON.parse(text) as { nftables: Array<Record<string, any>> };
+    const ext = j.nftables.find((x) => x.chain && x.chain.name.startsWith('external-'))!.chain.name as string;
+    const local = ext.replace(/^external-/, 'local-');
+    const out: Array<Record<string, any>> = [];
+    for (const it of j.nftables) {
+      if (it.rule && it.rule.chain === ext && it.rule.expr.some((s: any) => s.vmap)) {
+        out.push({ chain: { family: 'ip', table: 'kube-proxy', name: local, handle: 900 } });
+        out.push({ rule: { ...it.rule, chain: local } });
+        out.push({ rule: { ...it.rule, handle: 901, expr: [{ goto: { target: local } }] } });
+        continue;
+      }
+      if (it.map && it.map.name === 'service-ips') {
+        out.push({ map: { ...it.map, elem: [...it.map.elem, [{ concat: ['192.168.77.100', 'tcp', 80] }, { goto: { target: ext } }]] } });
+        continue;
+      }
+      out.push(it);
+    }
+    return { nftables: out };
+  }
+
+  it('the load-balancer IP path and the NodePort path are Local and keep the terminating local endpoint', () => {
+    expect(byPath(reduceNftRuleset(kubeProxyLayout(fx('nft-1.json'))))).toEqual({
+      'cluster-ip 10.96.0.10:80 Cluster': [A, B], 'node-port *:30080 Local': [A], 'external-ip 192.168.77.100:80 Local': [A],
+    });
+    expect(byPath(reduceNftRuleset(kubeProxyLayout(fx('nft-2.json'))))).toEqual({
+      'cluster-ip 10.96.0.10:80 Cluster': [B], 'node-port *:30080 Local': [A], 'external-ip 192.168.77.100:80 Local': [A],
+    });
+  });
+});
+
+describe('kube-proxy\'s own layout (iptables): a load-balancer IP', () => {
+  const withLb = (text: string) => {
+    const ext = /:(KUBE-EXT-\S+)/.exec(text)![1]!;
+    return text.replace('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports',
+      `-A KUBE-SERVICES -d 192.168.77.100/32 -p tcp -m comment --comment "default/web:http loadbalancer IP" -m tcp --dport 80 -j ${ext}\n-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports`);
+  };
+  it('the load-balancer IP path goes through KUBE-EXT- to KUBE-SVL-: Local, keeps the terminating local endpoint', () => {
+    expect(byPath(reduceIptablesSave(withLb(fx('ipt-2.txt'))))).toEqual({
+      'cluster-ip 10.96.0.10:80 Cluster': [B], 'node-port *:30080 Local': [A], 'external-ip 192.168.77.100:80 Local': [A],
+    });
+  });
+});
