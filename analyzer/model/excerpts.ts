@@ -11,6 +11,8 @@ import { clean, iso } from '../util.js';
 export const MAX_WINDOWS = 10;
 export const MAX_LINES_PER_WINDOW = 150;
 export const MAX_TRAFFIC_MARKS = 3000;
+/** across every pod: the excerpts travel in the JSON analysis too */
+export const MAX_TRAFFIC_MARKS_TOTAL = 20000;
 
 type Excerpts = NonNullable<Analysis['excerpts']>;
 
@@ -74,15 +76,17 @@ export function failuresOfPod(a: Analysis, p: AnalysisPod): Array<[Analysis['fai
 }
 
 function traffic(reader: BundleReader, a: Analysis, out: Excerpts): void {
+  let budget = MAX_TRAFFIC_MARKS_TOTAL;
   for (const p of a.pods) {
     const span = podSpan(a, p, failuresOfPod);
     const marks: Excerpts['traffic'][number]['marks'] = [];
     let truncated = false;
+    const cap = Math.min(MAX_TRAFFIC_MARKS, budget);
     if (span) {
       const [since, until] = span;
       try {
         for (const r of reader.probeRequests({ since, until })) {
-          if (marks.length >= MAX_TRAFFIC_MARKS) { truncated = true; break; }
+          if (marks.length >= cap) { truncated = true; break; }
           const ok = r.outcome === 'ok';
           marks.push({ at: iso(r.start_ns) ?? '', kind: ok ? 'probe-ok' : 'probe-failed',
             title: clean(`probe ${r.local_addr ?? '?'}:${r.local_port ?? '?'} → ${r.remote}: ${r.outcome}${r.status ? ` ${r.status}` : ''}${r.error ? ` ${r.error}` : ''}`, 300) });
@@ -91,7 +95,7 @@ function traffic(reader: BundleReader, a: Analysis, out: Excerpts): void {
           let n = 0;
           for (const k of reader.packets({ since, until, withData: false, where: 'proto = \'tcp\' AND (tcp_flags & 4) != 0' })) {
             if (k.src !== p.ip && k.dst !== p.ip) continue;
-            if (++n > MAX_TRAFFIC_MARKS) { truncated = true; break; }
+            if (++n > cap || marks.length >= cap) { truncated = true; break; }
             marks.push({ at: iso(k.ts_ns) ?? '', kind: 'rst', title: clean(`RST ${k.src}:${k.sport} → ${k.dst}:${k.dport} on ${k.iface ?? '?'}`, 300) });
           }
         }
@@ -99,6 +103,7 @@ function traffic(reader: BundleReader, a: Analysis, out: Excerpts): void {
         // traffic marks only illustrate the verdict; a table that cannot be read leaves them out
       }
     }
+    budget -= marks.length;
     out.traffic.push({ pod: p.namespace ? `${p.namespace}/${p.name}` : p.name, marks, truncated });
   }
 }
