@@ -142,10 +142,11 @@ async function layer(dir, file, excludes = []) {
 
 const ROOTFS_EXCLUDES = ['./proc/*', './sys/*', './dev/*', './run/*', './tmp/*', './var/tmp/*', './var/cache/apt/*', './var/lib/apt/lists/*', './usr/sbin/policy-rc.d'];
 
-/** `npm pack` of the repository (prepack builds dist/), unpacked */
+/** `npm pack` of the repository, unpacked (dist/ brought up to date first; the tarball holds what `files` lists) */
 function packApp(stage) {
+  sh(process.execPath, [join(root, 'scripts/build.mjs'), '--if-stale']);
   log('npm pack');
-  const outp = sh('npm', ['pack', '--pack-destination', stage, '--json', '--silent'], { cwd: root, capture: true });
+  const outp = sh('npm', ['pack', '--ignore-scripts', '--pack-destination', stage, '--json', '--silent'], { cwd: root, capture: true });
   const info = JSON.parse(outp.slice(outp.indexOf('[')))[0];
   const app = join(stage, 'app');
   mkdirSync(app, { recursive: true });

@@ -11,7 +11,7 @@ import { cli, ROOT } from './helpers/cli.js';
 // @ts-expect-error: plain .mjs build script, no types
 import { IMAGE_NAME, IMAGE_REF } from '../scripts/image.mjs';
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; [k: string]: any };
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
 const load = (f: string): Obj[] => loadAllYaml(readFileSync(join(ROOT, 'deploy', f), 'utf8')) as Obj[];
 
 /** how the kubelet and containerd spell a short image reference */

@@ -5,23 +5,20 @@
  * be downloaded), so one test does it all.
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, ROOT } from './helpers/cli.js';
+import { runAsync } from './helpers/run.js';
 
-const run = (cmd: string, args: string[], opts: SpawnSyncOptions = {}) => {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 540_000, ...opts });
-  return { code: r.status ?? -1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
-};
+const run = (cmd: string, args: string[], opts: Parameters<typeof runAsync>[2] = {}) => runAsync(cmd, args, { timeoutMs: 540000, ...opts });
 
 describe('npm pack + npm install -g', () => {
-  it('installs the tarball into a fresh prefix; analyze runs from it as nobody, without cap, and agrees with the repository', () => {
+  it('installs the tarball into a fresh prefix; analyze runs from it as nobody, without cap, and agrees with the repository', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'rolltrace-pkg-'));
     try {
       chmodSync(tmp, 0o755);
-      const pack = run('npm', ['pack', '--pack-destination', tmp, '--json'], { cwd: ROOT });
+      const pack = await run('npm', ['pack', '--pack-destination', tmp, '--json'], { cwd: ROOT });
       expect(pack.code, pack.stderr).toBe(0);
       // npm prints the lifecycle scripts' output before the JSON
       const info = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('[')))[0] as { filename: string; files: Array<{ path: string }> };
@@ -34,7 +31,7 @@ describe('npm pack + npm install -g', () => {
       expect(files.filter((f) => f.endsWith('.ts') || f.includes('tsbuildinfo') || f.startsWith('test/'))).toEqual([]);
 
       const prefix = join(tmp, 'prefix');
-      const inst = run('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', join(tmp, info.filename)], { cwd: tmp });
+      const inst = await run('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', join(tmp, info.filename)], { cwd: tmp });
       expect(inst.code, inst.stderr).toBe(0);
       const pkgDir = join(prefix, 'lib', 'node_modules', 'rolltrace');
       // nothing of the TypeScript toolchain at run time
@@ -48,11 +45,11 @@ describe('npm pack + npm install -g', () => {
       const asNobody = (args: string[]) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', join(prefix, 'bin', 'rolltrace'), ...args],
         { cwd: tmp, env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: tmp } });
 
-      const version = asNobody(['--version']);
+      const version = await asNobody(['--version']);
       expect(version.stderr).toBe('');
       expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
 
-      const installed = asNobody(['analyze', bundle, '--format', 'json']);
+      const installed = await asNobody(['analyze', bundle, '--format', 'json']);
       expect(installed.stderr).toBe('');
       expect(installed.code).toBe(1); // the fixture records failures
       const report = JSON.parse(installed.stdout);
@@ -63,12 +60,12 @@ describe('npm pack + npm install -g', () => {
       const repo = cli(['analyze', bundle, '--format', 'json']);
       expect(installed.stdout).toBe(repo.stdout);
 
-      const text = asNobody(['analyze', bundle]);
+      const text = await asNobody(['analyze', bundle]);
       expect(text.code).toBe(1);
       expect(text.stdout).toMatch(/^VERDICT: FAILURES/);
 
       // bad input from the installed copy: one line, exit 2
-      const bad = asNobody(['analyze', join(tmp, 'missing.rtb')]);
+      const bad = await asNobody(['analyze', join(tmp, 'missing.rtb')]);
       expect(bad.code).toBe(2);
       expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     } finally {
