@@ -174,8 +174,8 @@ function nodeModules(key, stage, build) {
   sh('cp', ['-a', work, mnt]);
   log('compiling better-sqlite3 and cap in the build chroot');
   inChroot(build, [
-    `cd ${inside}/node_modules/better-sqlite3 && node-gyp rebuild --release >/dev/null`,
-    `cd ${inside}/node_modules/cap && node-gyp rebuild --release >/dev/null`,
+    // node-gyp's log only when it fails
+    `for m in better-sqlite3 cap; do (cd ${inside}/node_modules/$m && node-gyp rebuild --release >/tmp/node-gyp.log 2>&1) || { cat /tmp/node-gyp.log; exit 1; }; done`,
     `cd ${inside} && node -e "const D = require('better-sqlite3'); new D(':memory:').prepare('select 1').get(); const c = require('cap'); if (!c.Cap.deviceList) process.exit(1)"`,
     `ldd ${inside}/node_modules/cap/build/Release/cap.node | grep -q libpcap`,
   ].join('\n'));
