@@ -74,7 +74,7 @@ describe('npm run image', () => {
   });
 
   it('has the native modules built for the image, and every tool the sources run', async () => {
-    const native = await inImage(['node', '-e', "const D = require('better-sqlite3'); new D(':memory:'); const c = require('cap'); console.log(typeof c.Cap.deviceList)"]);
+    const native = await inImage(['sh', '-c', `cd /opt/rolltrace && node -e "const D = require('better-sqlite3'); new D(':memory:'); const c = require('cap'); console.log(typeof c.Cap.deviceList)"`]);
     expect(native.stderr).toBe('');
     expect(native.stdout.trim()).toBe('function');
     // cap links the image's libpcap
