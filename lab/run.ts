@@ -217,7 +217,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
   return code;
 }
 
-if (process.argv[1] && /lab[\\/]run\.ts$/.test(process.argv[1])) {
+if (process.argv[1] && /lab[\\/]run\.[jt]s$/.test(process.argv[1])) {
   const cfg = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as RunConfig;
   labMain(cfg).then((c) => process.exit(c), (e) => { process.stderr.write(`lab: ${(e as Error).stack}\n`); process.exit(1); });
 }
