@@ -71,12 +71,18 @@ function ensureHostTools() {
   }
 }
 
+/** remove a cache directory, first unmounting the /proc a killed build may have left in its chroots */
+function clearDir(dir) {
+  for (const p of ['rootfs.tmp/proc', 'rootfs/proc']) spawnSync('umount', [join(dir, p)], { stdio: 'ignore' });
+  rmSync(dir, { recursive: true, force: true });
+}
+
 /** debootstrap + apt-get: the runtime root filesystem, cached */
 function baseRootfs(key, rebuild) {
   const dir = join(CACHE, `base-${key}`);
   const rootfs = join(dir, 'rootfs');
   if (!rebuild && existsSync(join(dir, 'rootfs.done'))) return { dir, rootfs, cached: true };
-  rmSync(dir, { recursive: true, force: true });
+  clearDir(dir);
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, 'rootfs.tmp');
   log(`debootstrap ${SUITE} from ${MIRROR}`);
@@ -104,7 +110,7 @@ function buildRootfs(base, key) {
   const dir = join(CACHE, `build-${key}`);
   const rootfs = join(dir, 'rootfs');
   if (existsSync(join(dir, 'rootfs.done'))) return rootfs;
-  rmSync(dir, { recursive: true, force: true });
+  clearDir(dir);
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, 'rootfs.tmp');
   sh('cp', ['-a', base.rootfs, tmp]);
