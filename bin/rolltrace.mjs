@@ -1,7 +1,12 @@
 #!/usr/bin/env node
-// rolltrace entry point: runs the TypeScript sources directly through tsx (no build step to remember).
-import { register } from 'tsx/esm/api';
+// rolltrace entry point: runs the compiled JavaScript in dist/ (`npm run build`; npm builds it on
+// install from git, on `npm pack`, and before `npm test` / `npm run demo`). No TypeScript at run time.
+import { existsSync } from 'node:fs';
 
-register();
-const { main } = await import('../cli/main.ts');
-process.exitCode = await main(process.argv);
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('rolltrace: dist/ is missing: run `npm run build` in the rolltrace checkout\n');
+  process.exit(2);
+}
+const { main: run } = await import(main.href);
+process.exitCode = await run(process.argv);

@@ -4,16 +4,10 @@
  * Exit codes: 0 ok; 1 the analysis found failures; 2 usage or input error (one line, no stack).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { readFileSync } from 'node:fs';
 import { isInputError } from '../schemas/errors.js';
+import { rolltraceVersion } from '../schemas/version.js';
 
-export const VERSION: string = (() => {
-  try {
-    return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version as string;
-  } catch {
-    return '0.0.0';
-  }
-})();
+export const VERSION: string = rolltraceVersion();
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const int = (name: string) => (v: string) => {

@@ -16,9 +16,16 @@ import { createNode } from './node/netns.js';
 import { cleanupLab, LabState, sweepAll } from './state.js';
 import { getScenario, SCENARIOS } from './scenarios/index.js';
 import { onPath } from './sys.js';
+import { packageRoot } from '../schemas/version.js';
 import type { RunConfig } from './run.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+// the lab runs from the sources (tsx: tests, development) or compiled (dist/: the package, the image)
+const labDir = dirname(fileURLToPath(import.meta.url));
+const compiled = import.meta.url.endsWith('.js');
+/** where lab/, recorder/ live: the repository, or dist/ */
+const codeRoot = resolve(labDir, '..');
+/** the package root (bin/rolltrace.mjs) */
+const repoRoot = packageRoot() ?? codeRoot;
 
 export interface LabRunOptions {
   scenario: string; out: string; truth?: string; seed?: number; keep?: boolean; noRecorder?: boolean; recorderTimeoutS?: number; prefix?: string;
@@ -77,11 +84,12 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
     const node = createNode(prefix, sc.client, (_k, name) => state.netns(name));
     const cfg: RunConfig = {
       prefix, scenario: sc.name, seed: opts.seed ?? 1, out: opts.out ? resolve(opts.out) : null, truth: opts.truth ? resolve(opts.truth) : null,
-      repoRoot, workDir, node, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS, patch,
+      repoRoot, codeRoot, workDir, node, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS, patch,
     };
     const cfgPath = join(workDir, 'config.json');
     writeFileSync(cfgPath, JSON.stringify(cfg));
-    child = spawn('ip', ['netns', 'exec', node.nodeNs, process.execPath, '--import', 'tsx', join(repoRoot, 'lab/run.ts'), cfgPath],
+    const runArgs = compiled ? [join(labDir, 'run.js')] : ['--import', 'tsx', join(labDir, 'run.ts')];
+    child = spawn('ip', ['netns', 'exec', node.nodeNs, process.execPath, ...runArgs, cfgPath],
       { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
     if (child.pid) state.pid(child.pid);
     const spawnFailed = new Promise<number>((r) => child!.on('error', (e) => { process.stderr.write(`lab: ${e.message}\n`); r(1); }));

@@ -3,7 +3,7 @@
  * `ip netns exec`), so the API server listens on 127.0.0.1 of the node, where the recorder runs too.
  * It starts the control plane, the kubelet, kube-proxy and a conntrack reader, creates the Deployment
  * and Service, runs the real recorder (or, without one, drives the rollout and traffic itself), writes
- * the truth file and stops everything it started. Usage: node --import tsx lab/run.ts CONFIG.json
+ * the truth file and stops everything it started. Usage: node --import tsx lab/run.ts CONFIG.json (or node dist/lab/run.js CONFIG.json)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -29,6 +29,8 @@ export interface RunConfig {
   out: string | null;
   truth: string | null;
   repoRoot: string;
+  /** where lab/ and recorder/ are: repoRoot (sources under tsx) or repoRoot/dist (compiled) */
+  codeRoot: string;
   workDir: string;
   node: NodeNet;
   /** 'run': record and exit; 'up': stay up until SIGTERM */
@@ -100,7 +102,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       // the kernel dropped events the lab will never see: the truth may miss failures
       if (/ENOBUFS|losing events/i.test(line)) { if (ctEnobufs++ === 0) say('conntrack-enobufs', { line: line.trim() }); }
     });
-    kubelet = new Kubelet({ client, nodeName: NODE_NAME, node: cfg.node, state, backendPath: join(cfg.repoRoot, 'lab/backend/server.mjs'), logDir: cfg.workDir });
+    kubelet = new Kubelet({ client, nodeName: NODE_NAME, node: cfg.node, state, backendPath: join(cfg.codeRoot, 'lab/backend/server.mjs'), logDir: cfg.workDir });
     await kubelet.start();
     proxy = new KubeProxy({ client, nodeName: NODE_NAME, mode: sc.mode, podCIDR: cfg.node.podCIDR, serviceCIDR: cfg.node.serviceCIDR,
       nodePortIPs: [cfg.node.nodeEth0Ip ?? cfg.node.bridgeIp], syncDelayMs: sc.syncDelayMs, minSyncPeriodMs: sc.minSyncPeriodMs });
@@ -150,11 +152,11 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     if (cfg.mode === 'up') { await stopped; if (failed) throw failed; return 0; }
 
     // traffic the recorder does not make: the client namespace (NodePort), or everything without a recorder
-    const haveRecorder = !cfg.noRecorder && existsSync(join(cfg.repoRoot, 'recorder/record.ts'));
+    const haveRecorder = !cfg.noRecorder && ['record.ts', 'record.js'].some((f) => existsSync(join(cfg.codeRoot, 'recorder', f)));
     const clients: ChildProcess[] = [];
     // results are kept only for the client netns traffic: the VIP traffic's failures come from conntrack
     const startTraffic = (ns: string | null, url: string, keep: boolean, intervalMs = 100, timeoutMs = 1000) => {
-      const args = [join(cfg.repoRoot, 'lab/backend/client.mjs'), '--url', url, '--interval-ms', String(intervalMs), '--timeout-ms', String(timeoutMs)];
+      const args = [join(cfg.codeRoot, 'lab/backend/client.mjs'), '--url', url, '--interval-ms', String(intervalMs), '--timeout-ms', String(timeoutMs)];
       const c = ns ? startChild('ip', ['netns', 'exec', ns, 'node', ...args]) : startChild('node', args);
       if (keep) createInterface({ input: c.stdout! }).on('line', (l) => { try { clientResults.push(JSON.parse(l)); } catch { /* not a result */ } });
       else c.stdout!.resume();
@@ -237,7 +239,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
   return code;
 }
 
-if (process.argv[1] && /lab[\\/]run\.ts$/.test(process.argv[1])) {
+if (process.argv[1] && /lab[\\/]run\.[jt]s$/.test(process.argv[1])) {
   const cfg = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as RunConfig;
   labMain(cfg).then((c) => process.exit(c), (e) => { process.stderr.write(`lab: ${(e as Error).stack}\n`); process.exit(1); });
 }

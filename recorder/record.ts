@@ -10,7 +10,6 @@ import { nowNs } from './clock.js';
 import { parseProbeUrl } from './sources/probe/probe.js';
 import { existsSync, statSync } from 'node:fs';
 import { hostname, release } from 'node:os';
-import { readFileSync } from 'node:fs';
 import { BundleWriter } from './bundle-writer.js';
 import { formatPlan, planSources, privilegeProblem, disabledReason, RECORD_SOURCES, type PlannedSource, type SourceLoader, defaultLoader, firstLine, withTimeout } from './preflight.js';
 import { StatusLine, type StatusMode } from './status.js';
@@ -19,15 +18,9 @@ import { parseSelector } from './sources/kube/selector.js';
 import { ev } from '../schemas/events.js';
 import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
+import { rolltraceVersion } from '../schemas/version.js';
 
 
-function rolltraceVersion(): string {
-  try {
-    return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version as string;
-  } catch {
-    return '0.0.0';
-  }
-}
 
 /** Commander's parsed options -> RecordOptions with defaults; usage errors as InputError. */
 export function normalizeRecordOptions(raw: Record<string, unknown>): RecordOptions {

@@ -20,8 +20,9 @@ const CORE = {
   nftables: 'nft', iptables: 'iptables', strace: 'strace', bpftrace: 'bpftrace', tcpdump: 'tcpdump',
   'libpcap-dev': null, conntrack: 'conntrack', iproute2: 'ip',
 };
-// the test suite also reads back exports with tshark and renders the HTML report in Chromium
-const TEST_ONLY = { tshark: 'tshark', chromium: 'chromium' };
+// the test suite also reads back exports with tshark, renders the HTML report in Chromium, and checks
+// the node image (npm run image, which installs debootstrap itself) with skopeo and umoci
+const TEST_ONLY = { tshark: 'tshark', chromium: 'chromium', skopeo: 'skopeo', umoci: 'umoci' };
 const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY } : CORE;
 
 function installed(pkg) {
