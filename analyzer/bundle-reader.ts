@@ -9,6 +9,7 @@ import type {
   ConntrackRow, EventRow, K8sObjectRow, MetaRow, NftSnapshotRow, ProbeRequestRow, SourceRow, StoredPacketRow,
 } from '../schemas/rows.js';
 import { META_KEYS } from '../schemas/rows.js';
+import { parseJsonBounded } from '../schemas/json.js';
 
 export const CORE_TABLES = ['meta', 'sources', 'events', 'packets', 'conntrack', 'k8s_objects', 'nft_snapshots', 'probe_requests'] as const;
 export type CoreTable = (typeof CORE_TABLES)[number];
@@ -52,7 +53,8 @@ export class BundleReader {
   metaJson<T>(key: string): T | undefined {
     const v = this.metaValue(key);
     if (v === undefined) return undefined;
-    try { return JSON.parse(v) as T; } catch { return undefined; }
+    const j = parseJsonBounded(v);
+    return j.ok ? (j.v as T) : undefined;
   }
   metaNumber(key: string): number | undefined {
     const v = this.metaValue(key);
@@ -100,11 +102,12 @@ export class BundleReader {
     yield* this.db.prepare(`SELECT id, ts_ns, source, kind, subject, attrs FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
   }
 
-  /** Events with attrs parsed; rows whose attrs are not valid JSON get `{}` and are counted in `badAttrs`. */
+  /** Events with attrs parsed; rows whose attrs are not valid JSON (or nest deeper than MAX_JSON_DEPTH) get `{}` and are counted in `badAttrs`. */
   *eventsParsed<T = Record<string, unknown>>(opts: TimeRange & { kinds?: readonly string[]; sources?: readonly string[] } = {}): IterableIterator<EventRow & { a: T }> {
     for (const r of this.events(opts)) {
-      let a: unknown = {};
-      try { a = JSON.parse(r.attrs); } catch { this.badAttrs++; }
+      const j = r.attrs === null ? { ok: true as const, v: {} } : parseJsonBounded(r.attrs);
+      let a: unknown = j.ok ? j.v : {};
+      if (!j.ok) this.badAttrs++;
       if (a === null || typeof a !== 'object') a = {};
       yield { ...r, a: a as T };
     }

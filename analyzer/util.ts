@@ -1,9 +1,12 @@
 /** Small pure helpers shared by the analyzer models and renderers. */
 import { isoFromNs } from '../schemas/analysis.js';
+import { parseJsonBounded } from '../schemas/json.js';
 
 /** Replace control characters (C0, DEL, C1, bidi overrides) so bundle strings cannot drive a terminal. */
 export function clean(s: unknown, max = 300): string {
-  const t = typeof s === 'string' ? s : s === null || s === undefined ? '' : String(s);
+  const t0 = typeof s === 'string' ? s : s === null || s === undefined ? '' : String(s);
+  // cut first: a bundle string may be 40 MB
+  const t = t0.length > max ? t0.slice(0, max + 1) : t0;
   // eslint-disable-next-line no-control-regex
   const r = t.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '?');
   return r.length > max ? `${r.slice(0, max)}…` : r;
@@ -25,14 +28,10 @@ export function ms(ns: number): number {
 }
 
 export function parseJson(text: unknown): { ok: true; v: Record<string, unknown> } | { ok: false } {
-  if (typeof text !== 'string') return { ok: false };
-  try {
-    const v = JSON.parse(text) as unknown;
-    if (v && typeof v === 'object' && !Array.isArray(v)) return { ok: true, v: v as Record<string, unknown> };
-    return { ok: false };
-  } catch {
-    return { ok: false };
-  }
+  // bounded depth: a bundle's JSON is untrusted, and every later walk of it (stringify, match) recurses
+  const j = parseJsonBounded(text);
+  if (j.ok && j.v && typeof j.v === 'object' && !Array.isArray(j.v)) return { ok: true, v: j.v as Record<string, unknown> };
+  return { ok: false };
 }
 
 export function str(v: unknown): string | null {
