@@ -166,7 +166,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   if (!hasRules) warnings.push('no endpoint-rule events: this node\'s rule removals are unknown (nftables source missing or saw no change)');
   const latency = stage('programming latency', warnings, [], () => programmingLatency(facts, node, hasRules), file);
   const rec = recommend(seqs, failures);
-  if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON (or nest deeper than 512 levels): read as empty`);
+  if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON (or nest deeper than 512 levels, or exceed 8 MiB): read as empty`);
   const pods: AnalysisPod[] = seqs.map((s) => {
     const p: AnalysisPod = {
       namespace: s.pod.namespace ? clean(s.pod.namespace, 253) : null,

@@ -16,6 +16,17 @@ export type CoreTable = (typeof CORE_TABLES)[number];
 
 export interface TimeRange { since?: number; until?: number }
 
+/**
+ * JSON columns longer than this are read as the marker OVERSIZE (not JSON: counted like unparsable
+ * attrs) instead of being materialized: a real event's attrs or a Kubernetes object is < 1.5 MiB,
+ * a damaged bundle may hold 40 MB in one cell, and each copy of it costs the analysis ~100 MB.
+ */
+export const MAX_JSON_CELL = 8 * 1024 * 1024;
+/** nft rulesets of big clusters are tens of MB: their own, larger bound (as import's document bound) */
+export const MAX_RULESET_CELL = 64 * 1024 * 1024;
+export const OVERSIZE = 'oversize';
+const bounded = (col: string, max: number) => `CASE WHEN length(${col}) > ${max} THEN '${OVERSIZE}' ELSE ${col} END AS ${col}`;
+
 export class BundleReader {
   readonly db: DB;
   readonly file: string;
@@ -99,7 +110,7 @@ export class BundleReader {
     if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
     if (opts.sources?.length) { extra.push(`source IN (${opts.sources.map(() => '?').join(',')})`); params.push(...opts.sources); }
     const w = this.where('ts_ns', opts, extra);
-    yield* this.db.prepare(`SELECT id, ts_ns, source, kind, subject, attrs FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
+    yield* this.db.prepare(`SELECT id, ts_ns, source, kind, subject, ${bounded('attrs', MAX_JSON_CELL)} FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
   }
 
   /** Events with attrs parsed; rows whose attrs are not valid JSON (or nest deeper than MAX_JSON_DEPTH) get `{}` and are counted in `badAttrs`. */
@@ -135,13 +146,15 @@ export class BundleReader {
     const params: string[] = [];
     if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
     const w = this.where('ts_ns', opts, extra);
-    yield* this.db.prepare(`SELECT * FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
+    // identifiers are ≤ 253 characters in Kubernetes: longer ones (damage) are cut, not copied into every map
+    const id = (c: string) => `CASE WHEN typeof(${c}) = 'text' AND length(${c}) > 1024 THEN substr(${c}, 1, 1024) ELSE ${c} END AS ${c}`;
+    yield* this.db.prepare(`SELECT id, ts_ns, ${['kind', 'namespace', 'name', 'uid', 'resource_version', 'event_type'].map(id).join(', ')}, ${bounded('object', MAX_JSON_CELL)} FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
   }
 
   *nftSnapshots(opts: TimeRange = {}): IterableIterator<NftSnapshotRow & { id: number }> {
     if (!this.has('nft_snapshots')) return;
     const w = this.where('ts_ns', opts);
-    yield* this.db.prepare(`SELECT * FROM nft_snapshots${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<NftSnapshotRow & { id: number }>;
+    yield* this.db.prepare(`SELECT id, ts_ns, format, reason, ${bounded('ruleset', MAX_RULESET_CELL)} FROM nft_snapshots${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<NftSnapshotRow & { id: number }>;
   }
 
   *probeRequests(opts: TimeRange = {}): IterableIterator<ProbeRequestRow & { id: number }> {

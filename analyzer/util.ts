@@ -67,3 +67,17 @@ export function rel(ns: number, startNs: number): string {
   const sign = d < 0 ? '-' : '+';
   return `${sign}${Math.abs(d).toFixed(3)}s`;
 }
+
+/**
+ * Strings longer than `max` cut (with "…") anywhere in a plain JSON-like value, in place; for exports
+ * that copy bundle strings (a damaged bundle may hold 40 MB in one column). Depth is bounded by the
+ * JSON depth bound of schemas/json.ts; deeper values are left alone.
+ */
+export function capStrings<T>(v: T, max = 4096, depth = 0): T {
+  if (typeof v === 'string') return (v.length > max ? `${v.slice(0, max)}…` : v) as T;
+  if (depth > 600 || v === null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) { for (let i = 0; i < v.length; i++) v[i] = capStrings(v[i], max, depth + 1); return v; }
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) o[k] = capStrings(o[k], max, depth + 1);
+  return v;
+}

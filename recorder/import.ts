@@ -86,7 +86,6 @@ async function importStrace(w: BundleWriter, file: string): Promise<ImportSummar
   let unprefixed = 0;
   let minPid = Infinity;
   let stamped = 0;
-  refuseBinary(file, '--strace');
   for await (const l of boundedLines(file, { long: 0 })) {
     if (STRACE_NO_PID.test(l)) { unprefixed++; stamped++; continue; }
     const m = /^(?:\[pid\s+)?(\d+)\]?\s+\d+\.\d+\s/.exec(l);
@@ -282,7 +281,6 @@ async function importConntrack(w: BundleWriter, file: string): Promise<ImportSum
   let malformed = 0;
   let nostamp = 0;
   const long: LineStats = { long: 0 };
-  refuseBinary(file, '--conntrack');
   for await (const l of boundedLines(file, long)) {
     const p = parseConntrackLine(l);
     if (p.t === 'row') { w.conntrack(p.row, src); rows++; } else if (p.t === 'malformed') {
