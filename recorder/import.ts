@@ -146,15 +146,21 @@ export async function runImport(opts: ImportOptions): Promise<number> {
   // built beside --out and renamed over it only once complete: a failed import never costs the file it was to replace
   const tmp = `${opts.out}.importing-${process.pid}`;
   removeStaleImports(opts.out);
-  const w = new BundleWriter(tmp, { createdBy: 'import', overwrite: true });
   // killed by a signal: the half-built bundle goes with the process (SIGKILL cannot be caught: the
-  // next import of the same --out removes what a dead process left, see removeStaleImports)
+  // next import of the same --out removes what a dead process left, see removeStaleImports). The
+  // handlers come first: until one is installed, a signal kills the process outright.
   const onSignal = (sig: NodeJS.Signals) => {
     removeBundleFiles(tmp);
     for (const s of STOP_SIGNALS) process.removeListener(s, onSignal);
     process.kill(process.pid, sig);
   };
   for (const s of STOP_SIGNALS) process.once(s, onSignal);
+  let w: BundleWriter;
+  try { w = new BundleWriter(tmp, { createdBy: 'import', overwrite: true }); } catch (e) {
+    for (const s of STOP_SIGNALS) process.removeListener(s, onSignal);
+    removeBundleFiles(tmp);
+    throw e;
+  }
   const summaries: ImportSummary[] = [];
   let failed: unknown = null;
   try {
