@@ -117,7 +117,8 @@ export function damageBundle(base: string, dir: string, name: string, kind: Bund
       const depth = opts.depth ?? 200_000;
       const t = rng.pick(['events.attrs', 'k8s_objects.object', 'nft_snapshots.ruleset', 'meta.value']);
       const [tb, col] = t.split('.') as [string, string];
-      sqlEdit(file, (db) => db.prepare(`UPDATE ${tb} SET ${col} = ? WHERE rowid IN (SELECT rowid FROM ${tb} ORDER BY random() LIMIT 2)`).run(deepJson(depth)));
+      // an object at the top, as attrs, objects and rulesets are; the depth below it
+      sqlEdit(file, (db) => db.prepare(`UPDATE ${tb} SET ${col} = ? WHERE rowid IN (SELECT rowid FROM ${tb} ORDER BY random() LIMIT 2)`).run(`{"x":${deepJson(depth)}}`));
       return { file, what: `${t} nested ${depth} deep` };
     }
     case 'sql-size': {
