@@ -33,7 +33,8 @@ import {
 } from './helpers/fuzz-gen.js';
 import type { FuzzCase, FuzzResult } from './helpers/fuzz-runner.js';
 
-const SEED = 13;
+/** fixed for CI; RT_FUZZ_SEED=N explores another campaign of the same size by hand */
+const SEED = Number(process.env.RT_FUZZ_SEED ?? 13);
 /** damaged bundles: every kind at least twice (the 40 MB-string and gzip-bomb kinds are the slow ones) */
 const BUNDLES = 2 * BUNDLE_DAMAGES.length;
 /** damaged captures: every kind twice */

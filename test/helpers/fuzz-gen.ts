@@ -109,7 +109,7 @@ export function damageBundle(base: string, dir: string, name: string, kind: Bund
       return { file, what: `${t}.${c} = NULL` };
     }
     case 'sql-linktype': {
-      const v = rng.pick(['67108865', '65536', '-1', "'eth'", '1e12', 'NULL']);
+      const v = rng.pick(['67108865', '65536', '-1', "'eth'", '1e12', '2.5']);
       sqlEdit(file, (db) => db.exec(`UPDATE packets SET linktype = ${v} WHERE rowid = ${someRow(db, 'packets')}`));
       return { file, what: `packets.linktype = ${v}` };
     }
