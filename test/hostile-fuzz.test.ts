@@ -182,7 +182,8 @@ describe('hostile-input fuzz (seeded)', () => {
   });
 
   it('the real binary agrees on a sample (spawned, with its own peak RSS)', () => {
-    const sample = cases.filter((_c, i) => i % 97 === 5).slice(0, 4);
+    // three bundle runs, one capture import, one text import
+    const sample = [...cases.filter((_c, i) => i % 97 === 5).slice(0, 3), cases.find((c) => c.id.startsWith('capture '))!, cases.find((c) => c.id.startsWith('watch log '))!];
     for (const c of sample) {
       rmSync(c.outDir, { recursive: true, force: true });
       mkdirSync(c.outDir, { recursive: true });

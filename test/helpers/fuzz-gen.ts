@@ -104,7 +104,7 @@ export function damageBundle(base: string, dir: string, name: string, kind: Bund
       sqlEdit(file, (db) => {
         db.pragma('legacy_alter_table = ON');
         db.exec(`CREATE TABLE ${t}_x AS SELECT * FROM ${t}; DROP TABLE ${t}; ALTER TABLE ${t}_x RENAME TO ${t};`);
-        db.exec(`UPDATE ${t} SET ${c} = NULL WHERE rowid IN (SELECT rowid FROM ${t} ORDER BY random() LIMIT ${1 + rng.int(4)})`);
+        for (let k = 1 + rng.int(4); k > 0; k--) db.exec(`UPDATE ${t} SET ${c} = NULL WHERE rowid = ${someRow(db, t)}`);
       });
       return { file, what: `${t}.${c} = NULL` };
     }
@@ -118,7 +118,7 @@ export function damageBundle(base: string, dir: string, name: string, kind: Bund
       const t = rng.pick(['events.attrs', 'k8s_objects.object', 'nft_snapshots.ruleset', 'meta.value']);
       const [tb, col] = t.split('.') as [string, string];
       // an object at the top, as attrs, objects and rulesets are; the depth below it
-      sqlEdit(file, (db) => db.prepare(`UPDATE ${tb} SET ${col} = ? WHERE rowid IN (SELECT rowid FROM ${tb} ORDER BY random() LIMIT 2)`).run(`{"x":${deepJson(depth)}}`));
+      sqlEdit(file, (db) => { const st = db.prepare(`UPDATE ${tb} SET ${col} = ? WHERE rowid = ?`); for (let k = 0; k < 2; k++) st.run(`{"x":${deepJson(depth)}}`, someRow(db, tb)); });
       return { file, what: `${t} nested ${depth} deep` };
     }
     case 'sql-size': {
@@ -126,7 +126,7 @@ export function damageBundle(base: string, dir: string, name: string, kind: Bund
       const t = rng.pick(['events.subject', 'events.attrs', 'k8s_objects.name', 'sources.detail', 'packets.iface', 'probe_requests.error']);
       const [tb, col] = t.split('.') as [string, string];
       const big = col === 'attrs' ? JSON.stringify({ text: 'x'.repeat(n) }) : 'y'.repeat(n);
-      sqlEdit(file, (db) => db.prepare(`UPDATE ${tb} SET ${col} = ? WHERE rowid = (SELECT rowid FROM ${tb} ORDER BY random() LIMIT 1)`).run(big));
+      sqlEdit(file, (db) => db.prepare(`UPDATE ${tb} SET ${col} = ? WHERE rowid = ?`).run(big, someRow(db, tb)));
       return { file, what: `${t} ${n} bytes` };
     }
     case 'schema-version': {
