@@ -15,7 +15,7 @@ async function analysisOrNull(reader: BundleReader): Promise<Analysis | null> {
     return await analyzeBundle(reader);
   } catch (e) {
     if ((e as Error)?.name === 'InputError') throw e;
-    process.stderr.write(`rolltrace: export: analysis failed (${(e as Error).message.split('\n')[0]}); exporting without annotations\n`);
+    process.stderr.write(`rolltrace: export: analysis failed (${clean((e as Error)?.message ?? e, 200)}); exporting without annotations\n`);
     return null;
   }
 }

@@ -3,7 +3,7 @@
  * MAX_LINE_BYTES is skipped without being held whole (and counted: the caller reports it as dropped);
  * before this bound, one 50 MB line of `[` in a --watch file took 2.8 GB.
  */
-import { createReadStream, openSync, readSync, closeSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs';
 import { InputError } from '../../schemas/errors.js';
 
 /** Longest text line import reads: 8 MiB (a Kubernetes object is at most ~1.5 MiB in etcd, 3 MiB per API request). */
@@ -44,9 +44,14 @@ export async function* boundedLines(file: string, stats: LineStats, max = MAX_LI
   if (!skipping && len > 0) yield take(Buffer.alloc(0));
 }
 
-/** Every line of a text file (bounded as above), refusing binary content (a pcap given to a text option). */
+/** Largest text input held in memory whole (`--nft-monitor`, `--watch`: replayed or sorted as a whole). */
+export const MAX_HELD_TEXT_BYTES = 256 * 1024 * 1024;
+
+/** Every line of a text file (bounded as above), refusing binary content (a pcap given to a text option) and files over MAX_HELD_TEXT_BYTES. */
 export async function readBoundedLines(file: string, what: string, stats: LineStats, max = MAX_LINE_BYTES): Promise<string[]> {
   refuseBinary(file, what);
+  const size = statSync(file).size;
+  if (size > MAX_HELD_TEXT_BYTES) throw new InputError(`${what} ${file}: ${size} bytes, more than the ${MAX_HELD_TEXT_BYTES / 1048576} MiB import holds in memory; split it by time`);
   const out: string[] = [];
   for await (const l of boundedLines(file, stats, max)) out.push(l);
   return out;
