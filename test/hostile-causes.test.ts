@@ -3,7 +3,7 @@
  * gave a stack trace, a multi-line error or unbounded memory/disk before its fix.
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -189,6 +189,16 @@ describe('cause 7: import reads text line by line with an 8 MiB limit', () => {
     db.close();
     expect(s.dropped).toBeGreaterThanOrEqual(1);
     expect(s.detail).toMatch(/1 line\(s\) longer than 8 MiB skipped/);
+  });
+
+  it('a --watch file too large to hold is refused up front (a sparse 300 MB file: nothing is read)', () => {
+    const w = join(dir, 'huge-watch.jsonl');
+    writeFileSync(w, readFileSync(join(FIX, 'watch/rollout-watch.jsonl')));
+    truncateSync(w, 300 * 1024 * 1024);
+    const r = cli(['import', '--out', join(dir, 'huge.rtb'), '--watch', w], { env, peakRss: true });
+    oneLine(r, w, /more than the 256 MiB import holds in memory/);
+    expect(r.peakRssKb!).toBeLessThan(200 * 1024);
+    expect(existsSync(join(dir, 'huge.rtb'))).toBe(false);
   });
 
   it('a killed import removes its partial files; one killed with SIGKILL is swept by the next import of the same --out', async () => {

@@ -11,11 +11,12 @@
  * or the CLI's "internal error" fallback; peak RSS under 500 MB; nothing left in the output directory
  * after an exit 2, nothing ever left in $TMPDIR.
  *
- * Budget: fixed by SEED and the counts below (~400 runs). They run in ONE child process through the
+ * Budget: fixed by SEED and the counts below (~470 runs: 30 bundles × 10 commands, 22 captures and 28
+ * logs imported, each successful import followed by 3 readers). They run in ONE child process through the
  * CLI's own entry point, `main(argv)` from cli/main.ts — exactly what bin/rolltrace.mjs runs, with
  * stdout/stderr captured and a throw out of main() counted as the stack trace the binary would print
  * (test/helpers/fuzz-runner.ts). Spawning the CLI costs ~0.7 s per run through tsx (400 runs ≈ 5 min on
- * a shared 2-core machine); in-process the whole campaign takes well under a minute. The peak RSS is
+ * a shared 2-core machine); in-process the whole campaign took 17–40 s there. The peak RSS is
  * measured per run (VmHWM reset through /proc/self/clear_refs before each run, after a GC), so the
  * 500 MB bound holds for every single run, on top of the runner's own baseline. The last test
  * re-runs a sample through the real binary (spawned, with its peak RSS) so the in-process shortcut is
