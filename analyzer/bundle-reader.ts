@@ -26,6 +26,8 @@ export const MAX_JSON_CELL = 8 * 1024 * 1024;
 export const MAX_RULESET_CELL = 64 * 1024 * 1024;
 export const OVERSIZE = 'oversize';
 const bounded = (col: string, max: number) => `CASE WHEN length(${col}) > ${max} THEN '${OVERSIZE}' ELSE ${col} END AS ${col}`;
+/** identifiers (source, kind, names: short in any real bundle) cut to `max` characters instead of copied whole */
+const capped = (col: string, max = 1024) => `CASE WHEN typeof(${col}) = 'text' AND length(${col}) > ${max} THEN substr(${col}, 1, ${max}) ELSE ${col} END AS ${col}`;
 
 export class BundleReader {
   readonly db: DB;
@@ -110,7 +112,7 @@ export class BundleReader {
     if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
     if (opts.sources?.length) { extra.push(`source IN (${opts.sources.map(() => '?').join(',')})`); params.push(...opts.sources); }
     const w = this.where('ts_ns', opts, extra);
-    yield* this.db.prepare(`SELECT id, ts_ns, source, kind, subject, ${bounded('attrs', MAX_JSON_CELL)} FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
+    yield* this.db.prepare(`SELECT id, ts_ns, ${capped('source')}, ${capped('kind')}, ${capped('subject', 4096)}, ${bounded('attrs', MAX_JSON_CELL)} FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
   }
 
   /** Events with attrs parsed; rows whose attrs are not valid JSON (or nest deeper than MAX_JSON_DEPTH) get `{}` and are counted in `badAttrs`. */
@@ -147,8 +149,7 @@ export class BundleReader {
     if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
     const w = this.where('ts_ns', opts, extra);
     // identifiers are ≤ 253 characters in Kubernetes: longer ones (damage) are cut, not copied into every map
-    const id = (c: string) => `CASE WHEN typeof(${c}) = 'text' AND length(${c}) > 1024 THEN substr(${c}, 1, 1024) ELSE ${c} END AS ${c}`;
-    yield* this.db.prepare(`SELECT id, ts_ns, ${['kind', 'namespace', 'name', 'uid', 'resource_version', 'event_type'].map(id).join(', ')}, ${bounded('object', MAX_JSON_CELL)} FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
+    yield* this.db.prepare(`SELECT id, ts_ns, ${['kind', 'namespace', 'name', 'uid', 'resource_version', 'event_type'].map((c) => capped(c)).join(', ')}, ${bounded('object', MAX_JSON_CELL)} FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
   }
 
   *nftSnapshots(opts: TimeRange = {}): IterableIterator<NftSnapshotRow & { id: number }> {

@@ -12,6 +12,7 @@ import { nsFromIso } from '../../schemas/analysis.js';
 import type { BundleReader } from '../bundle-reader.js';
 import { escapeHtml as h, jsonForScript } from './escape.js';
 import { fmtAt, overallVerdict, podLabel } from './markdown.js';
+import { clean } from '../util.js';
 
 export const HTML_COLOURS = {
   laneApi: '#e8f0fe', laneRules: '#e6f4ea', laneProc: '#fef7e0', lanePkt: '#f3e8fd',
@@ -83,7 +84,8 @@ function buildView(a: Analysis, p: AnalysisPod, reader: BundleReader | null, ori
       if (++n > MAX_TRAFFIC_MARKS) break;
       const ok = r.outcome === 'ok';
       marks.push({ lane: 'pkt', tMs: (r.start_ns - originNs) / 1e6, label: '', colour: ok ? HTML_COLOURS.probeOk : HTML_COLOURS.rst, shape: 'tick',
-        title: `probe ${r.local_addr ?? '?'}:${r.local_port ?? '?'} → ${r.remote}: ${r.outcome}${r.status ? ` ${r.status}` : ''}${r.error ? ` ${r.error}` : ''}` });
+        // bundle strings, capped: a damaged one may be 40 MB
+        title: `probe ${clean(r.local_addr ?? '?', 80)}:${r.local_port ?? '?'} → ${clean(r.remote, 200)}: ${clean(r.outcome, 40)}${r.status ? ` ${r.status}` : ''}${r.error ? ` ${clean(r.error, 300)}` : ''}` });
     }
     if (p.ip) {
       n = 0;
@@ -92,7 +94,7 @@ function buildView(a: Analysis, p: AnalysisPod, reader: BundleReader | null, ori
           if (k.src !== p.ip && k.dst !== p.ip) continue;
           if (++n > MAX_TRAFFIC_MARKS) break;
           marks.push({ lane: 'pkt', tMs: (k.ts_ns - originNs) / 1e6, label: '', colour: HTML_COLOURS.rst, shape: 'tick',
-            title: `RST ${k.src}:${k.sport} → ${k.dst}:${k.dport} on ${k.iface ?? '?'}` });
+            title: `RST ${clean(k.src, 80)}:${k.sport} → ${clean(k.dst, 80)}:${k.dport} on ${clean(k.iface ?? '?', 80)}` });
         }
       } catch {
         // traffic marks only illustrate the verdict; a packets table that cannot be read leaves them out
