@@ -23,7 +23,7 @@
  * checked against the real thing.
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -94,6 +94,9 @@ function problems(r: FuzzResult): string[] {
     else if (!r.inputs.some((f) => lines[0]!.includes(f))) p.push(`exit 2 line does not name the file: ${lines[0]}`);
     if (r.outLeft.length) p.push(`left ${r.outLeft.join(', ')} in the output dir after exit 2`);
   }
+  // after a success only finished outputs: no SQLite side files, no half-built import
+  const partial = r.outLeft.filter((n) => /-(wal|shm|journal)$|\.importing-/.test(n));
+  if (partial.length) p.push(`left partial files ${partial.join(', ')} in the output dir`);
   if (r.tmpLeft.length) p.push(`left ${r.tmpLeft.join(', ')} in $TMPDIR`);
   if (!(r.peakRssKb > 0 && r.peakRssKb < MAX_RSS_KB)) p.push(`peak RSS ${Math.round(r.peakRssKb / 1024)} MB`);
   return p;
@@ -195,5 +198,7 @@ describe('hostile-input fuzz (seeded)', () => {
       expect(r.peakRssKb, c.id).toBeGreaterThan(0);
       expect(r.peakRssKb!, c.id).toBeLessThan(MAX_RSS_KB);
     }
+    // the binaries left nothing of their own in $TMPDIR (tsx keeps its compile cache there)
+    expect(readdirSync(TMP).filter((n) => !/^tsx-\d+$/.test(n))).toEqual([]);
   });
 });
