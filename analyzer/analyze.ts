@@ -178,7 +178,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const nodesSeen = [...new Set([...(node ? [node] : []), ...facts.rules.map((r) => r.node).filter((x): x is string => !!x)])];
   const addLat = latency.filter((l) => l.change === 'added' && l.latencyMs !== null).map((l) => l.latencyMs!);
   const rec = recommend({ seqs, failures, workload, nodes: nodesSeen, slowestAddMs: addLat.length ? Math.max(...addLat) : null, file });
-  if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON: read as empty`);
+  if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON (or nest deeper than 512 levels, or exceed 8 MiB): read as empty`);
   const pods: AnalysisPod[] = seqs.map((s) => {
     const p: AnalysisPod = {
       namespace: s.pod.namespace ? clean(s.pod.namespace, 253) : null,

@@ -9,11 +9,25 @@ import type {
   ConntrackRow, EventRow, K8sObjectRow, MetaRow, NftSnapshotRow, ProbeRequestRow, SourceRow, StoredPacketRow,
 } from '../schemas/rows.js';
 import { META_KEYS } from '../schemas/rows.js';
+import { parseJsonBounded } from '../schemas/json.js';
 
 export const CORE_TABLES = ['meta', 'sources', 'events', 'packets', 'conntrack', 'k8s_objects', 'nft_snapshots', 'probe_requests'] as const;
 export type CoreTable = (typeof CORE_TABLES)[number];
 
 export interface TimeRange { since?: number; until?: number }
+
+/**
+ * JSON columns longer than this are read as the marker OVERSIZE (not JSON: counted like unparsable
+ * attrs) instead of being materialized: a real event's attrs or a Kubernetes object is < 1.5 MiB,
+ * a damaged bundle may hold 40 MB in one cell, and each copy of it costs the analysis ~100 MB.
+ */
+export const MAX_JSON_CELL = 8 * 1024 * 1024;
+/** nft rulesets of big clusters are tens of MB: their own, larger bound (as import's document bound) */
+export const MAX_RULESET_CELL = 64 * 1024 * 1024;
+export const OVERSIZE = 'oversize';
+const bounded = (col: string, max: number) => `CASE WHEN length(${col}) > ${max} THEN '${OVERSIZE}' ELSE ${col} END AS ${col}`;
+/** identifiers (source, kind, names: short in any real bundle) cut to `max` characters instead of copied whole */
+const capped = (col: string, max = 1024) => `CASE WHEN typeof(${col}) = 'text' AND length(${col}) > ${max} THEN substr(${col}, 1, ${max}) ELSE ${col} END AS ${col}`;
 
 export class BundleReader {
   readonly db: DB;
@@ -52,7 +66,8 @@ export class BundleReader {
   metaJson<T>(key: string): T | undefined {
     const v = this.metaValue(key);
     if (v === undefined) return undefined;
-    try { return JSON.parse(v) as T; } catch { return undefined; }
+    const j = parseJsonBounded(v);
+    return j.ok ? (j.v as T) : undefined;
   }
   metaNumber(key: string): number | undefined {
     const v = this.metaValue(key);
@@ -97,14 +112,15 @@ export class BundleReader {
     if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
     if (opts.sources?.length) { extra.push(`source IN (${opts.sources.map(() => '?').join(',')})`); params.push(...opts.sources); }
     const w = this.where('ts_ns', opts, extra);
-    yield* this.db.prepare(`SELECT id, ts_ns, source, kind, subject, attrs FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
+    yield* this.db.prepare(`SELECT id, ts_ns, ${capped('source')}, ${capped('kind')}, ${capped('subject', 4096)}, ${bounded('attrs', MAX_JSON_CELL)} FROM events${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<EventRow>;
   }
 
-  /** Events with attrs parsed; rows whose attrs are not valid JSON get `{}` and are counted in `badAttrs`. */
+  /** Events with attrs parsed; rows whose attrs are not valid JSON (or nest deeper than MAX_JSON_DEPTH) get `{}` and are counted in `badAttrs`. */
   *eventsParsed<T = Record<string, unknown>>(opts: TimeRange & { kinds?: readonly string[]; sources?: readonly string[] } = {}): IterableIterator<EventRow & { a: T }> {
     for (const r of this.events(opts)) {
-      let a: unknown = {};
-      try { a = JSON.parse(r.attrs); } catch { this.badAttrs++; }
+      const j = r.attrs === null ? { ok: true as const, v: {} } : parseJsonBounded(r.attrs);
+      let a: unknown = j.ok ? j.v : {};
+      if (!j.ok) this.badAttrs++;
       if (a === null || typeof a !== 'object') a = {};
       yield { ...r, a: a as T };
     }
@@ -132,13 +148,14 @@ export class BundleReader {
     const params: string[] = [];
     if (opts.kinds?.length) { extra.push(`kind IN (${opts.kinds.map(() => '?').join(',')})`); params.push(...opts.kinds); }
     const w = this.where('ts_ns', opts, extra);
-    yield* this.db.prepare(`SELECT * FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
+    // identifiers are ≤ 253 characters in Kubernetes: longer ones (damage) are cut, not copied into every map
+    yield* this.db.prepare(`SELECT id, ts_ns, ${['kind', 'namespace', 'name', 'uid', 'resource_version', 'event_type'].map((c) => capped(c)).join(', ')}, ${bounded('object', MAX_JSON_CELL)} FROM k8s_objects${w.sql} ORDER BY ts_ns, id`).iterate(...params, ...w.params) as IterableIterator<K8sObjectRow & { id: number }>;
   }
 
   *nftSnapshots(opts: TimeRange = {}): IterableIterator<NftSnapshotRow & { id: number }> {
     if (!this.has('nft_snapshots')) return;
     const w = this.where('ts_ns', opts);
-    yield* this.db.prepare(`SELECT * FROM nft_snapshots${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<NftSnapshotRow & { id: number }>;
+    yield* this.db.prepare(`SELECT id, ts_ns, format, reason, ${bounded('ruleset', MAX_RULESET_CELL)} FROM nft_snapshots${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<NftSnapshotRow & { id: number }>;
   }
 
   *probeRequests(opts: TimeRange = {}): IterableIterator<ProbeRequestRow & { id: number }> {

@@ -1,9 +1,12 @@
 /** Small pure helpers shared by the analyzer models and renderers. */
 import { isoFromNs } from '../schemas/analysis.js';
+import { parseJsonBounded } from '../schemas/json.js';
 
 /** Replace control characters (C0, DEL, C1, bidi overrides) so bundle strings cannot drive a terminal. */
 export function clean(s: unknown, max = 300): string {
-  const t = typeof s === 'string' ? s : s === null || s === undefined ? '' : String(s);
+  const t0 = typeof s === 'string' ? s : s === null || s === undefined ? '' : String(s);
+  // cut first: a bundle string may be 40 MB
+  const t = t0.length > max ? t0.slice(0, max + 1) : t0;
   // eslint-disable-next-line no-control-regex
   const r = t.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '?');
   return r.length > max ? `${r.slice(0, max)}…` : r;
@@ -25,14 +28,10 @@ export function ms(ns: number): number {
 }
 
 export function parseJson(text: unknown): { ok: true; v: Record<string, unknown> } | { ok: false } {
-  if (typeof text !== 'string') return { ok: false };
-  try {
-    const v = JSON.parse(text) as unknown;
-    if (v && typeof v === 'object' && !Array.isArray(v)) return { ok: true, v: v as Record<string, unknown> };
-    return { ok: false };
-  } catch {
-    return { ok: false };
-  }
+  // bounded depth: a bundle's JSON is untrusted, and every later walk of it (stringify, match) recurses
+  const j = parseJsonBounded(text);
+  if (j.ok && j.v && typeof j.v === 'object' && !Array.isArray(j.v)) return { ok: true, v: j.v as Record<string, unknown> };
+  return { ok: false };
 }
 
 export function str(v: unknown): string | null {
@@ -67,4 +66,18 @@ export function rel(ns: number, startNs: number): string {
   const d = (ns - startNs) / 1e9;
   const sign = d < 0 ? '-' : '+';
   return `${sign}${Math.abs(d).toFixed(3)}s`;
+}
+
+/**
+ * Strings longer than `max` cut (with "…") anywhere in a plain JSON-like value, in place; for exports
+ * that copy bundle strings (a damaged bundle may hold 40 MB in one column). Depth is bounded by the
+ * JSON depth bound of schemas/json.ts; deeper values are left alone.
+ */
+export function capStrings<T>(v: T, max = 4096, depth = 0): T {
+  if (typeof v === 'string') return (v.length > max ? `${v.slice(0, max)}…` : v) as T;
+  if (depth > 600 || v === null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) { for (let i = 0; i < v.length; i++) v[i] = capStrings(v[i], max, depth + 1); return v; }
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) o[k] = capStrings(o[k], max, depth + 1);
+  return v;
 }

@@ -187,8 +187,21 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`rolltrace: ${oneLine((e as Error).message)}\n`);
       return 2;
     }
-    throw e;
+    // a bug met on (hostile) input: still one line and exit 2 for the user, naming what was being
+    // read; the stack only with ROLLTRACE_DEBUG=1. Tests treat "internal error" as a failure.
+    if (process.env.ROLLTRACE_DEBUG) throw e;
+    const what = operands(argv).join(' ');
+    const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    process.stderr.write(`rolltrace: ${oneLine(`${what ? `${what}: ` : ''}internal error (${msg}); please report it, ROLLTRACE_DEBUG=1 shows the stack`)}\n`);
+    return 2;
   }
+}
+
+/** The command and the files it names (argv without node, the script and option values' flags), for an error line. */
+function operands(argv: string[]): string[] {
+  const out: string[] = [];
+  for (const a of argv.slice(2)) if (!a.startsWith('-')) out.push(a);
+  return out.slice(0, 4);
 }
 
 export function oneLine(s: string): string {

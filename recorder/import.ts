@@ -4,9 +4,8 @@
  * who arrive with a pcap attached to an incident get an analysis without having run the recorder.
  * Each artifact goes through the same pure parsers the live sources use.
  */
-import { createReadStream, existsSync, readFileSync, renameSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { basename } from 'node:path';
+import { createReadStream, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { removeBundleFiles } from '../schemas/db.js';
 import { InputError } from '../schemas/errors.js';
@@ -15,6 +14,8 @@ import { ev } from '../schemas/events.js';
 import { BundleWriter } from './bundle-writer.js';
 import { CaptureStreamParser } from './decode/pcapfile.js';
 import { decodeFrame } from './decode/packet.js';
+import { boundedLines, MAX_DOCUMENT_BYTES, MAX_LINE_BYTES, readBoundedLines, refuseBinary, type LineStats } from './import/lines.js';
+import { MAX_JSON_DEPTH, parseJsonBounded } from '../schemas/json.js';
 
 export interface ImportOptions {
   out: string;
@@ -36,9 +37,8 @@ function mustRead(file: string, what: string): void {
   if (st.size === 0) throw new InputError(`${what} ${file}: empty file`);
 }
 
-async function* lines(file: string): AsyncIterableIterator<string> {
-  const rl = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
-  for await (const l of rl) yield l;
+function longNote(stats: LineStats): string {
+  return stats.long ? `, ${stats.long} line(s) longer than ${MAX_LINE_BYTES / 1048576} MiB skipped` : '';
 }
 
 function addDetail(w: BundleWriter, src: string, detail: string): void {
@@ -88,7 +88,7 @@ async function importStrace(w: BundleWriter, file: string): Promise<ImportSummar
   let unprefixed = 0;
   let minPid = Infinity;
   let stamped = 0;
-  for await (const l of lines(file)) {
+  for await (const l of boundedLines(file, { long: 0 })) {
     if (STRACE_NO_PID.test(l)) { unprefixed++; stamped++; continue; }
     const m = /^(?:\[pid\s+)?(\d+)\]?\s+\d+\.\d+\s/.exec(l);
     if (m) { stamped++; minPid = Math.min(minPid, Number(m[1])); }
@@ -98,14 +98,40 @@ async function importStrace(w: BundleWriter, file: string): Promise<ImportSummar
   const defaultPid = filePid ?? (Number.isFinite(minPid) ? minPid : 0);
   const parser = new StraceParser({ source: src });
   let rows = 0;
-  for await (const l of lines(file)) {
+  const long: LineStats = { long: 0 };
+  for await (const l of boundedLines(file, long)) {
     const line = STRACE_NO_PID.test(l) ? `${defaultPid} ${l}` : l;
     for (const e of parser.line(line)) { w.event(e); rows++; }
   }
-  w.dropped(src, parser.malformed);
+  w.dropped(src, parser.malformed + long.long);
   const pidNote = unprefixed ? `, ${unprefixed} lines without a pid taken as pid ${defaultPid}${filePid !== null ? ' (file name)' : defaultPid ? ' (lowest pid in the log)' : ' (unknown)'}` : '';
-  addDetail(w, src, `strace log ${basename(file)}: ${parser.lines} lines, ${rows} events, ${parser.malformed} lines skipped${pidNote}`);
-  return { source: src, file, rows, skipped: parser.malformed };
+  addDetail(w, src, `strace log ${basename(file)}: ${parser.lines} lines, ${rows} events, ${parser.malformed} lines skipped${longNote(long)}${pidNote}`);
+  return { source: src, file, rows, skipped: parser.malformed + long.long };
+}
+
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** Remove `OUT.importing-PID*` files left by an import whose process no longer exists (killed with SIGKILL, or out of memory). */
+export function removeStaleImports(out: string): string[] {
+  const dir = dirname(resolve(out));
+  const prefix = `${basename(out)}.importing-`;
+  const removed: string[] = [];
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return removed; }
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue;
+    const m = /^(\d+)(-wal|-shm|-journal)?$/.exec(n.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    rmSync(join(dir, n), { force: true });
+    removed.push(n);
+  }
+  return removed;
+}
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
 export async function runImport(opts: ImportOptions): Promise<number> {
@@ -123,7 +149,22 @@ export async function runImport(opts: ImportOptions): Promise<number> {
   if (existsSync(opts.out) && !opts.force) throw new InputError(`${opts.out} already exists; choose another --out, or --force to replace it`);
   // built beside --out and renamed over it only once complete: a failed import never costs the file it was to replace
   const tmp = `${opts.out}.importing-${process.pid}`;
-  const w = new BundleWriter(tmp, { createdBy: 'import', overwrite: true });
+  removeStaleImports(opts.out);
+  // killed by a signal: the half-built bundle goes with the process (SIGKILL cannot be caught: the
+  // next import of the same --out removes what a dead process left, see removeStaleImports). The
+  // handlers come first: until one is installed, a signal kills the process outright.
+  const onSignal = (sig: NodeJS.Signals) => {
+    removeBundleFiles(tmp);
+    for (const s of STOP_SIGNALS) process.removeListener(s, onSignal);
+    process.kill(process.pid, sig);
+  };
+  for (const s of STOP_SIGNALS) process.once(s, onSignal);
+  let w: BundleWriter;
+  try { w = new BundleWriter(tmp, { createdBy: 'import', overwrite: true }); } catch (e) {
+    for (const s of STOP_SIGNALS) process.removeListener(s, onSignal);
+    removeBundleFiles(tmp);
+    throw e;
+  }
   const summaries: ImportSummary[] = [];
   let failed: unknown = null;
   try {
@@ -146,7 +187,8 @@ export async function runImport(opts: ImportOptions): Promise<number> {
     w.setMeta(META_KEYS.startedNs, String(range.start));
     w.endedNs = range.end;
   }
-  w.close();
+  for (const s of STOP_SIGNALS) process.removeListener(s, onSignal);
+  try { w.close(); } catch (e) { failed ??= e; }
   if (failed) {
     // a half-built import is worth nothing: remove it so the corrected command can run again
     removeBundleFiles(tmp);
@@ -159,11 +201,12 @@ export async function runImport(opts: ImportOptions): Promise<number> {
 }
 
 
-/** Read a whole text file, refusing binary content (a pcap given to a text option). */
-function readText(file: string, what: string): string {
-  const buf = readFileSync(file);
-  if (buf.subarray(0, 4096).includes(0)) throw new InputError(`${what} ${file}: binary file, expected text`);
-  return buf.toString('utf8');
+/** Read a whole text document (not lines: `nft -j list ruleset`), bounded, refusing binary content. */
+function readDocument(file: string, what: string): string {
+  refuseBinary(file, what);
+  const size = statSync(file).size;
+  if (size > MAX_DOCUMENT_BYTES) throw new InputError(`${what} ${file}: ${size} bytes, more than the ${MAX_DOCUMENT_BYTES / 1048576} MiB import reads`);
+  return readFileSync(file).toString('utf8');
 }
 
 async function importNft(w: BundleWriter, file: string, rulesetFile?: string): Promise<ImportSummary> {
@@ -174,17 +217,15 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
   ]);
   let model = new NftReplayModel();
   if (rulesetFile) {
-    let doc: unknown;
-    try { doc = JSON.parse(readText(rulesetFile, '--nft-ruleset')); } catch (e) {
-      if ((e as Error).name === 'InputError') throw e;
-      throw new InputError(`--nft-ruleset ${rulesetFile}: not JSON (capture with nft -j list ruleset)`);
-    }
+    const j = parseJsonBounded(readDocument(rulesetFile, '--nft-ruleset'));
+    if (!j.ok) throw new InputError(`--nft-ruleset ${rulesetFile}: ${j.why === 'too-deep' ? `JSON nested deeper than ${MAX_JSON_DEPTH} levels` : 'not JSON'} (capture with nft -j list ruleset)`);
+    const doc = j.v;
     try { model = NftReplayModel.fromRuleset(doc); } catch {
       throw new InputError(`--nft-ruleset ${rulesetFile}: no "nftables" array (capture with nft -j list ruleset)`);
     }
   }
-  const text = readText(file, '--nft-monitor');
-  const stamped = stampLines(text.split('\n'));
+  const long: LineStats = { long: 0 };
+  const stamped = stampLines(await readBoundedLines(file, '--nft-monitor', long));
   if (!stamped) {
     throw new InputError(`--nft-monitor ${file}: no timestamps; capture with: nft -j monitor | ts '%.s' > FILE (moreutils), or prefix each line with date +%s.%N`);
   }
@@ -233,12 +274,13 @@ async function importNft(w: BundleWriter, file: string, rulesetFile?: string): P
   }
   close();
   if (!records && malformed) throw new InputError(`--nft-monitor ${file}: no nft -j monitor JSON lines (capture with nft -j monitor, not plain nft monitor)`);
+  malformed += long.long;
   w.dropped(src, malformed);
   const notes = [
     `nft monitor ${basename(file)}: ${records} records, ${bursts} bursts (${QUIET_MS} ms quiet gap), ${changes} endpoint-rule changes (${pathChanges} per-path), ${snapshots} replayed snapshots`,
     rulesetFile ? `replayed onto ${basename(rulesetFile)}` : 'replayed onto an empty ruleset (no --nft-ruleset: rules that existed before the capture are unknown)',
   ];
-  if (malformed) notes.push(`${malformed} malformed lines skipped`);
+  if (malformed) notes.push(`${malformed} malformed lines skipped${long.long ? ` (${long.long} longer than ${MAX_LINE_BYTES / 1048576} MiB)` : ''}`);
   if (unknown) notes.push(`${unknown} records named objects or handles the model did not hold`);
   if (xt || model.hasIptablesKube()) notes.push('iptables-mode (iptables-nft xt) rules are opaque in nft monitor: endpoint changes need iptables-save snapshots (--iptables-save)');
   addDetail(w, src, notes.join('; '));
@@ -251,7 +293,8 @@ async function importConntrack(w: BundleWriter, file: string): Promise<ImportSum
   let rows = 0;
   let malformed = 0;
   let nostamp = 0;
-  for await (const l of lines(file)) {
+  const long: LineStats = { long: 0 };
+  for await (const l of boundedLines(file, long)) {
     const p = parseConntrackLine(l);
     if (p.t === 'row') { w.conntrack(p.row, src); rows++; } else if (p.t === 'malformed') {
       malformed++;
@@ -260,9 +303,9 @@ async function importConntrack(w: BundleWriter, file: string): Promise<ImportSum
   }
   if (!rows && nostamp) throw new InputError(`--conntrack ${file}: no timestamps; capture with conntrack -E -o timestamp,extended`);
   if (!rows && malformed) throw new InputError(`--conntrack ${file}: no conntrack -E lines`);
-  w.dropped(src, malformed);
-  addDetail(w, src, `conntrack log ${basename(file)}: ${rows} rows${malformed ? `, ${malformed} malformed lines skipped` : ''}; stamped by conntrack on receipt of the netlink event`);
-  return { source: src, file, rows, skipped: malformed };
+  w.dropped(src, malformed + long.long);
+  addDetail(w, src, `conntrack log ${basename(file)}: ${rows} rows${malformed ? `, ${malformed} malformed lines skipped` : ''}${longNote(long)}; stamped by conntrack on receipt of the netlink event`);
+  return { source: src, file, rows, skipped: malformed + long.long };
 }
 
 async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary> {
@@ -270,11 +313,13 @@ async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary
   const [{ parseWatchLines, deriveKubeEvents, emptyKubeState }, { splitConcatenatedJson, plainObjectsToEvents, objectInstantNs, normalizeEpoch }] = await Promise.all([
     import('./sources/kube/derive.js'), import('./import/watch.js'),
   ]);
-  const text = readText(file, '--watch');
+  const long: LineStats = { long: 0 };
+  const text = (await readBoundedLines(file, '--watch', long)).join('\n');
   const firstLine = text.split('\n').find((l) => l.trim() !== '')?.trim() ?? '';
   if (!firstLine.startsWith('{')) throw new InputError(`--watch ${file}: not JSON (expected watch event JSON lines or kubectl get --watch -o json output)`);
   let jsonLines = false;
-  try { const j = JSON.parse(firstLine); jsonLines = typeof j?.type === 'string' && typeof j?.object === 'object'; } catch { /* pretty-printed */ }
+  const first = parseJsonBounded(firstLine);
+  if (first.ok) { const j = first.v as { type?: unknown; object?: unknown } | null; jsonLines = typeof j?.type === 'string' && typeof j?.object === 'object'; }
   let evs: Array<{ type: string; object: import('./sources/kube/derive.js').KubeObject; ts: number | null }>;
   let bad: number;
   let form: string;
@@ -290,7 +335,8 @@ async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary
     bad = s.bad + p.bad;
     form = 'kubectl --watch -o json objects (ADDED at first sight, MODIFIED after: a deletion shows as MODIFIED, add --output-watch-events to see DELETED; instants from metadata, second precision)';
   }
-  if (!evs.length) throw new InputError(`--watch ${file}: no watch events or Kubernetes objects`);
+  bad += long.long;
+  if (!evs.length) throw new InputError(`--watch ${file}: no watch events or Kubernetes objects${longNote(long)}`);
   const noTs = evs.find((e) => e.ts === null);
   if (noTs) {
     const md = noTs.object.metadata ?? {};
@@ -315,7 +361,7 @@ async function importWatch(w: BundleWriter, file: string): Promise<ImportSummary
     for (const x of r.events) { w.event(x); derived++; }
   }
   w.dropped(src, bad);
-  addDetail(w, src, `${form} ${basename(file)}: ${rows} objects, ${derived} derived events${bad ? `, ${bad} malformed entries skipped` : ''}`);
+  addDetail(w, src, `${form} ${basename(file)}: ${rows} objects, ${derived} derived events${bad ? `, ${bad} malformed entries skipped` : ''}${longNote(long)}`);
   return { source: src, file, rows, skipped: bad };
 }
 
@@ -330,7 +376,7 @@ async function importIptablesSave(w: BundleWriter, files: string[]): Promise<Imp
     import('./sources/nftables/iptables.js'), import('./sources/nftables/reduce.js'), import('./import/nft-replay.js'),
   ]);
   const snaps = files.map((file) => {
-    const text = readText(file, '--iptables-save');
+    const text = readDocument(file, '--iptables-save');
     const first = text.split('\n').find((l) => l.trim() !== '') ?? '';
     const st = splitStamp(first.trim());
     if (st.ts === null || st.body.trim() !== '') throw new InputError(`--iptables-save ${file}: the first line must be a timestamp; capture with: { date +%s.%N; iptables-save; } > FILE`);

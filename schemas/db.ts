@@ -7,6 +7,7 @@ import { chmodSync, createReadStream, createWriteStream, existsSync, mkdtempSync
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { InputError } from './errors.js';
@@ -43,6 +44,37 @@ export function migrate(db: DB): { from: number; to: number } {
     })();
   }
   return { from, to: SCHEMA_VERSION };
+}
+
+/**
+ * Bring a temp copy of an old (or damaged: user_version 0 or negative) bundle up to this schema for
+ * reading. Unlike migrate(), objects that already exist are kept (CREATE … IF NOT EXISTS): a bundle
+ * whose user_version was zeroed still holds every table, and re-running 001 on it failed with
+ * `table meta already exists`. The analyzer reads what is there; a missing column costs a warning.
+ */
+export function migrateCopyForRead(db: DB, file: string): void {
+  const raw = db.pragma('user_version', { simple: true }) as number;
+  let from = Number.isSafeInteger(raw) && raw > 0 ? raw : 0;
+  if (from === 0) {
+    try {
+      const row = db.prepare('SELECT value FROM meta WHERE key = ?').get(META_KEYS.schemaVersion) as { value?: unknown } | undefined;
+      const v = Number(row?.value);
+      if (Number.isSafeInteger(v) && v > 0 && v <= SCHEMA_VERSION) from = v;
+    } catch { /* no readable meta: apply every migration, tolerantly */ }
+  }
+  for (const m of loadMigrations()) {
+    if (m.version <= from) continue;
+    const sql = m.sql.replace(/\bCREATE\s+(TABLE|INDEX|VIEW|TRIGGER)\s+(?!IF\s+NOT\s+EXISTS)/gi, 'CREATE $1 IF NOT EXISTS ');
+    try {
+      db.transaction(() => {
+        db.exec(sql);
+        db.pragma(`user_version = ${m.version}`);
+      })();
+    } catch (e) {
+      const msg = String((e as Error)?.message ?? e).replace(/[\r\n]+/g, ' ').slice(0, 200);
+      throw new InputError(`${file}: cannot read bundle schema v${raw} (upgrading to v${m.version} failed: ${msg})`);
+    }
+  }
 }
 
 export interface CreateOptions {
@@ -102,6 +134,47 @@ export function writeWholeBundle<T>(path: string, opts: CreateOptions & { vacuum
 
 const SQLITE_MAGIC = 'SQLite format 3\u0000';
 
+/**
+ * Bound on inflating a `.rtb.gz` into $TMPDIR: at most GZ_MAX_RATIO × its compressed size (at least
+ * GZ_MIN_BOUND), and never more than the size its gzip trailer declares (ISIZE, the size mod 2^32, is
+ * exact below 4 GiB). Real bundles compress 5–20×; a gzip bomb (~1000×) is refused before it fills the disk.
+ */
+export const GZ_MAX_RATIO = 100;
+export const GZ_MIN_BOUND = 64 * 1024 * 1024;
+
+export function gzInflateBound(compressedSize: number, declaredIsize: number): { limit: number; exact: boolean } {
+  const byRatio = Math.max(GZ_MAX_RATIO * compressedSize, GZ_MIN_BOUND);
+  // below 4 GiB the declared size is the real one (ISIZE holds the size mod 2^32)
+  if (byRatio < 2 ** 32) return { limit: Math.min(byRatio, declaredIsize), exact: declaredIsize <= byRatio };
+  return { limit: byRatio, exact: false };
+}
+
+/** Inflate `path` into `target`, refusing output beyond gzInflateBound(); a refused or failed inflation leaves `target` for the caller to remove. */
+async function gunzipBounded(path: string, target: string, compressedSize: number): Promise<void> {
+  const tail = Buffer.alloc(4);
+  const fd = openSync(path, 'r');
+  try { readSync(fd, tail, 0, 4, Math.max(0, compressedSize - 4)); } finally { closeSync(fd); }
+  const declared = tail.readUInt32LE(0);
+  const { limit, exact } = gzInflateBound(compressedSize, declared);
+  if (!exact) {
+    throw new InputError(`${path}: gzip declares ${declared} bytes, more than ${GZ_MAX_RATIO}× its compressed size: refused (a gzip bomb?); if you trust it, gunzip it yourself`);
+  }
+  let total = 0;
+  const bound = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      total += chunk.length;
+      if (total > limit) cb(new InputError(`${path}: gzip inflates beyond its declared size of ${declared} bytes: refused (damaged, or a gzip bomb)`));
+      else cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(createReadStream(path), createGunzip(), bound, createWriteStream(target));
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(`${path}: gzip data is corrupt or truncated (${String((e as Error)?.message ?? e).split('\n')[0]})`);
+  }
+}
+
 function headerOf(path: string, n: number): Buffer {
   const fd = openSync(path, 'r');
   try {
@@ -143,11 +216,7 @@ export async function openBundleForRead(path: string): Promise<OpenedBundle> {
       const dir = mkdtempSync(join(tmpdir(), 'rolltrace-gz-'));
       temps.push(dir);
       target = join(dir, 'bundle.rtb');
-      try {
-        await pipeline(createReadStream(path), createGunzip(), createWriteStream(target));
-      } catch (e) {
-        throw new InputError(`${path}: gzip data is corrupt or truncated (${(e as Error).message})`);
-      }
+      await gunzipBounded(path, target, st.size);
     }
     const magic = headerOf(target, 16).toString('latin1');
     if (magic !== SQLITE_MAGIC) throw new InputError(`${path}: not a rolltrace bundle (not a SQLite database)`);
@@ -180,13 +249,18 @@ export async function openBundleForRead(path: string): Promise<OpenedBundle> {
       const dir = mkdtempSync(join(tmpdir(), 'rolltrace-mig-'));
       temps.push(dir);
       const copy = join(dir, 'bundle.rtb');
-      copyFileSync(target, copy);
-      for (const suffix of ['-wal']) if (existsSync(target + suffix)) copyFileSync(target + suffix, copy + suffix);
-      const rw = new Database(copy);
-      try { migrate(rw); } finally { rw.close(); }
-      target = copy;
-      db = new Database(target, { readonly: true, fileMustExist: true });
-      db.pragma('query_only = ON');
+      try {
+        copyFileSync(target, copy);
+        for (const suffix of ['-wal']) if (existsSync(target + suffix)) copyFileSync(target + suffix, copy + suffix);
+        const rw = new Database(copy);
+        try { migrateCopyForRead(rw, path); } finally { rw.close(); }
+        target = copy;
+        db = new Database(target, { readonly: true, fileMustExist: true });
+        db.pragma('query_only = ON');
+      } catch (e) {
+        if (e instanceof InputError) throw e;
+        throw new InputError(`${path}: damaged SQLite file (${String((e as Error)?.message ?? e).replace(/[\r\n]+/g, ' ').slice(0, 200)})`);
+      }
     }
     const opened: OpenedBundle = {
       db, path: target, original: path, schemaVersion: version,

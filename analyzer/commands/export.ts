@@ -1,9 +1,10 @@
 /** `rolltrace export BUNDLE (--pcap OUT | --perfetto OUT)`. */
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { InputError } from '../../schemas/errors.js';
 import type { Analysis } from '../../schemas/analysis.js';
 import { BundleReader } from '../bundle-reader.js';
-import { analyzeBundle } from '../analyze.js';
+import { analyzeBundle, asInputError } from '../analyze.js';
+import { clean } from '../util.js';
 import { PacketAnnotator, writePcapng, type PcapngResult } from '../export/pcapng.js';
 import { buildPerfetto } from '../export/perfetto.js';
 
@@ -14,7 +15,7 @@ async function analysisOrNull(reader: BundleReader): Promise<Analysis | null> {
     return await analyzeBundle(reader);
   } catch (e) {
     if ((e as Error)?.name === 'InputError') throw e;
-    process.stderr.write(`rolltrace: export: analysis failed (${(e as Error).message.split('\n')[0]}); exporting without annotations\n`);
+    process.stderr.write(`rolltrace: export: analysis failed (${clean((e as Error)?.message ?? e, 200)}); exporting without annotations\n`);
     return null;
   }
 }
@@ -24,17 +25,21 @@ export async function exportPcap(reader: BundleReader, out: string, analysis?: A
   try {
     return writePcapng(out, reader.packets(), new PacketAnnotator(a));
   } catch (e) {
+    // nothing half-written is left behind: a truncated pcapng would open in Wireshark as if whole
+    rmSync(out, { force: true });
     if ((e as NodeJS.ErrnoException).code && /^E[A-Z]+$/.test((e as NodeJS.ErrnoException).code!)) throw new InputError(`cannot write ${out}: ${(e as Error).message}`);
-    throw e;
+    throw asInputError(e, reader.file);
   }
 }
 
 export async function exportPerfetto(reader: BundleReader, out: string, analysis?: Analysis | null): Promise<number> {
   const a = analysis === undefined ? await analysisOrNull(reader) : analysis;
-  const trace = buildPerfetto(a, reader);
+  let trace: ReturnType<typeof buildPerfetto>;
+  try { trace = buildPerfetto(a, reader); } catch (e) { throw asInputError(e, reader.file); }
   try {
     writeFileSync(out, JSON.stringify(trace));
   } catch (e) {
+    rmSync(out, { force: true });
     throw new InputError(`cannot write ${out}: ${(e as Error).message}`);
   }
   return trace.traceEvents.length;
@@ -42,12 +47,13 @@ export async function exportPerfetto(reader: BundleReader, out: string, analysis
 
 export async function runExport(file: string, opts: ExportOptions): Promise<number> {
   if (!opts.pcap && !opts.perfetto) throw new InputError('export needs --pcap OUT or --perfetto OUT');
-  const reader = await BundleReader.open(file);
+  const reader = await BundleReader.open(file).catch((e: unknown) => { throw asInputError(e, file); });
   try {
     const a = await analysisOrNull(reader);
     if (opts.pcap) {
       const r = await exportPcap(reader, opts.pcap, a);
-      process.stdout.write(`pcapng: ${opts.pcap}: ${r.packets} packets on ${r.interfaces.length} interface(s) (${r.interfaces.map((i) => i.name).join(', ') || 'none'}), ${r.commented} annotated\n`);
+      const skipped = Object.entries(r.skipped).map(([why, n]) => `${n} ${why}`).join(', ');
+      process.stdout.write(`pcapng: ${opts.pcap}: ${r.packets} packets on ${r.interfaces.length} interface(s) (${r.interfaces.map((i) => clean(i.name, 80)).join(', ') || 'none'}), ${r.commented} annotated${skipped ? `; skipped rows pcapng cannot hold: ${skipped}` : ''}\n`);
     }
     if (opts.perfetto) {
       const n = await exportPerfetto(reader, opts.perfetto, a);

@@ -48,19 +48,42 @@ export function interfaceDescription(linktype: number, name: string, snaplen = 0
   const fixed = Buffer.alloc(8);
   fixed.writeUInt16LE(linktype, 0);
   fixed.writeUInt32LE(snaplen, 4);
-  return block(IDB, Buffer.concat([fixed, option(2, Buffer.from(name, 'utf8')), option(9, Buffer.from([9])), endOfOpt()]));
+  return block(IDB, Buffer.concat([fixed, option(2, utf8Capped(name, 1024)), option(9, Buffer.from([9])), endOfOpt()]));
 }
 
-export function enhancedPacket(ifIndex: number, tsNs: number, data: Uint8Array, origLen: number, comment?: string | null): Buffer {
-  const ts = BigInt(Math.round(tsNs));
+const TS_LIMIT = 1n << 64n;
+const OPT_MAX = 65535;
+
+/** An EPB timestamp (ns, 64 bits unsigned) from a stored value, or null: negative, ≥ 2^64 ns, text, blob, NULL. */
+export function epbTimestamp(v: unknown): bigint | null {
+  let t: bigint;
+  if (typeof v === 'bigint') t = v;
+  else if (typeof v === 'number' && Number.isFinite(v)) t = BigInt(Math.round(v));
+  else return null;
+  return t >= 0n && t < TS_LIMIT ? t : null;
+}
+
+/** At most `max` bytes of UTF-8, cut on a character boundary (an option's length is 16 bits). */
+function utf8Capped(s: string, max = OPT_MAX): Buffer {
+  const b = Buffer.from(s.length > max ? s.slice(0, max) : s, 'utf8');
+  if (b.length <= max) return b;
+  let end = max;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
+}
+
+export function enhancedPacket(ifIndex: number, tsNs: number | bigint, data: Uint8Array, origLen: number, comment?: string | null): Buffer {
+  const ts = epbTimestamp(tsNs);
+  if (ts === null) throw new RangeError(`EPB timestamp ${String(tsNs)} ns is outside 0..2^64`);
   const fixed = Buffer.alloc(20);
   fixed.writeUInt32LE(ifIndex, 0);
   fixed.writeUInt32LE(Number(ts >> 32n), 4);
   fixed.writeUInt32LE(Number(ts & 0xffffffffn), 8);
   fixed.writeUInt32LE(data.length, 12);
-  fixed.writeUInt32LE(Math.max(origLen, data.length), 16);
+  const orig = Number.isSafeInteger(origLen) && origLen >= 0 && origLen <= 0xffffffff ? origLen : data.length;
+  fixed.writeUInt32LE(Math.max(orig, data.length), 16);
   const parts: Buffer[] = [fixed, Buffer.from(data.buffer, data.byteOffset, data.byteLength), Buffer.alloc(pad4(data.length))];
-  if (comment) parts.push(option(1, Buffer.from(comment, 'utf8')), endOfOpt());
+  if (comment) parts.push(option(1, utf8Capped(comment)), endOfOpt());
   return block(EPB, Buffer.concat(parts));
 }
 
@@ -115,12 +138,24 @@ export class PacketAnnotator {
   }
 }
 
-export interface PcapngResult { packets: number; interfaces: Array<{ name: string; linktype: number }>; commented: number; bytes: number }
+export interface PcapngResult {
+  packets: number; interfaces: Array<{ name: string; linktype: number }>; commented: number; bytes: number;
+  /** rows pcapng cannot hold (timestamp not in 0..2^64 ns, link type not in 0..65535, data not bytes), by reason */
+  skipped: Record<string, number>;
+}
 
-/** Stream packets into a pcapng file; interfaces are declared as they first appear (legal in pcapng). */
+/** Why a stored packet row cannot become an EPB, or null when it can. */
+function unexportable(p: StoredPacketRow): string | null {
+  if (epbTimestamp(p.ts_ns) === null) return 'timestamp outside 0..2^64 ns or not an integer';
+  if (!Number.isInteger(p.linktype) || p.linktype < 0 || p.linktype > 0xffff) return 'link type not in 0..65535';
+  if (p.data !== null && p.data !== undefined && !(p.data instanceof Uint8Array)) return 'frame data not a blob';
+  return null;
+}
+
+/** Stream packets into a pcapng file; interfaces are declared as they first appear (legal in pcapng). Rows pcapng cannot hold are skipped and counted. */
 export function writePcapng(out: string, packets: Iterable<StoredPacketRow>, annot: PacketAnnotator, appl = 'rolltrace'): PcapngResult {
   const fd = openSync(out, 'w');
-  const res: PcapngResult = { packets: 0, interfaces: [], commented: 0, bytes: 0 };
+  const res: PcapngResult = { packets: 0, interfaces: [], commented: 0, bytes: 0, skipped: {} };
   const ifIndex = new Map<string, number>();
   let buf: Buffer[] = [];
   let pending = 0;
@@ -129,7 +164,9 @@ export function writePcapng(out: string, packets: Iterable<StoredPacketRow>, ann
   try {
     put(sectionHeader(appl));
     for (const p of packets) {
-      const name = p.iface ?? 'unknown';
+      const why = unexportable(p);
+      if (why) { res.skipped[why] = (res.skipped[why] ?? 0) + 1; continue; }
+      const name = p.iface === null || p.iface === undefined ? 'unknown' : String(p.iface);
       const key = `${name}\u0000${p.linktype}`;
       let idx = ifIndex.get(key);
       if (idx === undefined) {
@@ -138,7 +175,7 @@ export function writePcapng(out: string, packets: Iterable<StoredPacketRow>, ann
         res.interfaces.push({ name, linktype: p.linktype });
         put(interfaceDescription(p.linktype, name));
       }
-      const data = p.data ? (p.data instanceof Uint8Array ? p.data : new Uint8Array(p.data as ArrayBuffer)) : new Uint8Array(0);
+      const data = p.data instanceof Uint8Array ? p.data : new Uint8Array(0);
       const c = annot.comment(p);
       if (c) res.commented++;
       put(enhancedPacket(idx, p.ts_ns, data, p.len, c));

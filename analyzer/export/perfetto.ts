@@ -9,6 +9,7 @@ import type { Analysis } from '../../schemas/analysis.js';
 import { nsFromIso } from '../../schemas/analysis.js';
 import { TCP } from '../../schemas/rows.js';
 import type { BundleReader } from '../bundle-reader.js';
+import { capStrings } from '../util.js';
 
 export interface TraceEvent {
   name: string;
@@ -112,5 +113,6 @@ export function buildPerfetto(a: Analysis | null, reader: BundleReader): ChromeT
     ev.push({ name: `${what} ${k.src}:${k.sport ?? ''} > ${k.dst}:${k.dport ?? ''}`, ph: 'i', s: 't', pid, tid: tidOf(pid, k.iface ?? 'unknown'), ts: us(k.ts_ns), cat: 'packet',
       args: { iface: k.iface, len: k.len, flags: f } });
   }
+  capStrings(ev); // names and args copy bundle strings: a damaged one may be 40 MB
   return { traceEvents: ev, displayTimeUnit: 'ms', metadata: { 'rolltrace-bundle-start-ns': String(origin), truncated, node: reader.metaValue('node') ?? null } };
 }

@@ -66,11 +66,11 @@ export class Pseudonymizer {
     return ip;
   };
 
-  /** Register a name to pseudonymize everywhere (as text). Generic words and very short names (< 3, node names < 2) are skipped. */
+  /** Register a name to pseudonymize everywhere (as text). Generic words, very short names (< 3, node names < 2) and names longer than a DNS subdomain (253) are skipped. */
   addName(name: unknown, kind: string): void {
     if (typeof name !== 'string') return;
     const n = name.trim();
-    if (n.length < (kind === 'node' ? 2 : 3) || STOP.has(n.toLowerCase()) || /^[\d.:/-]+$/.test(n) || this.names.has(n) || this.used.has(n)) return;
+    if (n.length > 253 || n.length < (kind === 'node' ? 2 : 3) || STOP.has(n.toLowerCase()) || /^[\d.:/-]+$/.test(n) || this.names.has(n) || this.used.has(n)) return;
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(n)) return;
     const h = this.hash(`name:${n}`).toString('hex');
     let len = 6;

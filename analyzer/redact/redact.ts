@@ -11,6 +11,7 @@
  *   mapped to stable pseudonyms across all tables and inside packet bytes (checksums fixed)
  */
 import { writeWholeBundle } from '../../schemas/db.js';
+import { MAX_JSON_DEPTH, parseJsonBounded } from '../../schemas/json.js';
 import { META_KEYS } from '../../schemas/rows.js';
 import type { BundleReader } from '../bundle-reader.js';
 import { pseudonymizeFrame, stripPayload } from './packet.js';
@@ -127,7 +128,9 @@ function collectNames(reader: BundleReader, p: Pseudonymizer): void {
     p.addName(r.namespace, 'ns');
     p.addName(r.name, kindTag[r.kind] ?? 'obj');
     try {
-      const o = JSON.parse(r.object) as Record<string, any>;
+      const j = parseJsonBounded(r.object);
+      if (!j.ok) continue;
+      const o = j.v as Record<string, any>;
       meta(o.metadata, kindTag[r.kind] ?? 'obj');
       p.addName(o.spec?.nodeName, 'node');
       for (const e of o.endpoints ?? []) { p.addName(e?.nodeName, 'node'); p.addName(e?.targetRef?.name, 'pod'); p.addName(e?.targetRef?.namespace, 'ns'); }
@@ -167,11 +170,18 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
   const c = emptyCounts();
   const p = opts.pseudonymize ? new Pseudonymizer(opts.key) : null;
   if (p) collectNames(reader, p);
-  const T = (s: string | null): string | null => (s === null || s === undefined ? s : p ? p.text(stripUrlQueries(s, c)) : stripUrlQueries(s, c));
+  const T = (v: string | null): string | null => {
+    if (v === null || v === undefined) return v;
+    const s = typeof v === 'string' ? v : String(v); // a damaged row may hold a number or a blob
+    return p ? p.text(stripUrlQueries(s, c)) : stripUrlQueries(s, c);
+  };
   const ip = (s: string | null): string | null => (s && p ? p.ip(s) : s);
   const jsonText = (text: string, transform?: (v: Json) => Json | null): string | null => {
-    let v: Json;
-    try { v = JSON.parse(text) as Json; } catch { return T(text); }
+    const j = parseJsonBounded(text);
+    // too deep to walk: dropped whole (copying it raw would skip the secret masking)
+    if (!j.ok && j.why === 'too-deep') { c.secretFields++; return JSON.stringify({ redacted: `JSON nested deeper than ${MAX_JSON_DEPTH} levels removed` }); }
+    if (!j.ok) return T(text);
+    const v = j.v as Json;
     const t = transform ? transform(v) : v;
     if (t === null && transform) return null;
     const m = p ? mapStrings(t, (s) => p.text(stripUrlQueries(s, c)), (k) => p.nameOf(k)) : mapStrings(t, (s) => stripUrlQueries(s, c));
@@ -236,7 +246,8 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
       let ruleset = r.ruleset;
       if (p) {
         if (r.format === 'nft-json') {
-          try { ruleset = JSON.stringify(mapStrings(JSON.parse(r.ruleset) as Json, p.text)); } catch { ruleset = p.text(r.ruleset); }
+          const j = parseJsonBounded(r.ruleset);
+          ruleset = j.ok ? JSON.stringify(mapStrings(j.v as Json, p.text)) : p.text(String(r.ruleset ?? ''));
         } else ruleset = p.text(r.ruleset);
       }
       insNft.run({ ...r, ruleset });

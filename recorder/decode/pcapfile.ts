@@ -18,6 +18,13 @@ export interface CaptureRecord {
 
 interface Iface { linktype: number; name: string | null; snaplen: number; tsDiv: bigint; tsMul: bigint; tsOffsetS: bigint }
 
+/** libpcap sf-pcap.c LT_LINKTYPE(x): the link type proper; bits 26-31 (LT_LINKTYPE_EXT) are flags */
+export const LT_LINKTYPE_MASK = 0x03ffffff;
+/** the largest timestamp a bundle holds (SQLite INTEGER, pcapng's 64 bits): 2^63 - 1 ns, year 2262 */
+const MAX_TS_NS = 2 ** 63;
+/** the largest pcapng block read (libpcap: 16 MiB) */
+const MAX_BLOCK = 16 * 1024 * 1024;
+
 const PCAP_US = 0xa1b2c3d4;
 const PCAP_NS = 0xa1b23c4d;
 const PCAPNG_SHB = 0x0a0d0d0a;
@@ -83,7 +90,8 @@ export class CaptureStreamParser {
     const b = this.buf;
     if (this.ifaces.length === 0) {
       if (b.length < 24) return 0;
-      this.pcapLinktype = this.r32(20) & 0x0fffffff;
+      // libpcap's LT_LINKTYPE(): the upper 6 bits are flags (bit 26: FCS length present, 28-31: FCS length)
+      this.pcapLinktype = this.r32(20) & LT_LINKTYPE_MASK;
       this.ifaces.push({ linktype: this.pcapLinktype, name: this.defaultIface, snaplen: this.r32(16), tsDiv: 1n, tsMul: 1n, tsOffsetS: 0n });
       off = 24;
     }
@@ -120,7 +128,8 @@ export class CaptureStreamParser {
       }
       const type = this.r32(off);
       const blen = this.r32(off + 4);
-      if (blen < 12 || blen % 4 !== 0) {
+      // libpcap refuses blocks above 16 MiB too; without a bound a lying length buffers the whole file
+      if (blen < 12 || blen % 4 !== 0 || blen > MAX_BLOCK) {
         this.malformed++;
         this.failed = `pcapng block of impossible length ${blen}`;
         throw new InputError(this.failed);
@@ -176,9 +185,11 @@ export class CaptureStreamParser {
     this.ifaces.push(iface);
   }
 
-  private ts(iface: Iface, hi: number, lo: number): number {
+  /** ns since the epoch, or null when out of 0..2^63 (a huge if_tsresol/if_tsoffset, a negative offset) */
+  private ts(iface: Iface, hi: number, lo: number): number | null {
     const t = (BigInt(hi) << 32n) | BigInt(lo);
-    return Number((t * iface.tsMul) / iface.tsDiv + iface.tsOffsetS * 1_000_000_000n);
+    const ns = (t * iface.tsMul) / iface.tsDiv + iface.tsOffsetS * 1_000_000_000n;
+    return ns >= 0n && ns < BigInt(MAX_TS_NS) ? Number(ns) : null;
   }
 
   private epb(type: number, o: number, end: number, out: CaptureRecord[]): void {
@@ -189,7 +200,9 @@ export class CaptureStreamParser {
     const hi = this.r32(o + 4), lo = this.r32(o + 8);
     const caplen = this.r32(o + 12), len = this.r32(o + 16);
     if (o + 20 + caplen > end) { this.malformed++; return; }
-    this.lastTs = this.ts(iface, hi, lo);
+    const ts = this.ts(iface, hi, lo);
+    if (ts === null) { this.malformed++; return; }
+    this.lastTs = ts;
     out.push({
       ts_ns: this.lastTs, iface: iface.name ?? this.defaultIface, linktype: iface.linktype, caplen, len,
       data: new Uint8Array(this.buf.subarray(o + 20, o + 20 + caplen)),

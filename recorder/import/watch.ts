@@ -5,6 +5,7 @@
  * and an instant for an object from its own metadata when the capture has none.
  */
 import { nsFromIso } from '../../schemas/analysis.js';
+import { parseJsonBounded } from '../../schemas/json.js';
 import type { KubeObject } from '../sources/kube/derive.js';
 
 type J = Record<string, unknown>;
@@ -42,7 +43,8 @@ export function splitConcatenatedJson(text: string): SplitJson {
     else if (ch === '}' || ch === ']') {
       depth--;
       if (depth === 0) {
-        try { values.push(JSON.parse(text.slice(start, i + 1))); } catch { bad++; }
+        const j = parseJsonBounded(text.slice(start, i + 1));
+        if (j.ok) values.push(j.v); else bad++;
         start = -1;
       }
     }

@@ -14,6 +14,7 @@
  * are diffed like MODIFIED; objects missing from a relist are closed with `endRelist`.
  * The input state is never mutated.
  */
+import { parseJsonBounded } from '../../../schemas/json.js';
 import { nsFromIso } from '../../../schemas/analysis.js';
 import { ev, type RtEvent, type SourceName } from '../../../schemas/events.js';
 
@@ -287,7 +288,9 @@ export function parseWatchLines(text: string): ParsedWatchLines {
     const line = raw.trim();
     if (!line) continue;
     let j: { type?: unknown; object?: unknown; ts?: unknown };
-    try { j = JSON.parse(line); } catch { bad++; continue; }
+    const pj = parseJsonBounded(line);
+    if (!pj.ok) { bad++; continue; }
+    j = pj.v as typeof j;
     if (!j || typeof j !== 'object' || typeof j.type !== 'string' || !j.object || typeof j.object !== 'object') { bad++; continue; }
     const e: WatchEvent & { ts?: number } = { type: j.type, object: j.object as KubeObject };
     if (typeof j.ts === 'number' && Number.isFinite(j.ts)) e.ts = j.ts;

@@ -4,6 +4,7 @@
  * or {"delete": {"chain": {"family": "ip", "table": "kube-proxy", "name": "...", "handle": 34}}}.
  * nft prints no timestamps and reports a deleted rule only by handle: the source stamps each line on receipt.
  */
+import { parseJsonBounded } from '../../../schemas/json.js';
 import type { NftChangeAttrs, RulesChangedAttrs } from '../../../schemas/events.js';
 
 export type MonitorRecord = NftChangeAttrs;
@@ -22,7 +23,9 @@ export function parseMonitorLine(line: string): MonitorLine {
   if (s === '' || NOISE.some((re) => re.test(s))) return { t: 'noise' };
   if (!s.startsWith('{')) return { t: 'malformed', reason: 'not JSON' };
   let doc: unknown;
-  try { doc = JSON.parse(s); } catch { return { t: 'malformed', reason: 'truncated or invalid JSON' }; }
+  const pj = parseJsonBounded(s);
+  if (!pj.ok) return { t: 'malformed', reason: pj.why === 'too-deep' ? 'JSON nested too deep' : 'truncated or invalid JSON' };
+  doc = pj.v as typeof doc;
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return { t: 'malformed', reason: 'not an object' };
   const ops = Object.keys(doc);
   if (ops.length !== 1) return { t: 'malformed', reason: 'expected one operation' };
