@@ -5,7 +5,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { Sink } from '../recorder/bundle-writer.js';
-import type { RecordContext, RecordOptions } from '../recorder/source.js';
+import type { RecordContext, RecordOptions, SignalSeen } from '../recorder/source.js';
 import type { RtEvent } from '../schemas/events.js';
 import { create as createStrace } from '../recorder/sources/strace/index.js';
 import { create as createEbpf } from '../recorder/sources/ebpf/index.js';
@@ -23,8 +23,10 @@ function memSink(): Sink & { events: RtEvent[] } {
 }
 export function ctxFor(opts: RecordOptions, log: string[] = []): RecordContext {
   const cbs: Array<() => void> = [];
+  const sigs: Array<(s: SignalSeen) => void> = [];
   return {
     opts, pods: new Map(), onPodsChanged: (cb) => cbs.push(cb), podsChanged: () => cbs.forEach((c) => c()),
+    onSignal: (cb) => sigs.push(cb), signalSeen: (s) => sigs.forEach((c) => c(s)),
     requestStop: () => {}, log: (l) => log.push(l),
   };
 }
@@ -46,11 +48,12 @@ afterAll(() => {
 });
 
 describe('strace + ebpf sources against a real server', () => {
-  it('see SIGTERM, the listener closing (with port) and the exit, within a few ms of each other', async () => {
+  it('--strace all: attached from the start; see SIGTERM, the listener closing (with port) and the exit, within a few ms of each other', async () => {
     server = spawn('ip', ['netns', 'exec', NS, 'node', SERVER, '18080'], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((res) => server!.stdout!.once('data', () => res()));
     const pid = server.pid!; // ip netns exec execs node in place: same pid
-    const opts = baseOpts({ pid: [String(pid)] });
+    const opts = baseOpts({ pid: [String(pid)], straceMode: 'all' });
+    const t0 = Date.now() * 1e6;
     const log: string[] = [];
     const ctx = ctxFor(opts, log);
     const st = createStrace(opts), eb = createEbpf(opts);
@@ -75,7 +78,13 @@ describe('strace + ebpf sources against a real server', () => {
       return m[0]!;
     };
     const attached = one(sst.events, 'process-attached');
-    expect(attached.attrs).toMatchObject({ pid, listeners: expect.arrayContaining([expect.objectContaining({ port: 18080 })]) });
+    expect(attached.attrs).toMatchObject({ pid, mode: 'all', reason: 'all', confirmed: true, listeners: expect.arrayContaining([expect.objectContaining({ port: 18080 })]) });
+    // attached from the start: requested at start(), confirmed by strace within a second, before the load
+    const att = attached.attrs as { requested_ns: number; trigger_ns: number };
+    expect(att.requested_ns).toBeGreaterThanOrEqual(t0);
+    expect(attached.ts_ns).toBeGreaterThanOrEqual(att.requested_ns);
+    expect(attached.ts_ns - att.requested_ns).toBeLessThan(1e9);
+    expect(attached.ts_ns).toBeLessThan(before);
     one(sst.events, 'accept');
     const sSig = one(sst.events, 'signal', (a) => a.signame === 'SIGTERM');
     const sClose = one(sst.events, 'listener-closed', (a) => a.port === 18080);
@@ -98,5 +107,47 @@ describe('strace + ebpf sources against a real server', () => {
     expect(Math.abs(eClose.ts_ns - sClose.ts_ns)).toBeLessThan(5e6);
     expect(Math.abs(eSig.ts_ns - sSig.ts_ns)).toBeLessThan(5e6);
     console.log(`strace vs ebpf: signal ${((sSig.ts_ns - eSig.ts_ns) / 1e3).toFixed(0)} µs, listener-closed ${((sClose.ts_ns - eClose.ts_ns) / 1e3).toFixed(0)} µs, exit ${((sExit.ts_ns - eExit.ts_ns) / 1e3).toFixed(0)} µs`);
+  });
+
+  it('lazy (default): nothing traced until ebpf sees the SIGTERM, then strace attaches and sees the drain end', async () => {
+    // the server keeps serving 400 ms after SIGTERM (a drain), then closes its listeners and exits
+    server = spawn('ip', ['netns', 'exec', NS, 'node', SERVER, '18084', '', '400'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((res) => server!.stdout!.once('data', () => res()));
+    const pid = server.pid!;
+    const opts = baseOpts({ pid: [String(pid)] });
+    expect(opts.straceMode).toBeUndefined(); // the default
+    const ctx = ctxFor(opts);
+    const st = createStrace(opts), eb = createEbpf(opts);
+    expect((await st.preflight(ctx)).ok).toBe(true);
+    expect((await eb.preflight(ctx)).ok).toBe(true);
+    const sst = memSink(), seb = memSink();
+    await st.start(sst, ctx);
+    await eb.start(seb, ctx);
+    sh('ip', 'netns', 'exec', NS, 'curl', '-s', 'http://127.0.0.1:18084/');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(sst.events, 'strace recorded something before the SIGTERM').toEqual([]);
+    expect(st.stats().extra).toBe('lazy 0 pids');
+    process.kill(pid, 'SIGTERM');
+    await new Promise<void>((res) => server!.once('exit', () => res()));
+    await new Promise((r) => setTimeout(r, 500));
+    await st.stop(); await eb.stop();
+
+    const find = (evs: RtEvent[], kind: string, pred: (a: Record<string, unknown>) => boolean = () => true) =>
+      evs.find((e) => e.kind === kind && pred(e.attrs as unknown as Record<string, unknown>));
+    const eSig = find(seb.events, 'signal', (a) => a.signame === 'SIGTERM' && a.pid === pid)!;
+    expect(eSig).toBeDefined();
+    const attached = find(sst.events, 'process-attached')!;
+    expect(attached.attrs).toMatchObject({ pid, mode: 'lazy', reason: 'signal', trigger_ns: eSig.ts_ns, confirmed: true });
+    expect(attached.ts_ns).toBeGreaterThan(eSig.ts_ns);
+    // attached well within the drain: strace sees the listener close and the exit; ebpf too
+    const sClose = find(sst.events, 'listener-closed', (a) => a.port === 18084 && a.how === 'close')!;
+    const eClose = find(seb.events, 'listener-closed', (a) => a.port === 18084 && a.pid === pid)!;
+    expect(sClose, JSON.stringify(sst.events.map((e) => e.kind))).toBeDefined();
+    expect(eClose).toBeDefined();
+    expect(sClose.ts_ns).toBeGreaterThan(attached.ts_ns);
+    expect(Math.abs(sClose.ts_ns - eClose.ts_ns)).toBeLessThan(5e6);
+    expect(find(sst.events, 'process-exit', (a) => a.pid === pid)).toBeDefined();
+    expect(find(seb.events, 'process-exit', (a) => a.pid === pid)).toBeDefined();
+    console.log(`lazy: strace attached ${((attached.ts_ns - eSig.ts_ns) / 1e6).toFixed(1)} ms after the SIGTERM was generated`);
   });
 });

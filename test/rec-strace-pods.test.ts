@@ -1,6 +1,6 @@
 // Pod discovery without the API: a server placed in a kubelet-style cgroup (systemd driver,
 // containerd scope) under a private cgroup2 subtree; the strace source attaches when the pod appears
-// (ctx.podsChanged) and the ebpf source maps the listener's cgroup id to the pod UID.
+// (ctx.podsChanged; --strace all) and the ebpf source maps the listener's cgroup id to the pod UID.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -58,7 +58,7 @@ describe('pods found from /proc/PID/cgroup', () => {
     expect([...findPodPids(new Set([UID])).keys()]).toEqual([pid]);
     expect(scanPodCgroups().get(Number(sh('stat', '-c', '%i', DIRS[4]!)))).toBe(UID);
 
-    const opts = { out: '', namespace: 'default', iface: [], snaplen: 128, rate: 1, concurrency: 1, settle: 0, packets: false, strace: true, ebpf: true, nft: false, conntrack: false, kube: true, pid: [] } as RecordOptions;
+    const opts = { out: '', namespace: 'default', iface: [], snaplen: 128, rate: 1, concurrency: 1, settle: 0, packets: false, strace: true, straceMode: 'all', ebpf: true, nft: false, conntrack: false, kube: true, pid: [] } as RecordOptions;
     const cbs: Array<() => void> = [];
     const ctx: RecordContext = { opts, pods: new Map(), onPodsChanged: (cb) => cbs.push(cb), podsChanged: () => cbs.forEach((c) => c()), requestStop() {}, log() {} };
     const st = createStrace(opts), eb = createEbpf(opts);
