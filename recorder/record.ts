@@ -211,7 +211,10 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   w.setMeta(META_KEYS.clockOffsets, clockOffsets);
   w.setMeta(META_KEYS.receiptStamped, ready.filter((p) => p.clock === 'receipt').map((p) => p.name));
   w.setMeta(META_KEYS.closedCleanly, '0');
-  w.setMeta(META_KEYS.straceMode, ctx.straceMode ?? { requested: 'off', mode: 'off', reason: disabledReason('strace', opts) ?? 'strace unavailable' });
+  const stracePlan = plan.find((p) => p.name === 'strace');
+  w.setMeta(META_KEYS.straceMode, ctx.straceMode ?? (opts.strace
+    ? { requested: opts.straceMode ?? 'lazy', mode: 'off', reason: `strace ${stracePlan?.state ?? 'not planned'}: ${stracePlan?.detail ?? ''}` }
+    : { requested: 'off', mode: 'off', reason: disabledReason('strace', opts) }));
   for (const p of plan) {
     w.setSource(p.name, { status: p.state === 'ready' ? 'running' : p.state, detail: p.detail, clock: p.clock });
   }

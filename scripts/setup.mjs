@@ -22,7 +22,9 @@ const CORE = {
 };
 // the test suite also reads back exports with tshark and renders the HTML report in Chromium
 const TEST_ONLY = { tshark: 'tshark', chromium: 'chromium' };
-const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY } : CORE;
+// `npm run bench` (setup.mjs bench): wrk loads the traced server in bench/tracing-overhead.ts, tshark is compared in analyze-vs-tshark
+const BENCH_ONLY = { wrk: 'wrk', tshark: 'tshark' };
+const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY } : purpose === 'bench' ? { ...CORE, ...BENCH_ONLY } : CORE;
 
 function installed(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });

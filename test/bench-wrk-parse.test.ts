@@ -1,0 +1,20 @@
+// The wrk output parser of bench/tracing-overhead.ts, on output captured from wrk 4.1 (Debian bookworm) here.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parseWrk } from '../bench/wrk.js';
+
+const F = readFileSync(new URL('../fixtures/wrk/connection-close-4.1.0.txt', import.meta.url), 'utf8');
+
+describe('parseWrk', () => {
+  it('requests/s, p50/p99 in ms whatever the unit, totals', () => {
+    expect(parseWrk(F)).toEqual({ requests: 14636, seconds: 2.05, rps: 7139.63, p50: 0.471, p99: 60.82, errors: 0 });
+  });
+  it('socket errors and non-2xx responses count as errors', () => {
+    const t = F.replace('Requests/sec:', '  Socket errors: connect 0, read 3, write 1, timeout 2\n  Non-2xx or 3xx responses: 4\nRequests/sec:');
+    expect(parseWrk(t).errors).toBe(10);
+  });
+  it('names what is missing', () => {
+    expect(() => parseWrk(F.replace(/^\s*99%.*$/m, ''))).toThrow(/no 99% latency line/);
+    expect(() => parseWrk('')).toThrow(/Requests\/sec/);
+  });
+});
