@@ -51,8 +51,10 @@ describe('default recording (strace lazy) on the fast lab', () => {
       expect(ap.exitedAt, `${tp.name} exitedAt`).not.toBeNull();
       expect(ms(ap.exitedAt)!).toBeGreaterThanOrEqual(ms(ap.listenerClosedAt)!);
       // the evidence says when strace attached to this pod, and why
-      expect(ap.evidence.some((e) => /^strace attached to pid \d+ at .* \(mode lazy, when (the kube source saw its deletionTimestamp|ebpf saw a SIGTERM generated to it)\)$/.test(e)),
-        ap.evidence.join('\n')).toBe(true);
+      // (in this scenario the app exits within ms of its SIGTERM: strace often comes too late, and says so)
+      const why = '\\(mode lazy, when (the kube source saw its deletionTimestamp|ebpf saw a SIGTERM generated to it)\\)';
+      const said = new RegExp(`^(strace attached to pid \\d+ at \\S+ ${why}$|strace could not attach to pid \\d+ ${why}: asked at \\S+, strace said: .+; SIGTERM, listener close, exit from ebpf only$)`);
+      expect(ap.evidence.some((e) => said.test(e)), ap.evidence.join('\n')).toBe(true);
     }
 
     const db = new Database(out, { readonly: true });

@@ -160,10 +160,17 @@ export function straceCoverage(f: Facts, attaches: AttachEv[], facts: Array<{ wh
     const ran = facts.filter((x) => x.seen.length).map((x) => x.what);
     return [`strace (mode ${mode.mode}) never attached to this pod's processes${ran.length ? `: ${ran.join(', ')} from ebpf only` : ''}`];
   }
-  const first = attaches.reduce((a, b) => (b.ts < a.ts ? b : a));
-  const how = first.reason ? REASON_TEXT[first.reason] ?? first.reason : null;
-  const attachedAt = `${iso(first.ts)}${first.confirmed === false ? ` (requested; strace did not confirm: ${first.error ?? 'no report'})` : ''}`;
-  const out = [`strace attached to pid ${first.pid ?? '?'} at ${attachedAt}${first.mode ? ` (mode ${first.mode}${how ? `, ${how}` : ''})` : ''}`];
+  const earliestOf = (l: AttachEv[]) => l.reduce((a, b) => (b.ts < a.ts ? b : a));
+  const confirmed = attaches.filter((a) => a.confirmed !== false);
+  const why = (a: AttachEv) => (a.mode ? ` (mode ${a.mode}${a.reason ? `, ${REASON_TEXT[a.reason] ?? a.reason}` : ''})` : '');
+  if (!confirmed.length) {
+    // strace was asked but the process was gone (or going) before ptrace could seize it
+    const a = earliestOf(attaches);
+    const ran = facts.filter((x) => x.seen.length).map((x) => x.what);
+    return [`strace could not attach to pid ${a.pid ?? '?'}${why(a)}: asked at ${iso(a.ts)}, strace said: ${a.error ?? 'nothing'}${ran.length ? `; ${ran.join(', ')} from ebpf only` : ''}`];
+  }
+  const first = earliestOf(confirmed);
+  const out = [`strace attached to pid ${first.pid ?? '?'} at ${iso(first.ts)}${why(first)}`];
   for (const fact of facts) {
     const strace = fact.seen.filter((x) => x.source === 'strace');
     const other = fact.seen.filter((x) => x.source !== 'strace');

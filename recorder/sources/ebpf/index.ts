@@ -97,7 +97,7 @@ export function create(_opts: RecordOptions): Source {
       offset = measureMonotonicToRealtime();
       return {
         ok: true, clock: 'converted-monotonic', versions: { bpftrace: version },
-        detail: `${version}; ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
+        detail: `${version}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
           + `nsecs (monotonic) + offset ${offset.offsetNs} ns (±${Math.round(offset.uncertaintyNs / 1000)} µs)`,
         meta: { clock_offsets: JSON.stringify({ ebpf_monotonic_to_realtime_ns: offset.offsetNs, ebpf_offset_uncertainty_ns: offset.uncertaintyNs }) },
       };

@@ -127,7 +127,9 @@ export function create(opts: RecordOptions): Source {
       const n = parseStraceNotice(line);
       if (n && 'detached' in n) return;
       if (n && n.attached) { settle(n.pid, true); return; }
-      if (n && !n.attached) settle(n.pid, false, n.error);
+      // a failed attach is in the bundle (process-attached, confirmed: false): a process that exits
+      // right after its SIGTERM is the usual case in lazy mode, not worth a line on the terminal
+      if (n && !n.attached) { settle(n.pid, false, n.error); return; }
       ctx?.log(`strace: ${line.replace(/^strace: /, '')}`);
     });
     const rl = createInterface({ input: child.stdout! });
