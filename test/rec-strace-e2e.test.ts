@@ -4,38 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import type { Sink } from '../recorder/bundle-writer.js';
-import type { RecordContext, RecordOptions, SignalSeen } from '../recorder/source.js';
 import type { RtEvent } from '../schemas/events.js';
-import { create as createStrace } from '../recorder/sources/strace/index.js';
-import { create as createEbpf } from '../recorder/sources/ebpf/index.js';
+import { baseOpts, ctxFor, startTracers } from './helpers/sources.js';
 
 const NS = `rt-st-e2e-${randomBytes(3).toString('hex')}`;
 const SERVER = fileURLToPath(new URL('../fixtures/strace/server.cjs', import.meta.url));
 let server: ChildProcess | null = null;
 
-function memSink(): Sink & { events: RtEvent[] } {
-  const events: RtEvent[] = [];
-  return {
-    events, event: (e) => events.push(e), packet: () => {}, conntrack: () => {}, k8sObject: () => {}, nftSnapshot: () => {},
-    probeRequest: () => {}, dropped: () => {},
-  };
-}
-export function ctxFor(opts: RecordOptions, log: string[] = []): RecordContext {
-  const cbs: Array<() => void> = [];
-  const sigs: Array<(s: SignalSeen) => void> = [];
-  return {
-    opts, pods: new Map(), onPodsChanged: (cb) => cbs.push(cb), podsChanged: () => cbs.forEach((c) => c()),
-    onSignal: (cb) => sigs.push(cb), signalSeen: (s) => sigs.forEach((c) => c(s)),
-    requestStop: () => {}, log: (l) => log.push(l),
-  };
-}
-export function baseOpts(over: Partial<RecordOptions> = {}): RecordOptions {
-  return {
-    out: '/dev/null', namespace: 'default', iface: [], snaplen: 128, rate: 10, concurrency: 1, settle: 0, packets: true,
-    strace: true, ebpf: true, nft: true, conntrack: true, kube: false, pid: [], ...over,
-  };
-}
 const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: 'pipe' }).toString();
 
 beforeAll(() => {
@@ -56,14 +31,8 @@ describe('strace + ebpf sources against a real server', () => {
     const t0 = Date.now() * 1e6;
     const log: string[] = [];
     const ctx = ctxFor(opts, log);
-    const st = createStrace(opts), eb = createEbpf(opts);
-    const pst = await st.preflight(ctx), peb = await eb.preflight(ctx);
-    expect(pst.ok, pst.detail).toBe(true);
-    expect(peb.ok, peb.detail).toBe(true);
+    const { st, eb, sst, seb, peb } = await startTracers(opts, ctx);
     expect(JSON.parse(peb.meta!.clock_offsets!).ebpf_monotonic_to_realtime_ns).toBeGreaterThan(1.6e18);
-    const sst = memSink(), seb = memSink();
-    await eb.start(seb, ctx);
-    await st.start(sst, ctx);
     sh('ip', 'netns', 'exec', NS, 'curl', '-s', 'http://127.0.0.1:18080/');
     const before = Date.now() * 1e6;
     process.kill(pid, 'SIGTERM');
@@ -116,13 +85,7 @@ describe('strace + ebpf sources against a real server', () => {
     const pid = server.pid!;
     const opts = baseOpts({ pid: [String(pid)] });
     expect(opts.straceMode).toBeUndefined(); // the default
-    const ctx = ctxFor(opts);
-    const st = createStrace(opts), eb = createEbpf(opts);
-    expect((await st.preflight(ctx)).ok).toBe(true);
-    expect((await eb.preflight(ctx)).ok).toBe(true);
-    const sst = memSink(), seb = memSink();
-    await st.start(sst, ctx);
-    await eb.start(seb, ctx);
+    const { st, eb, sst, seb } = await startTracers(opts, ctxFor(opts));
     sh('ip', 'netns', 'exec', NS, 'curl', '-s', 'http://127.0.0.1:18084/');
     await new Promise((r) => setTimeout(r, 200));
     expect(sst.events, 'strace recorded something before the SIGTERM').toEqual([]);
