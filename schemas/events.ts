@@ -121,7 +121,8 @@ export interface ProcessAttachedAttrs {
   /**
    * when rolltrace started strace on the process; the event's own ts is when strace reported the
    * process attached (ptrace seized: every syscall and signal after ts is seen), or, without that
-   * report, the request instant with `confirmed: false` and the reason in `error`
+   * report, the request instant with `confirmed: false` and the reason in `error` (a report later
+   * than 1 s gives a second event, confirmed)
    */
   requested_ns?: number;
   confirmed?: boolean;

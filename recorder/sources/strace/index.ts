@@ -40,8 +40,12 @@ export function parseStraceNotice(line: string): { pid: number; attached: true }
   return null;
 }
 
-/** strace's report of an attach that never came: the event is written with the request instant. */
-const CONFIRM_TIMEOUT_MS = 3000;
+/**
+ * How long an attach waits for strace's report before its event is written anyway (with the request
+ * instant, confirmed: false): a recorder killed meanwhile loses at most this much, like the writer's
+ * flush. A report arriving later still writes the confirmed event.
+ */
+const CONFIRM_TIMEOUT_MS = 1000;
 
 export function create(opts: RecordOptions): Source {
   const name = 'strace';
@@ -86,13 +90,16 @@ export function create(opts: RecordOptions): Source {
 
   /** one process-attached per pid, written when strace confirms (or gives up): pending until then */
   const pending = new Map<number, { attrs: ProcessAttachedAttrs; timer: NodeJS.Timeout }>();
-  function settle(pid: number, confirmed: boolean, error?: string): void {
+  /** written unconfirmed on timeout: a late report still gets its confirmed event */
+  const overdue = new Map<number, ProcessAttachedAttrs>();
+  function settle(pid: number, confirmed: boolean, error?: string, timedOut = false): void {
     const p = pending.get(pid);
-    if (!p || !sink) return;
-    pending.delete(pid);
-    clearTimeout(p.timer);
-    const ts = confirmed ? nowNs() : p.attrs.requested_ns!;
-    sink.event(ev('process-attached', ts, name, `pid:${pid}`, { ...p.attrs, confirmed, ...(error ? { error } : {}) }));
+    const attrs = p?.attrs ?? (confirmed ? overdue.get(pid) : undefined);
+    if (!attrs || !sink) return;
+    if (p) { pending.delete(pid); clearTimeout(p.timer); } else overdue.delete(pid);
+    if (timedOut) overdue.set(pid, attrs);
+    const ts = confirmed ? nowNs() : attrs.requested_ns!;
+    sink.event(ev('process-attached', ts, name, `pid:${pid}`, { ...attrs, confirmed, ...(error ? { error } : {}) }));
     events++;
   }
 
@@ -114,7 +121,7 @@ export function create(opts: RecordOptions): Source {
         listeners: listeners.map((l) => ({ fd: l.fd, addr: l.addr, port: l.port })),
         mode, reason: d.reason, trigger_ns: d.ts, requested_ns: now,
       };
-      pending.set(pid, { attrs, timer: setTimeout(() => settle(pid, false, `strace did not report the attach within ${CONFIRM_TIMEOUT_MS / 1000} s`), CONFIRM_TIMEOUT_MS) });
+      pending.set(pid, { attrs, timer: setTimeout(() => settle(pid, false, `strace had not reported the attach within ${CONFIRM_TIMEOUT_MS / 1000} s`, true), CONFIRM_TIMEOUT_MS) });
       for (const l of listeners) {
         sink.event(ev('listen', now, name, `pid:${pid}`, { pid, comm, fd: l.fd, addr: l.addr, port: l.port, how: 'proc', netns: netnsOf(pid) }));
         events++;
