@@ -176,7 +176,7 @@ export function straceCoverage(f: Facts, attaches: AttachEv[], facts: Array<{ wh
     const other = fact.seen.filter((x) => x.source !== 'strace');
     const earliest = fact.seen.length ? Math.min(...fact.seen.map((x) => x.ts)) : null;
     if (earliest === null) {
-      out.push(`${fact.what}: seen by no tracer${mode?.mode === 'lazy' ? ' (ebpf missed it or lost the line; strace was attached only from the time above)' : ''}`);
+      out.push(`${fact.what}: recorded by no tracer (it did not happen while recording, or ebpf lost it${mode?.mode === 'lazy' ? '; strace was attached only from the time above' : ''})`);
     } else if (!strace.length && other.length && earliest < first.ts) {
       out.push(`${fact.what} at ${iso(earliest)} [${[...new Set(other.map((x) => x.source))].join(', ')}] only: before strace attached (${ms(first.ts - earliest)} ms later), strace could not see it`);
     } else if (strace.length && !other.length) {
