@@ -4,8 +4,8 @@
  * time) against a Node HTTP server in a network namespace this bench creates: untraced, then while
  * the real `rolltrace record --no-kube --pid PID` runs with its default node sources, then in every
  * opt-in mode. The machine is shared, so every traced run sits between two untraced runs and its
- * requests/s and p99 are ratios to the mean of those two; rounds repeat the sequence and the summary
- * takes each mode's median ratio. Run as root:
+ * requests/s and p99 are ratios to the mean of those two; rounds repeat the sequence, each starting at
+ * another mode, and the summary takes each mode's median ratio. Run as root:
  *   npx tsx bench/tracing-overhead.ts [--secs 5] [--rounds 2]
  * Goal (issue 14): default >= 0.95x untraced requests/s and <= 1.2x its p99.
  */
@@ -134,7 +134,9 @@ try {
     // untraced, mode 1, untraced, mode 2, ..., untraced
     const base: Row[] = [await runMode(UNTRACED, round * 100)];
     const rows: Array<{ r: Row; rr: number; pr: number }> = [];
-    for (const [i, m] of MODES.entries()) {
+    // each round starts at another mode: no mode always runs first (or right after --strace all)
+    const order = MODES.map((_, i) => MODES[(i + round - 1) % MODES.length]!);
+    for (const [i, m] of order.entries()) {
       const r = await runMode(m, round * 100 + i * 2 + 1);
       base.push(await runMode(UNTRACED, round * 100 + i * 2 + 2));
       const [b0, b1] = [base[base.length - 2]!.wrk, base[base.length - 1]!.wrk];
