@@ -7,7 +7,7 @@ import { ANALYSIS_SCHEMA_ID, type Analysis, type AnalysisFailure, type AnalysisP
 import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 import type { BundleReader } from './bundle-reader.js';
-import { loadFacts, type Facts } from './model/facts.js';
+import { emptyFacts, loadFacts, type Facts } from './model/facts.js';
 import { feedProbes, feedResets, FailureDetector, resolveFailure, scanPackets, unresolvedFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
 import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
@@ -106,8 +106,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     if (s.status !== 'ok' && s.status !== 'running') warnings.push(`source ${clean(s.name, 40)} ${clean(s.status, 40)}${s.detail ? `: ${clean(s.detail, 160)}` : ''}`);
     if (Number(s.dropped) > 0) warnings.push(`source ${clean(s.name, 40)} dropped ${s.dropped} record(s)`);
   }
-  const emptyFacts: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
-  const facts = stage('process/rule/kube events', warnings, emptyFacts, () => loadFacts(reader), file);
+  const facts = stage('process/rule/kube events', warnings, emptyFacts(), () => loadFacts(reader), file);
   warnings.push(...facts.warnings);
   const id = stage('pod identities', warnings, new Identity(), () => buildIdentity(reader, endNs ?? Number.MAX_SAFE_INTEGER), file);
   if (!id.hasKube) warnings.push('no Pod objects from the kube source: pods are named by IP');

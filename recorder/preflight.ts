@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { Clock } from '../schemas/events.js';
 import type { Preflight, RecordContext, RecordOptions, Source } from './source.js';
+import { resolveStraceMode, straceModeCost } from './sources/strace/attach.js';
 
 /** Every recorder source, in start order (rollout last: it patches the Deployment once all others run). */
 export const RECORD_SOURCES = ['packets', 'strace', 'ebpf', 'nftables', 'conntrack', 'kube', 'probe', 'rollout'] as const;
@@ -117,7 +118,21 @@ export async function planSources(opts: RecordOptions, ctx: RecordContext, loade
       plan.push({ name, state: 'unavailable', detail: `preflight failed: ${firstLine(e)}`, clock: DEFAULT_CLOCK[name], source });
     }
   }
+  applyStraceMode(plan, opts, ctx);
   return plan;
+}
+
+/**
+ * Once every source is planned: lazy strace needs ebpf (resolveStraceMode); the strace line of the
+ * preflight starts with the mode that will run and its cost, and ctx.straceMode tells the source.
+ */
+export function applyStraceMode(plan: PlannedSource[], opts: RecordOptions, ctx: RecordContext): void {
+  const st = plan.find((p) => p.name === 'strace');
+  if (!st || st.state !== 'ready') return;
+  const eb = plan.find((p) => p.name === 'ebpf');
+  const decision = resolveStraceMode(opts.straceMode ?? 'lazy', { ready: eb?.state === 'ready', why: eb ? `${eb.state}: ${eb.detail}` : 'not planned' });
+  ctx.straceMode = decision;
+  st.detail = `${straceModeCost(decision.mode)}${decision.reason ? ` (WARNING: ${decision.reason})` : ''}; ${st.detail}`;
 }
 
 /** The report printed before recording starts: one line per source. */

@@ -13,7 +13,8 @@ import { hostname, release } from 'node:os';
 import { BundleWriter } from './bundle-writer.js';
 import { formatPlan, planSources, privilegeProblem, disabledReason, RECORD_SOURCES, type PlannedSource, type SourceLoader, defaultLoader, firstLine, withTimeout } from './preflight.js';
 import { StatusLine, type StatusMode } from './status.js';
-import type { RecordContext, RecordOptions, Source } from './source.js';
+import type { RecordContext, RecordOptions, SignalSeen, Source, StraceMode } from './source.js';
+import { straceModeCost } from './sources/strace/attach.js';
 import { parseSelector } from './sources/kube/selector.js';
 import { ev } from '../schemas/events.js';
 import { InputError } from '../schemas/errors.js';
@@ -44,7 +45,7 @@ export function normalizeRecordOptions(raw: Record<string, unknown>): RecordOpti
     untilRolloutComplete: !!raw.untilRolloutComplete,
     settle: num(raw.settle, 5),
     packets: raw.packets !== false,
-    strace: raw.strace !== false,
+    ...straceOption(raw.strace),
     ebpf: raw.ebpf !== false,
     nft: raw.nft !== false,
     conntrack: raw.conntrack !== false,
@@ -66,6 +67,14 @@ export function normalizeRecordOptions(raw: Record<string, unknown>): RecordOpti
   for (const p of o.pid) if (!/^\d+$/.test(p)) throw new InputError(`--pid ${p}: not a process id`);
   if (existsSync(o.out)) throw new InputError(`${o.out} already exists; choose another --out or remove it`);
   return o;
+}
+
+/** `--strace lazy|all|off` and `--no-strace` (= off) -> RecordOptions.strace / straceMode. */
+export function straceOption(v: unknown): { strace: boolean; straceMode: StraceMode } {
+  if (v === undefined || v === null || v === true || v === 'lazy') return { strace: true, straceMode: 'lazy' };
+  if (v === false || v === 'off') return { strace: false, straceMode: 'lazy' };
+  if (v === 'all') return { strace: true, straceMode: 'all' };
+  throw new InputError(`--strace ${String(v)}: expected lazy, all or off`);
 }
 
 interface Running {
@@ -111,6 +120,24 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   let startedMs = 0;
   const status = new StatusLine(mode, snapshot);
   const podCallbacks: Array<() => void> = [];
+  const signalCallbacks: Array<(s: SignalSeen) => void> = [];
+  const failedCallbacks: Array<(name: string, reason: string) => void> = [];
+  const sourceFailed = (name: string, reason: string) => {
+    // lazy strace is blind without ebpf: it switches to all; the bundle says so
+    const sm = ctx.straceMode;
+    if (name === 'ebpf' && sm?.mode === 'lazy' && running.some((r) => r.plan.name === 'strace' && !r.failed)) {
+      ctx.straceMode = { ...sm, mode: 'all', reason: `ebpf ${reason} at ${new Date().toISOString()}: strace attached to every process from then on` };
+      try {
+        writer?.setMeta(META_KEYS.straceMode, ctx.straceMode);
+        const cur = writer?.source('strace');
+        writer?.setSource('strace', { status: cur?.status ?? 'running', detail: `${cur?.detail ?? ''}; ${ctx.straceMode.reason}` });
+      } catch { /* bundle already closed */ }
+      status.log(`rolltrace: ${ctx.straceMode.reason}`);
+    }
+    for (const cb of failedCallbacks) {
+      try { cb(name, reason); } catch (e) { status.log(`rolltrace: source failure handler failed: ${(e as Error).message}`); }
+    }
+  };
   let podsRefreshPending = false;
   const markFailed = (name: string, reason: string) => {
     const r = running.find((x) => x.plan.name === name);
@@ -118,6 +145,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
       r.failed = reason;
       try { writer?.setSource(name, { status: 'failed', detail: reason }); } catch { /* bundle already closed */ }
       status.log(`rolltrace: source ${name} failed: ${reason} (the other sources go on)`);
+      sourceFailed(name, reason);
     }
   };
   const ctx: RecordContext & { sourceFailed(name: string, reason: string): void } = {
@@ -136,6 +164,13 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
         }
       });
     },
+    onSignal(cb) { signalCallbacks.push(cb); },
+    signalSeen(sig) {
+      for (const cb of signalCallbacks) {
+        try { cb(sig); } catch (e) { status.log(`rolltrace: signal handler failed: ${(e as Error).message}`); }
+      }
+    },
+    onSourceFailed(cb) { failedCallbacks.push(cb); },
     requestStop,
     log: (line) => status.log(line),
     sourceFailed: markFailed,
@@ -169,6 +204,10 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   w.setMeta(META_KEYS.clockOffsets, clockOffsets);
   w.setMeta(META_KEYS.receiptStamped, ready.filter((p) => p.clock === 'receipt').map((p) => p.name));
   w.setMeta(META_KEYS.closedCleanly, '0');
+  const stracePlan = plan.find((p) => p.name === 'strace');
+  w.setMeta(META_KEYS.straceMode, ctx.straceMode ?? (opts.strace
+    ? { requested: opts.straceMode ?? 'lazy', mode: 'off', reason: `strace ${stracePlan?.state ?? 'not planned'}: ${stracePlan?.detail ?? ''}` }
+    : { requested: 'off', mode: 'off', reason: disabledReason('strace', opts) }));
   for (const p of plan) {
     w.setSource(p.name, { status: p.state === 'ready' ? 'running' : p.state, detail: p.detail, clock: p.clock });
   }
@@ -228,6 +267,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
         w.setSource(p.name, { status: 'failed', detail: reason });
         status.log(`rolltrace: source ${p.name} ${reason} (the other sources go on)`);
         try { await withTimeout(p.source!.stop(), 5000, 'stop'); } catch { /* best effort */ }
+        sourceFailed(p.name, reason);
       }
     }
     if (running.length === 0 && !stopReason) requestStop('every source failed to start');

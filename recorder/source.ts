@@ -7,6 +7,12 @@
 import type { Sink } from './bundle-writer.js';
 import type { Clock } from '../schemas/events.js';
 
+/** When strace attaches: `lazy` (default) once a pod's termination begins, `all` from the start (issue 14). */
+export type StraceMode = 'lazy' | 'all';
+
+/** A SIGTERM/SIGKILL generated to a process, published by the ebpf source as it reads it. */
+export interface SignalSeen { ts: number; pid: number; signame: string; podUid: string | null }
+
 /** Options every source may read (parsed from the `record` command line). */
 export interface RecordOptions {
   out: string;
@@ -27,6 +33,8 @@ export interface RecordOptions {
   settle: number;
   packets: boolean;
   strace: boolean;
+  /** with strace on: lazy (default) or all; `--strace off` is strace: false */
+  straceMode?: StraceMode;
   ebpf: boolean;
   nft: boolean;
   conntrack: boolean;
@@ -53,14 +61,21 @@ export interface Preflight {
 export interface RecordContext {
   opts: RecordOptions;
   /** current pods of interest: uid -> {namespace, name, ip}; updated by the kube source when it runs */
-  pods: Map<string, { namespace: string; name: string; ip: string | null; uid: string }>;
+  pods: Map<string, { namespace: string; name: string; ip: string | null; uid: string; terminating?: boolean }>;
   /** subscribe to pod changes (strace attaches to new pods' processes) */
   onPodsChanged(cb: () => void): void;
   podsChanged(): void;
+  /** strace mode as resolved after every preflight (lazy falls back to all without ebpf); absent: opts.straceMode */
+  straceMode?: { requested: StraceMode; mode: StraceMode; reason: string | null };
+  /** subscribe to SIGTERM/SIGKILL generated (strace attaches lazily to the signalled pod) */
+  onSignal?(cb: (s: SignalSeen) => void): void;
+  signalSeen?(s: SignalSeen): void;
   /** a source asks the recorder to stop (e.g. rollout complete) */
   requestStop(reason: string): void;
   /** log a line on stderr above the status line */
   log(line: string): void;
+  /** subscribe to sources failing (to start or while running): strace leaves lazy mode when ebpf fails */
+  onSourceFailed?(cb: (name: string, reason: string) => void): void;
   /** a running source reports that it failed (its tool died, its stream broke): marked failed, the others go on */
   sourceFailed?(name: string, reason: string): void;
 }

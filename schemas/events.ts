@@ -45,6 +45,8 @@ export interface SignalAttrs {
   sender_comm?: string;
   /** kernel result of signal_generate (0 delivered, 1 ignored, ...) */
   result?: number;
+  /** pod UID of the target, from /proc/PID/cgroup read when the event was received (ebpf; null when gone) */
+  pod_uid?: string | null;
 }
 
 export interface ListenAttrs {
@@ -107,6 +109,24 @@ export interface ProcessAttachedAttrs {
   addrs: string[];
   /** listeners open at attach time, from /proc/PID/fd and /proc/PID/net/tcp{,6} */
   listeners?: Array<{ fd: number; addr: string; port: number }>;
+  /**
+   * The strace mode that decided this attach (lazy: only pods whose termination began; all: from the
+   * start) and why: `all`, `pod-terminating` (deletionTimestamp seen by the kube source) or `signal`
+   * (a SIGTERM generated to the process or its pod, seen by ebpf). Absent in bundles before issue 14.
+   */
+  mode?: 'lazy' | 'all';
+  reason?: 'all' | 'pod-terminating' | 'signal';
+  /** the instant of what triggered the attach (recording start, deletion seen, SIGTERM generated) */
+  trigger_ns?: number;
+  /**
+   * when rolltrace started strace on the process; the event's own ts is when strace reported the
+   * process attached (ptrace seized: every syscall and signal after ts is seen), or, without that
+   * report, the request instant with `confirmed: false` and the reason in `error` (a report later
+   * than 1 s gives a second event, confirmed)
+   */
+  requested_ns?: number;
+  confirmed?: boolean;
+  error?: string;
 }
 
 export interface TcpResetSentAttrs {

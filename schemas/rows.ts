@@ -118,4 +118,5 @@ export const META_KEYS = {
   mergedFrom: 'merged_from', // JSON array (merge)
   nodeClockOffsets: 'node_clock_offsets', // JSON object node -> offset ns (merge)
   redacted: 'redacted', // JSON summary (redact)
+  straceMode: 'strace_mode', // JSON {requested, mode, reason}: lazy|all|off as run (record)
 } as const;

@@ -23,7 +23,9 @@ const CORE = {
 // the test suite also reads back exports with tshark, renders the HTML report in Chromium, and checks
 // the node image (npm run image, which installs debootstrap itself) with skopeo and umoci
 const TEST_ONLY = { tshark: 'tshark', chromium: 'chromium', skopeo: 'skopeo', umoci: 'umoci' };
-const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY } : CORE;
+// `npm run bench` (setup.mjs bench): wrk loads the traced server in bench/tracing-overhead.ts, tshark is compared in analyze-vs-tshark
+const BENCH_ONLY = { wrk: 'wrk', tshark: 'tshark' };
+const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY } : purpose === 'bench' ? { ...CORE, ...BENCH_ONLY } : CORE;
 
 function installed(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });

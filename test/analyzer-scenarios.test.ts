@@ -8,6 +8,7 @@ import { analyzeBundle, hasFailures } from '../analyzer/analyze.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
 import { FailureDetector, resolveFailure } from '../analyzer/model/failures.js';
 import { buildIdentity, Identity } from '../analyzer/model/identity.js';
+import { emptyFacts } from '../analyzer/model/facts.js';
 import type { Analysis } from '../schemas/analysis.js';
 import { ev } from '../schemas/events.js';
 import { TCP, type StoredPacketRow } from '../schemas/rows.js';
@@ -127,7 +128,7 @@ describe('ICMP classification per address family', () => {
     tcp_flags: null, seq: null, ack: null, payload_len: 0, icmp_type: null, icmp_code: null,
     inner_src: null, inner_dst: null, inner_proto: null, inner_sport: null, inner_dport: null, data: null, ...o,
   });
-  const facts = { signals: [], listens: [], closes: [], exits: [], rules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
+  const facts = emptyFacts();
   const resolve = (proto: 'icmp' | 'icmp6', src: string, client: string, svc: string, type: number, code: number) => {
     const d = new FailureDetector();
     d.packet(row({ l3: proto === 'icmp6' ? 'ip6' : 'ip4', src: client, sport: 41000, dst: svc, dport: 80, tcp_flags: TCP.SYN }));

@@ -63,6 +63,41 @@ function sourcesOf(out: string) {
   } finally { db.close(); }
 }
 
+describe('record: the strace mode (issue 14)', () => {
+  const metaOf = (out: string) => {
+    const db = new Database(out, { readonly: true });
+    try { return Object.fromEntries((db.prepare('select key, value from meta').all() as Array<{ key: string; value: string }>).map((m) => [m.key, m.value])); } finally { db.close(); }
+  };
+  for (const how of ['fails-running', 'start-throws'] as const) it(`lazy by default; when ebpf ${how === 'fails-running' ? 'dies while recording' : 'fails to start (bpftrace cannot compile)'}, strace is told and the bundle says strace went to all`, async () => {
+    const out = join(dir, `ebpf-${how}.rtb`);
+    const told: string[] = [];
+    let modeAtStart: string | undefined;
+    const spy: SourceLoader = async (name) => {
+      if (name === 'strace') {
+        return { create: () => ({ ...fake('strace', 'ok'), async start(_s: Sink, ctx: RecordContext) { modeAtStart = ctx.straceMode?.mode; ctx.onSourceFailed?.((n) => told.push(`${n} -> ${ctx.straceMode?.mode}`)); } }) };
+      }
+      return loader({ ebpf: how })(name);
+    };
+    const code = await runRecord(base(out, { duration: 0.5, packets: false, nft: false, conntrack: false, kube: false }), { statusMode: 'quiet', loader: spy });
+    expect(code).toBe(0);
+    expect(modeAtStart).toBe('lazy');
+    expect(told).toEqual(['ebpf -> all']);
+    const sm = JSON.parse(metaOf(out).strace_mode!);
+    expect(sm).toMatchObject({ requested: 'lazy', mode: 'all' });
+    const why = how === 'fails-running' ? 'child exited with 1' : 'failed to start: cannot open device';
+    expect(sm.reason).toMatch(new RegExp(`^ebpf ${why} at \\S+: strace attached to every process from then on$`));
+    const s = sourcesOf(out);
+    expect(s.strace!.detail).toMatch(new RegExp(`^mode lazy: .*; ebpf ${why} at`));
+  });
+  it('--strace all and --no-strace are recorded as such', async () => {
+    for (const [strace, want] of [['all', { requested: 'all', mode: 'all', reason: null }], [false, { requested: 'off', mode: 'off', reason: '--no-strace' }]] as const) {
+      const out = join(dir, `mode-${String(strace)}.rtb`);
+      await runRecord(base(out, { strace, duration: 0.2, packets: false, nft: false, conntrack: false, kube: false }), { statusMode: 'quiet', loader: loader({ strace: 'ok', ebpf: 'ok' }) });
+      expect(JSON.parse(metaOf(out).strace_mode!)).toEqual(want);
+    }
+  });
+});
+
 describe('record: sources that cannot run, fail, or hang never stop the others', () => {
   it('marks missing/broken modules unavailable, failures failed, and keeps recording the rest', async () => {
     const out = join(dir, 'mixed.rtb');

@@ -1,17 +1,14 @@
 // Pod discovery without the API: a server placed in a kubelet-style cgroup (systemd driver,
 // containerd scope) under a private cgroup2 subtree; the strace source attaches when the pod appears
-// (ctx.podsChanged) and the ebpf source maps the listener's cgroup id to the pod UID.
+// (ctx.podsChanged; --strace all) and the ebpf source maps the listener's cgroup id to the pod UID.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import type { Sink } from '../recorder/bundle-writer.js';
-import type { RecordContext, RecordOptions } from '../recorder/source.js';
-import type { RtEvent } from '../schemas/events.js';
-import { create as createStrace } from '../recorder/sources/strace/index.js';
-import { create as createEbpf, scanPodCgroups } from '../recorder/sources/ebpf/index.js';
+import { scanPodCgroups } from '../recorder/sources/ebpf/index.js';
+import { baseOpts, ctxFor, startTracers } from './helpers/sources.js';
 import { cgroupOf, findPodPids } from '../recorder/procfs/index.js';
 
 const R = randomBytes(3).toString('hex');
@@ -28,11 +25,6 @@ DIRS.push(join(DIRS[3]!, `cri-containerd-${CID}.scope`));
 const SERVER = fileURLToPath(new URL('../fixtures/strace/server.cjs', import.meta.url));
 const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: 'pipe' }).toString();
 let server: ChildProcess | null = null;
-
-const memSink = (): Sink & { events: RtEvent[] } => {
-  const events: RtEvent[] = [];
-  return { events, event: (e) => events.push(e), packet() {}, conntrack() {}, k8sObject() {}, nftSnapshot() {}, probeRequest() {}, dropped() {} };
-};
 
 beforeAll(() => {
   sh('ip', 'netns', 'add', NS);
@@ -58,15 +50,9 @@ describe('pods found from /proc/PID/cgroup', () => {
     expect([...findPodPids(new Set([UID])).keys()]).toEqual([pid]);
     expect(scanPodCgroups().get(Number(sh('stat', '-c', '%i', DIRS[4]!)))).toBe(UID);
 
-    const opts = { out: '', namespace: 'default', iface: [], snaplen: 128, rate: 1, concurrency: 1, settle: 0, packets: false, strace: true, ebpf: true, nft: false, conntrack: false, kube: true, pid: [] } as RecordOptions;
-    const cbs: Array<() => void> = [];
-    const ctx: RecordContext = { opts, pods: new Map(), onPodsChanged: (cb) => cbs.push(cb), podsChanged: () => cbs.forEach((c) => c()), requestStop() {}, log() {} };
-    const st = createStrace(opts), eb = createEbpf(opts);
-    expect((await st.preflight(ctx)).ok).toBe(true);
-    expect((await eb.preflight(ctx)).ok).toBe(true);
-    const sst = memSink(), seb = memSink();
-    await eb.start(seb, ctx);
-    await st.start(sst, ctx);
+    const opts = baseOpts({ packets: false, straceMode: 'all', nft: false, conntrack: false, kube: true });
+    const ctx = ctxFor(opts);
+    const { st, eb, sst, seb } = await startTracers(opts, ctx);
     expect(sst.events).toEqual([]); // no pods known yet, no --pid
     ctx.pods.set(UID, { namespace: 'default', name: 'web-1', ip: '10.81.0.9', uid: UID });
     ctx.podsChanged();

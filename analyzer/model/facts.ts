@@ -4,12 +4,17 @@
  */
 import { signame as signalName } from '../../schemas/signals.js';
 import type { BundleReader } from '../bundle-reader.js';
-import { num, sane, str } from '../util.js';
+import { num, parseJson, sane, str } from '../util.js';
+import { META_KEYS } from '../../schemas/rows.js';
 import { SliceTracker, type SliceChange } from './slices.js';
 
 export interface Ev<A = Record<string, unknown>> { ts: number; source: string; kind: string; subject: string | null; a: A }
 
-export interface SignalEv { ts: number; source: string; pid: number | null; signame: string; phase: string | null; sender: string | null; netns: number | null }
+export interface SignalEv { ts: number; source: string; pid: number | null; signame: string; phase: string | null; sender: string | null; netns: number | null; podUid: string | null }
+/** strace attached to a process (process-attached): ts is when it took effect when `confirmed` */
+export interface AttachEv { ts: number; source: string; pid: number | null; netns: number | null; podUid: string | null; mode: string | null; reason: string | null; triggerNs: number | null; confirmed: boolean | null; error: string | null }
+/** meta.strace_mode of a recorded bundle (null for imported bundles and bundles before issue 14) */
+export interface StraceModeMeta { requested: string; mode: string; reason: string | null }
 export interface ListenEv { ts: number; source: string; pid: number | null; addr: string; port: number | null; how: string; netns: number | null; cgroup: number | null; podUid: string | null }
 export interface ExitEv { ts: number; source: string; pid: number | null; code: number | null; signal: string | null }
 export interface RuleEv { ts: number; source: string; added: boolean; ip: string; port: number | null; service: string; vip: string | null; mode: string; node: string | null; chain: string | null; clock: string | null }
@@ -28,15 +33,29 @@ export interface Facts {
   noEp: NoEpRuleEv[];
   resets: TcpResetEv[];
   podTerminating: Ev[];
+  attaches: AttachEv[];
+  straceMode: StraceModeMeta | null;
   sliceChanges: SliceChange[];
   /** endpoint-changed events when there are no EndpointSlice rows */
   warnings: string[];
 }
 
 
+function straceModeOf(reader: BundleReader): StraceModeMeta | null {
+  const v = reader.metaValue(META_KEYS.straceMode);
+  if (!v) return null;
+  const j = parseJson(v);
+  if (!j.ok || typeof j.v.mode !== 'string') return null;
+  return { requested: str(j.v.requested) ?? String(j.v.mode), mode: String(j.v.mode), reason: str(j.v.reason) };
+}
+
+export function emptyFacts(): Facts {
+  return { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], podTerminating: [], attaches: [], straceMode: null, sliceChanges: [], warnings: [] };
+}
+
 export function loadFacts(reader: BundleReader): Facts {
-  const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
-  const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'endpoint-rule-added', 'endpoint-rule-removed',
+  const f: Facts = { ...emptyFacts(), straceMode: straceModeOf(reader) };
+  const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'process-attached', 'endpoint-rule-added', 'endpoint-rule-removed',
     'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed'];
   const derivedSlice: SliceChange[] = [];
   let badTs = 0;
@@ -49,7 +68,7 @@ export function loadFacts(reader: BundleReader): Facts {
       case 'signal': {
         const signame = str(a.signame) ?? (num(a.signo) !== null ? signalName(num(a.signo)!) : null);
         if (!signame) break;
-        f.signals.push({ ts, source, pid: num(a.pid), signame, phase: str(a.phase), sender: str(a.sender_comm) ?? (num(a.sender_pid) !== null ? String(a.sender_pid) : null), netns: num(a.netns) });
+        f.signals.push({ ts, source, pid: num(a.pid), signame, phase: str(a.phase), sender: str(a.sender_comm) ?? (num(a.sender_pid) !== null ? String(a.sender_pid) : null), netns: num(a.netns), podUid: str(a.pod_uid) });
         break;
       }
       case 'listen': case 'listener-closed': {
@@ -58,6 +77,10 @@ export function loadFacts(reader: BundleReader): Facts {
         (e.kind === 'listen' ? f.listens : f.closes).push(l);
         break;
       }
+      case 'process-attached':
+        f.attaches.push({ ts, source, pid: num(a.pid), netns: num(a.netns), podUid: str(a.pod_uid), mode: str(a.mode), reason: str(a.reason),
+          triggerNs: num(a.trigger_ns), confirmed: typeof a.confirmed === 'boolean' ? a.confirmed : null, error: str(a.error) });
+        break;
       case 'process-exit':
         f.exits.push({ ts, source, pid: num(a.pid), code: num(a.code), signal: str(a.signal) });
         break;

@@ -210,11 +210,13 @@ export class Identity {
     this.addInterval({ ip, podKey: key, from: -Infinity, to: Infinity, how });
   }
 
-  linkPid(pid: number | null, netns: number | null, ip?: string | null, t?: number): void {
+  linkPid(pid: number | null, netns: number | null, ip?: string | null, t?: number, podUid?: string | null): void {
     if (pid === null) return;
     if (this.pidPod.has(pid)) return;
     let key: string | null = null;
-    if (netns !== null && this.netnsPod.has(netns)) key = this.netnsPod.get(netns)!;
+    // the pod's cgroup, read by the recorder (ebpf: a signal's target while it was alive)
+    if (podUid && this.pods.has(podUid)) key = podUid;
+    else if (netns !== null && this.netnsPod.has(netns)) key = this.netnsPod.get(netns)!;
     else if (ip && t !== undefined) key = this.podAt(ip, t)?.pod.key ?? null;
     if (key) { this.pidPod.set(pid, key); this.pods.get(key)!.pids.add(pid); }
   }
@@ -246,7 +248,7 @@ export function buildIdentity(reader: BundleReader, endNs: number): Identity {
   // PIDs seen only in process events (children, or traced without attach info): link via netns or listen address
   for (const e of reader.eventsParsed({ kinds: PROC_KINDS })) {
     const ts = sane(e.ts_ns);
-    id.linkPid(num(e.a.pid), num(e.a.netns), str(e.a.addr), ts ?? undefined);
+    id.linkPid(num(e.a.pid), num(e.a.netns), str(e.a.addr), ts ?? undefined, str(e.a.pod_uid));
   }
   return id;
 }

@@ -5,7 +5,7 @@
 import { nsFromIso } from '../../schemas/analysis.js';
 import type { Verdict } from '../../schemas/analysis.js';
 import { iso, ms, sane } from '../util.js';
-import type { Facts, ListenEv, PathRuleEv, RuleEv, SignalEv } from './facts.js';
+import type { AttachEv, Facts, ListenEv, PathRuleEv, RuleEv, SignalEv } from './facts.js';
 import { podLabel, type Identity, type PodInfo } from './identity.js';
 
 export interface PodSequence {
@@ -73,7 +73,8 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     } else if (deletion !== null) ev.push(`deletion: pod-terminating event at ${iso(deletion)}`);
     // ---- process side
     const mine = <T extends { pid: number | null; netns: number | null }>(l: T[]) => l.filter((x) => belongs(id, pod, x.pid, x.netns));
-    const sigs = mine(f.signals).filter((s) => (s.signame === 'SIGTERM') && (deletion === null || s.ts >= deletion - 2e9));
+    const mySignals = f.signals.filter((s) => belongs(id, pod, s.pid, s.netns, s.podUid));
+    const sigs = mySignals.filter((s) => (s.signame === 'SIGTERM') && (deletion === null || s.ts >= deletion - 2e9));
     const sigterm = pickSignal(sigs, ev);
     const portsFromRules = new Set<number>();
     for (const r of f.rules) if (ips.includes(r.ip) && r.port !== null) portsFromRules.add(r.port);
@@ -94,7 +95,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     let exitEv = chosenClose?.pid != null ? exitsMine.find((x) => x.pid === chosenClose.pid) : undefined;
     if (!exitEv && exitsMine.length) exitEv = exitsMine.reduce((a, b) => (b.ts > a.ts ? b : a));
     if (exitEv) ev.push(`process ${exitEv.pid} exited at ${iso(exitEv.ts)}${exitEv.signal ? ` killed by ${exitEv.signal}` : exitEv.code !== null ? ` code ${exitEv.code}` : ''} [${exitEv.source}]`);
-    const killed = mine(f.signals).find((s) => s.signame === 'SIGKILL');
+    const killed = mySignals.find((s) => s.signame === 'SIGKILL');
     const exitSignal = exitEv?.signal ?? (killed ? 'SIGKILL' : null);
     if (killed && !exitEv?.signal) ev.push(`SIGKILL to pid ${killed.pid} at ${iso(killed.ts)} [${killed.source}]`);
     // ---- endpoint slice (as received)
@@ -115,6 +116,11 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     }
     const terminated = deletion !== null || sigterm !== null || chosenClose !== null || ruleRes.at !== null || exitEv !== undefined || remC !== undefined;
     if (!terminated) continue;
+    ev.push(...straceCoverage(f, f.attaches.filter((a) => a.source === 'strace' && belongs(id, pod, a.pid, a.netns, a.podUid)), [
+      { what: 'SIGTERM', seen: sigs },
+      { what: 'listener close', seen: closes },
+      { what: 'exit', seen: exitEv ? exitsMine.filter((x) => x.pid === exitEv!.pid) : [] },
+    ]));
     let verdict: Verdict = 'unknown';
     let exposureNs: number | null = null;
     if (listenerClosed !== null && ruleRes.at !== null) {
@@ -146,6 +152,52 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
   }
   out.sort((a, b) => (minOf([a.deletion, a.sigterm, a.listenerClosed, a.ruleRemoved]) ?? 0) - (minOf([b.deletion, b.sigterm, b.listenerClosed, b.ruleRemoved]) ?? 0));
   void startNs;
+  return out;
+}
+
+const REASON_TEXT: Record<string, string> = {
+  all: 'from the start (--strace all)',
+  'pod-terminating': 'when the kube source saw its deletionTimestamp',
+  signal: 'when ebpf saw a SIGTERM generated to it',
+};
+
+/**
+ * What strace could and could not see of this pod (issue 14): in lazy mode it attaches only once the
+ * pod's termination began, so a fact before its attach comes from ebpf alone, and a fact only strace
+ * saw came from a tracer attached late. Said, never guessed. Nothing for bundles without strace info.
+ */
+export function straceCoverage(f: Facts, attaches: AttachEv[], facts: Array<{ what: string; seen: Array<{ ts: number; source: string }> }>): string[] {
+  const mode = f.straceMode;
+  // bundles from before issue 14 (no mode anywhere): strace attached from the start, nothing to say
+  if (!mode && !attaches.some((a) => a.mode)) return [];
+  if (!attaches.length) {
+    if (!mode || mode.mode === 'off') return [];
+    const ran = facts.filter((x) => x.seen.length).map((x) => x.what);
+    return [`strace (mode ${mode.mode}) never attached to this pod's processes${ran.length ? `: ${ran.join(', ')} from ebpf only` : ''}`];
+  }
+  const earliestOf = (l: AttachEv[]) => l.reduce((a, b) => (b.ts < a.ts ? b : a));
+  const confirmed = attaches.filter((a) => a.confirmed !== false);
+  const why = (a: AttachEv) => (a.mode ? ` (mode ${a.mode}${a.reason ? `, ${REASON_TEXT[a.reason] ?? a.reason}` : ''})` : '');
+  if (!confirmed.length) {
+    // strace was asked but the process was gone (or going) before ptrace could seize it
+    const a = earliestOf(attaches);
+    const ran = facts.filter((x) => x.seen.length).map((x) => x.what);
+    return [`strace could not attach to pid ${a.pid ?? '?'}${why(a)}: asked at ${iso(a.ts)}, strace said: ${a.error ?? 'nothing'}${ran.length ? `; ${ran.join(', ')} from ebpf only` : ''}`];
+  }
+  const first = earliestOf(confirmed);
+  const out = [`strace attached to pid ${first.pid ?? '?'} at ${iso(first.ts)}${why(first)}`];
+  for (const fact of facts) {
+    const strace = fact.seen.filter((x) => x.source === 'strace');
+    const other = fact.seen.filter((x) => x.source !== 'strace');
+    const earliest = fact.seen.length ? Math.min(...fact.seen.map((x) => x.ts)) : null;
+    if (earliest === null) {
+      out.push(`${fact.what}: recorded by no tracer (it did not happen while recording, or ebpf lost it${mode?.mode === 'lazy' ? '; strace was attached only from the time above' : ''})`);
+    } else if (!strace.length && other.length && earliest < first.ts) {
+      out.push(`${fact.what} at ${iso(earliest)} [${[...new Set(other.map((x) => x.source))].join(', ')}] only: before strace attached (${ms(first.ts - earliest)} ms later), strace could not see it`);
+    } else if (strace.length && !other.length) {
+      out.push(`${fact.what} at ${iso(Math.min(...strace.map((x) => x.ts)))} seen only by strace, attached ${first.reason === 'all' ? 'from the start' : `late, at ${iso(first.ts)}`}; ebpf has no record of it`);
+    }
+  }
   return out;
 }
 

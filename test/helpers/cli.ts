@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,4 +33,21 @@ export function cli(args: string[], opts: { cwd?: string; timeoutMs?: number; en
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The real CLI, asynchronously: a lab run takes ~20-40 s and a worker blocked in spawnSync that long
+ * cannot answer vitest's RPC ("Timeout calling onTaskUpdate"). On timeout: SIGINT (the lab then tears
+ * down everything it created).
+ */
+export function cliAsync(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const p = spawn(BIN, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8'); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
+    const timer = setTimeout(() => p.kill('SIGINT'), timeoutMs);
+    p.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }); });
+  });
 }

@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { parseCgroupLine } from '../../procfs/parse.js';
+import { cgroupOf } from '../../procfs/index.js';
 import { measureMonotonicToRealtime } from './clock.js';
 import { parseTracepointFormat, type TpFormat } from './format.js';
 import { EbpfParser } from './parse.js';
@@ -96,7 +97,7 @@ export function create(_opts: RecordOptions): Source {
       offset = measureMonotonicToRealtime();
       return {
         ok: true, clock: 'converted-monotonic', versions: { bpftrace: version },
-        detail: `${version}; ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
+        detail: `${version}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
           + `nsecs (monotonic) + offset ${offset.offsetNs} ns (±${Math.round(offset.uncertaintyNs / 1000)} µs)`,
         meta: { clock_offsets: JSON.stringify({ ebpf_monotonic_to_realtime_ns: offset.offsetNs, ebpf_offset_uncertainty_ns: offset.uncertaintyNs }) },
       };
@@ -115,6 +116,7 @@ export function create(_opts: RecordOptions): Source {
         offsetNs: offset.offsetNs,
         resetReasons,
         podOfCgroup: (id) => podCgroups.get(id) ?? null,
+        podOfPid: (pid) => cgroupOf(pid)?.podUid ?? null,
       });
       dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));
       const file = join(dir, 'rolltrace.bt');
@@ -127,7 +129,12 @@ export function create(_opts: RecordOptions): Source {
         createInterface({ input: c.stdout! }).on('line', (line) => {
           const out = p.line(line);
           if (p.beginNs !== null) { clearTimeout(t); resolve(); }
-          for (const e of out) { sink.event(e); events++; }
+          for (const e of out) {
+            sink.event(e);
+            events++;
+            // strace in lazy mode attaches to the pod a SIGTERM is generated to
+            if (e.kind === 'signal') ctx.signalSeen?.({ ts: e.ts_ns, pid: e.attrs.pid, signame: e.attrs.signame, podUid: e.attrs.pod_uid ?? null });
+          }
         });
         const errLines: string[] = [];
         createInterface({ input: c.stderr! }).on('line', (l) => {

@@ -14,6 +14,11 @@ export interface EbpfParserOptions {
   resetReasons?: Map<number, string>;
   /** cgroup id -> pod uid */
   podOfCgroup?: (id: number) => string | null;
+  /**
+   * pid -> pod uid of a signal's target, looked up when the line is read (signal_generate carries no
+   * cgroup of the target; the target is alive then: it has just been sent SIGTERM)
+   */
+  podOfPid?: (pid: number) => string | null;
 }
 
 
@@ -115,6 +120,7 @@ export class EbpfParser {
         return [ev('signal', this.ts(f[2]!), 'ebpf', `pid:${target}`, {
           pid: target, comm: f[7]!, signo: sig, signame: name, phase: 'generated',
           sender_pid: sender, sender_comm: f.slice(8).join('\t'), ...(result >= 0 ? { result } : {}),
+          ...(this.o.podOfPid ? { pod_uid: this.o.podOfPid(target) } : {}),
         })];
       }
       case 'EXIT': {

@@ -211,8 +211,8 @@ class KubeSource implements Source {
     for (const uid of [...ctx.pods.keys()]) if (!(uid in live)) { ctx.pods.delete(uid); changed = true; }
     for (const [uid, p] of Object.entries(live)) {
       const cur = ctx.pods.get(uid);
-      if (!cur || cur.ip !== p.ip || cur.name !== p.name) {
-        ctx.pods.set(uid, { namespace: p.namespace, name: p.name, ip: p.ip, uid });
+      if (!cur || cur.ip !== p.ip || cur.name !== p.name || !!cur.terminating !== !!p.terminating) {
+        ctx.pods.set(uid, { namespace: p.namespace, name: p.name, ip: p.ip, uid, terminating: !!p.terminating });
         changed = true;
       }
     }
