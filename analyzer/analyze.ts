@@ -126,16 +126,20 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   for (const r of facts.noEp) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
   for (const c of candidates) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
   const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
-    'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1'), file) : null;
+    // a DNATed row first (merged bundles hold the DNATing node's row and the receiving node's one)
+    'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state, raw FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY (reply_src IS orig_dst), abs(ts_ns - ?) LIMIT 1'), file) : null;
+  const mergedNodes = (() => { const v = reader.metaJson<unknown>('nodes'); return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []; })();
   const ctx: ResolveContext = {
-    id, facts, seqs: seqByKey, vips,
+    id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [],
     conntrack: (client, cport, t) => {
       if (!ctStmt) return null;
       try {
-        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null } | undefined;
+        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null; raw: string | null } | undefined;
         if (!r) return null;
-        if (r.orig_dst) vips.add(r.orig_dst);
-        return { ...r, ts: r.ts_ns };
+        if (r.orig_dst && r.reply_src !== r.orig_dst) vips.add(r.orig_dst);
+        // merge prefixes each node's conntrack line with [node]
+        const m = mergedNodes.length > 1 ? /^\[([^\]]+)\]/.exec(r.raw ?? '') : null;
+        return { ...r, ts: r.ts_ns, node: m ? m[1]! : null };
       } catch { return null; }
     },
   };
@@ -171,6 +175,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       f.evidence.push(`cut at the SIGKILL of ${s.pod.namespace ? `${s.pod.namespace}/` : ''}${s.pod.name} (${iso(s.sigkill)}), which ignored SIGTERM`);
     }
   }
+  for (const s of seqs) warnings.push(...s.inconsistencies);
+  const podNodes = perNode(seqs, failures, node);
+  const remoteUnrecorded = failures.filter((f) => f.routed?.remote && !f.routed.rulesRecorded).length;
+  if (remoteUnrecorded) warnings.push(`${remoteUnrecorded} failure(s) arrived already DNATed by other node(s) whose rules are not in this bundle: those nodes' rule removals are unknown (record every node and \`rolltrace merge\` the bundles)`);
   const hasRules = facts.rules.length > 0;
   if (!hasRules) warnings.push('no endpoint-rule events: this node\'s rule removals are unknown (nftables source missing or saw no change)');
   const latency = stage('programming latency', warnings, [], () => programmingLatency(facts, node, hasRules), file);
@@ -192,6 +200,8 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     if (s.sigkill !== null) p.sigkillAt = iso(s.sigkill);
     if (s.routes.length) p.routes = s.routes.map((r) => ({ path: clean(r.path, 40), addr: clean(r.addr, 100), policy: clean(r.policy, 20), service: clean(r.service, 300), node: r.node ? clean(r.node, 100) : null, stoppedAt: iso(r.stoppedAt), fallback: r.fallback }));
     if (killedBy.has(s)) p.killedConnections = killedBy.get(s)!;
+    const pn = podNodes.get(s);
+    if (pn?.length) p.nodes = pn;
     if (s.ruleRemovedByNode.size > 1) p.ruleRemovedAtByNode = Object.fromEntries([...s.ruleRemovedByNode].map(([k, v]) => [clean(k, 100), iso(v)]));
     return p;
   });
@@ -201,7 +211,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     client: clean(f.client, 100), service: f.service ? clean(f.service, 100) : null,
     backend: { ip: f.backend.ip ? clean(f.backend.ip, 64) : null, port: Number.isInteger(f.backend.port) ? f.backend.port : null, pod: f.backend.pod ? clean(f.backend.pod, 300) : null },
     cause: f.cause, evidence: f.evidence.map((e) => clean(e, 600)), via: f.via.map((v) => clean(v, 40)), error: f.error ? clean(f.error, 300) : null,
-    ...pa,
+    ...pa, ...(f.routed ? { node: f.routed.node ? clean(f.routed.node, 100) : null } : {}),
   }));
   const nodes = nodesSeen.map((n) => clean(n, 100));
   const analysis: Analysis = {
@@ -219,6 +229,37 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   };
   analysis.excerpts = takeExcerpts(reader, analysis, startNs);
   return { analysis, seqs, failures, identity: id, startNs };
+}
+
+/**
+ * Per pod, per node that routed to it: each recorded node's rule removal and exposure, and for connections
+ * already DNATed on nodes whose rules are not in the bundle, a lower bound of the exposure there (the last
+ * one refused after the listener closed). Adds the remote part to the pod's evidence.
+ */
+function perNode(seqs: PodSequence[], failures: ResolvedFailure[], thisNode: string | null): Map<PodSequence, NonNullable<AnalysisPod['nodes']>> {
+  const out = new Map<PodSequence, NonNullable<AnalysisPod['nodes']>>();
+  const r3 = (ns: number) => Math.round(ns / 1e3) / 1e3;
+  for (const s of seqs) {
+    const mine = failures.filter((f) => f.backend.podKey === s.pod.key);
+    const lc = s.listenerClosed;
+    const list: NonNullable<AnalysisPod['nodes']> = [];
+    for (const [n, at] of [...s.ruleRemovedByNode].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const name = n || null;
+      list.push({ node: name ? clean(name, 100) : null, recorded: true, ruleRemovedAt: iso(at), exposureMs: at !== null && lc !== null ? r3(at - lc) : null, exposureAtLeastMs: null,
+        failedConnections: mine.filter((f) => !f.routed?.remote && (f.routed?.node ?? thisNode ?? '') === n).length });
+    }
+    const remote = new Map<string | null, ResolvedFailure[]>();
+    for (const f of mine) if (f.routed?.remote && !list.some((x) => x.recorded && x.node === f.routed!.node)) remote.set(f.routed.node, [...(remote.get(f.routed.node) ?? []), f]);
+    for (const [n, fs] of [...remote].sort((a, b) => (a[0] ?? '\uffff').localeCompare(b[0] ?? '\uffff'))) {
+      const refused = fs.filter((f) => f.cause === 'listener-closed' && lc !== null && f.at >= lc);
+      const last = refused.length ? refused.reduce((a, b) => (b.at > a.at ? b : a)) : null;
+      const atLeast = last && lc !== null ? r3(last.at - lc) : null;
+      list.push({ node: n ? clean(n, 100) : null, recorded: false, ruleRemovedAt: null, exposureMs: null, exposureAtLeastMs: atLeast, failedConnections: fs.length });
+      s.evidence.push(`${fs.length} connection(s) routed by other node(s) (${n ?? 'remote node unknown'}) failed here${last ? `; last refused ${iso(last.at)}, ${atLeast} ms after the listener closed${s.ruleRemoved !== null ? ` (${r3(last.at - s.ruleRemoved)} ms after ${thisNode ?? 'this node'} removed its rule)` : ''}` : ''}: other nodes' rules are not in this bundle, so the pod's exposure there is at least that long`);
+    }
+    if (list.length) out.set(s, list);
+  }
+  return out;
 }
 
 /**

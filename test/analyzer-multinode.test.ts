@@ -51,12 +51,12 @@ describe('1. remote clients: connections DNATed on another node', () => {
         expect(f.node).toBeNull();
       }
       const p = oldPod(a);
-      expect(p.evidence.join('\n')).toMatch(/3 connection\(s\) routed by other node\(s\).*last refused .*1016\.5 ms after the listener closed.*other nodes' rules are not in this bundle/);
+      expect(p.evidence.join('\n')).toMatch(/3 connection\(s\) routed by other node\(s\).*last refused .*1016\.7 ms after the listener closed.*other nodes' rules are not in this bundle/);
       const here = p.nodes!.find((n) => n.node === 'node1')!;
       expect(here.ruleRemovedAt).toBe(p.ruleRemovedAt);
       expect(here.exposureMs).toBe(p.exposureMs);
       const elsewhere = p.nodes!.find((n) => n.node === null)!;
-      expect(elsewhere).toMatchObject({ remote: true, ruleRemovedAt: null, exposureMs: null, exposureAtLeastMs: 1016.5, failedConnections: 3 });
+      expect(elsewhere).toMatchObject({ recorded: false, ruleRemovedAt: null, exposureMs: null, exposureAtLeastMs: 1016.7, failedConnections: 3 });
       expect(p.failedConnections).toBe(5);
     });
   }
@@ -76,8 +76,7 @@ describe('2. pod IP reuse', () => {
       extra: (w) => {
         w.k8sObject({ ts_ns: at(5.0), kind: 'Pod', namespace: 'default', name: REUSE.name, uid: REUSE.uid, resource_version: '30', event_type: 'ADDED', object: pod(REUSE, { createdAt: 4.9 }) });
         w.event(ev('process-attached', at(5.05), 'strace', 'pid:4300', { pid: 4300, comm: 'web', pod_uid: REUSE.uid, netns: 4026532003, addrs: ['127.0.0.1', OLD.ip] }));
-        w.event(ev('endpoint-rule-added', at(5.5), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-ZZ-default/web/tcp/http__x/8080', mode: 'nftables', clock: 'receipt' }));
-        w.event(ev('endpoint-rule-removed', at(6.0), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-ZZ-default/web/tcp/http__x/8080', mode: 'nftables', clock: 'receipt' }));
+        w.event(ev('endpoint-rule-added', at(5.5), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-ZZ-default/web/tcp/http__x/8080', mode: 'nftables' as const, clock: 'receipt' as const }));
       },
     }));
     expect(a.pods.find((p) => p.name === REUSE.name)).toBeUndefined();
@@ -92,8 +91,8 @@ describe('2. pod IP reuse', () => {
       extra: (w) => {
         w.k8sObject({ ts_ns: at(5.0), kind: 'Pod', namespace: 'default', name: REUSE.name, uid: REUSE.uid, resource_version: '30', event_type: 'ADDED', object: pod(REUSE, { createdAt: 4.9 }) });
         w.k8sObject({ ts_ns: at(8.0), kind: 'Pod', namespace: 'default', name: REUSE.name, uid: REUSE.uid, resource_version: '31', event_type: 'MODIFIED', object: pod(REUSE, { createdAt: 4.9, deletionAt: 8.0 }) });
-        w.event(ev('endpoint-rule-added', at(5.5), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, mode: 'nftables', clock: 'receipt' }));
-        w.event(ev('endpoint-rule-removed', at(8.4), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, mode: 'nftables', clock: 'receipt' }));
+        w.event(ev('endpoint-rule-added', at(5.5), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, mode: 'nftables' as const, clock: 'receipt' as const }));
+        w.event(ev('endpoint-rule-removed', at(8.4), 'nftables', `${OLD.ip}:8080`, { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, mode: 'nftables' as const, clock: 'receipt' as const }));
       },
     }));
     const r = a.pods.find((p) => p.name === REUSE.name)!;
@@ -107,7 +106,7 @@ describe('2. pod IP reuse', () => {
 
 describe('3. two Services selecting the same pods', () => {
   it('the node stops routing to the pod when the last service\'s rule is gone; exposure and preStop follow it', async () => {
-    const r2 = { service: 'default/web-admin:http', vip: '10.96.0.11:80', endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-QQ-default/web-admin/tcp/http__x/8080', mode: 'nftables', clock: 'receipt' };
+    const r2 = { service: 'default/web-admin:http', vip: '10.96.0.11:80', endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-QQ-default/web-admin/tcp/http__x/8080', mode: 'nftables' as const, clock: 'receipt' as const };
     const a = await analyze(scenario(tmp('two-svc'), {
       extra: (w) => {
         w.event(ev('endpoint-rule-added', at(0.02), 'nftables', `${OLD.ip}:8080`, r2));
@@ -185,7 +184,7 @@ describe('5. receipt-stamped kube events vs kernel-stamped instants', () => {
   });
 });
 
-/** node2's bundle: the same API watch events received 40 ms later, its own rules (removed at +3.2 s) and a client that its kube-proxy DNATs to the old pod */
+/** node2's bundle: the same API watch events (received at the same instants: no clock offset), its own rules (removed at +3.2 s) and a client that its kube-proxy DNATs to the old pod */
 async function node2Bundle(from: string, path: string): Promise<string> {
   const r = await BundleReader.open(from);
   const w = new BundleWriter(path, { createdBy: 'test', overwrite: true });
@@ -194,8 +193,8 @@ async function node2Bundle(from: string, path: string): Promise<string> {
     w.setMeta('node', 'node2');
     w.setMeta('hostname', 'node2');
     for (const [n, c] of [['packets', 'kernel'], ['nftables', 'receipt'], ['conntrack', 'kernel'], ['kube', 'receipt']] as const) w.setSource(n, { status: 'ok', clock: c });
-    for (const o of r.k8sObjects()) w.k8sObject({ ...o, ts_ns: o.ts_ns + 40_000_000 });
-    const rule = { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-ABCD1234-default/web/tcp/http__10.42.0.97/8080', mode: 'nftables', clock: 'receipt' };
+    for (const o of r.k8sObjects()) w.k8sObject({ ...o, ts_ns: o.ts_ns });
+    const rule = { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-ABCD1234-default/web/tcp/http__10.42.0.97/8080', mode: 'nftables' as const, clock: 'receipt' as const };
     w.event(ev('endpoint-rule-added', at(0.03), 'nftables', `${OLD.ip}:8080`, rule));
     w.event(ev('endpoint-rule-removed', at(3.2), 'nftables', `${OLD.ip}:8080`, rule));
     REMOTE_AT.forEach((s, i) => {

@@ -15,6 +15,7 @@ export interface ExitEv { ts: number; source: string; pid: number | null; code: 
 export interface RuleEv { ts: number; source: string; added: boolean; ip: string; port: number | null; service: string; vip: string | null; mode: string; node: string | null; chain: string | null; clock: string | null }
 export interface PathRuleEv { ts: number; added: boolean; ip: string; port: number | null; service: string; path: string; addr: string; policy: string; node: string | null; mode: string }
 export interface NoEpRuleEv { ts: number; added: boolean; service: string; vip: string | null; action: string; node_port: number | null }
+export interface AcceptEv { ts: number; source: string; pid: number | null; peer: string; peerPort: number }
 export interface TcpResetEv { ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null }
 
 export interface Facts {
@@ -27,6 +28,8 @@ export interface Facts {
   pathRules?: PathRuleEv[];
   noEp: NoEpRuleEv[];
   resets: TcpResetEv[];
+  /** accept(2) with the peer's address: the app took this connection out of the accept queue */
+  accepts?: AcceptEv[];
   podTerminating: Ev[];
   sliceChanges: SliceChange[];
   /** endpoint-changed events when there are no EndpointSlice rows */
@@ -35,9 +38,9 @@ export interface Facts {
 
 
 export function loadFacts(reader: BundleReader): Facts {
-  const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], podTerminating: [], sliceChanges: [], warnings: [] };
+  const f: Facts = { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], accepts: [], podTerminating: [], sliceChanges: [], warnings: [] };
   const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'endpoint-rule-added', 'endpoint-rule-removed',
-    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed'];
+    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed', 'accept'];
   const derivedSlice: SliceChange[] = [];
   let badTs = 0;
   for (const e of reader.eventsParsed({ kinds })) {
@@ -56,6 +59,11 @@ export function loadFacts(reader: BundleReader): Facts {
         const addr = str(a.addr) ?? '0.0.0.0';
         const l = { ts, source, pid: num(a.pid), addr, port: num(a.port), how: str(a.how) ?? '?', netns: num(a.netns), cgroup: num(a.cgroup_id), podUid: str(a.pod_uid) };
         (e.kind === 'listen' ? f.listens : f.closes).push(l);
+        break;
+      }
+      case 'accept': {
+        const peer = str(a.peer); const peerPort = num(a.peer_port);
+        if (peer && peerPort !== null) (f.accepts ??= []).push({ ts, source, pid: num(a.pid), peer, peerPort });
         break;
       }
       case 'process-exit':
