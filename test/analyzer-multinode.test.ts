@@ -125,17 +125,19 @@ describe('3. two Services selecting the same pods', () => {
   });
 });
 
+/** client → old pod: one segment per [seconds, from client?, flags, payload] */
+function segments(w: BundleWriter, c: number, list: Array<[number, boolean, number, number?]>): void {
+  for (const [s, fromClient, flags, payload] of list) {
+    w.packet(fromClient ? pkt(at(s), CLIENT, c, OLD.ip, 8080, flags, payload ?? 0) : pkt(at(s), OLD.ip, 8080, CLIENT, c, flags, payload ?? 0));
+  }
+}
+
 describe('4. keep-alive and accepted connections', () => {
   it('a second request on a reused connection, reset when the process exits, is killed-in-flight', async () => {
     const a = await analyze(scenario(tmp('keepalive'), {
       extra: (w) => {
-        const c = 46000;
-        w.packet(pkt(at(1.0), CLIENT, c, OLD.ip, 8080, TCP.SYN));
-        w.packet(pkt(at(1.0001), OLD.ip, 8080, CLIENT, c, TCP.SYN | TCP.ACK));
-        w.packet(pkt(at(1.0002), CLIENT, c, OLD.ip, 8080, TCP.ACK | TCP.PSH, 80));
-        w.packet(pkt(at(1.01), OLD.ip, 8080, CLIENT, c, TCP.ACK | TCP.PSH, 200));
-        w.packet(pkt(at(2.1), CLIENT, c, OLD.ip, 8080, TCP.ACK | TCP.PSH, 80));
-        w.packet(pkt(at(2.2306), OLD.ip, 8080, CLIENT, c, TCP.RST | TCP.ACK));
+        segments(w, 46000, [[1.0, true, TCP.SYN], [1.0001, false, TCP.SYN | TCP.ACK], [1.0002, true, TCP.ACK | TCP.PSH, 80],
+          [1.01, false, TCP.ACK | TCP.PSH, 200], [2.1, true, TCP.ACK | TCP.PSH, 80], [2.2306, false, TCP.RST | TCP.ACK]]);
       },
     }));
     const f = a.failures.find((x) => x.client === `${CLIENT}:46000`);
@@ -146,12 +148,8 @@ describe('4. keep-alive and accepted connections', () => {
   it('a connection the app accepted long before, reset when it closed at shutdown, is killed-in-flight, not an accept-queue reset', async () => {
     const a = await analyze(scenario(tmp('accepted'), {
       extra: (w) => {
-        const c = 46001;
-        w.packet(pkt(at(1.7), CLIENT, c, OLD.ip, 8080, TCP.SYN));
-        w.packet(pkt(at(1.7001), OLD.ip, 8080, CLIENT, c, TCP.SYN | TCP.ACK));
-        w.event(ev('accept', at(1.7003), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, fd: 7, listen_fd: 3, peer: CLIENT, peer_port: c }));
-        w.packet(pkt(at(1.7004), CLIENT, c, OLD.ip, 8080, TCP.ACK | TCP.PSH, 80));
-        w.packet(pkt(at(2.0306), OLD.ip, 8080, CLIENT, c, TCP.RST | TCP.ACK));
+        w.event(ev('accept', at(1.7003), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, fd: 7, listen_fd: 3, peer: CLIENT, peer_port: 46001 }));
+        segments(w, 46001, [[1.7, true, TCP.SYN], [1.7001, false, TCP.SYN | TCP.ACK], [1.7004, true, TCP.ACK | TCP.PSH, 80], [2.0306, false, TCP.RST | TCP.ACK]]);
       },
     }));
     const f = a.failures.find((x) => x.client === `${CLIENT}:46001`)!;

@@ -5,7 +5,6 @@
  * sync, every failed connection with its backend pod and nothing else, the right verdicts, `verify`
  * accepts the bundle, and the lab leaves nothing behind. Scenarios run one after the other (~25-45 s each).
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import Ajv2020 from 'ajv/dist/2020.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Analysis } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
-import { BIN, ROOT } from './helpers/cli.js';
+import { cliAsync, ROOT } from './helpers/cli.js';
 import { compareWithTruth, EXPECT } from './e2e-truth.js';
 import { leftovers } from './lab-scenario-helpers.js';
 
@@ -25,22 +24,7 @@ const dir = mkdtempSync(join(tmpdir(), 'e2e-scen-'));
 let kept = 0;
 afterAll(() => { if (!kept) rmSync(dir, { recursive: true, force: true }); else console.log(`[e2e] failing scenarios' bundles kept in ${dir}`); });
 
-/**
- * The real CLI, asynchronously: a lab run takes ~20-40 s and a worker blocked in spawnSync that long
- * cannot answer vitest's RPC ("Timeout calling onTaskUpdate").
- */
-function cli(args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(BIN, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8'); });
-    p.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
-    // SIGINT: the lab then tears down everything it created
-    const timer = setTimeout(() => p.kill('SIGINT'), timeoutMs);
-    p.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }); });
-  });
-}
+const cli = cliAsync;
 
 const SCENARIOS = ['race', 'prestop', 'iptables', 'local-blackhole', 'grace-too-short', 'not-ready'] as const;
 

@@ -5,31 +5,20 @@
  * both orders and analyzed; checked against the lab's truth (its own conntrack on node 1 and the remote
  * client's own log).
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Analysis } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
-import { BIN, ROOT } from './helpers/cli.js';
+import { cliAsync, ROOT } from './helpers/cli.js';
 import { leftovers } from './lab-scenario-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'e2e-two-node-'));
 let keep = false;
 afterAll(() => { if (!keep) rmSync(dir, { recursive: true, force: true }); else console.log(`[e2e two-node] bundles kept in ${dir}`); });
 
-function cli(args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(BIN, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8'); });
-    p.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
-    const timer = setTimeout(() => p.kill('SIGINT'), timeoutMs);
-    p.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }); });
-  });
-}
+const cli = cliAsync;
 
 const REMOTE_CLIENT = '10.244.1.2';
 const stripOrder = (a: Analysis) => ({ ...a, excerpts: undefined, recommendation: { ...a.recommendation, verify: [] } });
