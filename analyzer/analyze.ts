@@ -184,7 +184,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const latency = stage('programming latency', warnings, [], () => programmingLatency(facts, node, hasRules), file);
   const workload = stage('recorded workload (Deployment, Services, PDBs, server version)', warnings, null as Workload | null, () => loadWorkload(reader), file);
   const nodesSeen = [...new Set([...(node ? [node] : []), ...facts.rules.map((r) => r.node).filter((x): x is string => !!x)])];
-  const addLat = latency.filter((l) => l.change === 'added' && l.latencyMs !== null).map((l) => l.latencyMs!);
+  // a rule change received before the slice change it follows: the kube receipt came late (impossible order)
+  const negLat = latency.filter((l) => l.latencyMs !== null && l.latencyMs < 0);
+  if (negLat.length) warnings.push(`${negLat.length} programming latency measurement(s) negative (the rule change was received up to ${Math.max(...negLat.map((l) => -l.latencyMs!))} ms before the EndpointSlice change it follows): the kube source's receipt stamps are late; not used for the recommendation`);
+  const addLat = latency.filter((l) => l.change === 'added' && l.latencyMs !== null && l.latencyMs >= 0).map((l) => l.latencyMs!);
   const rec = recommend({ seqs, failures, workload, nodes: nodesSeen, slowestAddMs: addLat.length ? Math.max(...addLat) : null, file });
   if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON: read as empty`);
   const pods: AnalysisPod[] = seqs.map((s) => {
@@ -205,7 +208,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     if (s.ruleRemovedByNode.size > 1) p.ruleRemovedAtByNode = Object.fromEntries([...s.ruleRemovedByNode].map(([k, v]) => [clean(k, 100), iso(v)]));
     return p;
   });
-  const pathOf = failurePaths(facts);
+  const pathOf = failurePaths(facts, ctx.nodes!.length > 1);
   const fails: AnalysisFailure[] = failures.map((f) => ({ f, pa: pathOf(f) })).map(({ f, pa }) => ({
     at: iso(f.at) ?? '1970-01-01T00:00:00.000000Z',
     client: clean(f.client, 100), service: f.service ? clean(f.service, 100) : null,
@@ -266,7 +269,7 @@ function perNode(seqs: PodSequence[], failures: ResolvedFailure[], thisNode: str
  * Which path a failed connection took on this node, from the address it was sent to and the per-path rule
  * events (a NodePort path is `*:PORT`); a no-endpoint failure on a Local external path is the Local blackhole.
  */
-function failurePaths(facts: Facts): (f: ResolvedFailure) => { path?: AnalysisFailure['path'] } {
+function failurePaths(facts: Facts, merged: boolean): (f: ResolvedFailure) => { path?: AnalysisFailure['path'] } {
   const paths = new Map<string, { path: string; addr: string; policy: string }>();
   for (const r of facts.pathRules ?? []) paths.set(`${r.path}|${r.addr}`, { path: r.path, addr: r.addr, policy: r.policy });
   if (!paths.size) return () => ({});
@@ -279,7 +282,7 @@ function failurePaths(facts: Facts): (f: ResolvedFailure) => { path?: AnalysisFa
     const np = !exact && !clusterIps.has(sa.ip) ? list.find((p) => p.path === 'node-port' && p.addr === `*:${sa.port}`) : undefined;
     const hit = exact ?? np ?? null;
     if (!hit) return { path: null };
-    f.evidence.push(`took the ${hit.path} path ${hit.addr} (${hit.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${hit.policy}`}) on this node`);
+    f.evidence.push(`took the ${hit.path} path ${hit.addr} (${hit.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${hit.policy}`}) on ${merged && f.routed?.node ? f.routed.node : 'this node'}`);
     if (f.cause === 'no-endpoint' && hit.policy === 'Local' && hit.path !== 'cluster-ip') {
       const drop = facts.noEp.find((r) => r.added && r.action === 'drop' && r.ts <= f.at + 50e6 && (r.node_port === sa.port || r.vip === f.service));
       if (drop) f.evidence.push(`the Local blackhole: this node drops traffic to ${hit.addr} (no local endpoint left, rule received ${iso(drop.ts)}) while the cluster IP path still had endpoints elsewhere`);
