@@ -130,7 +130,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state, raw FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY (reply_src IS orig_dst), abs(ts_ns - ?) LIMIT 1'), file) : null;
   const mergedNodes = (() => { const v = reader.metaJson<unknown>('nodes'); return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []; })();
   const ctx: ResolveContext = {
-    id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [],
+    id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [], nodeAddrs: nodeAddrsOf(reader, id),
     conntrack: (client, cport, t) => {
       if (!ctStmt) return null;
       try {
@@ -232,6 +232,18 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   };
   analysis.excerpts = takeExcerpts(reader, analysis, startNs);
   return { analysis, seqs, failures, identity: id, startNs };
+}
+
+/** Nodes' own addresses: the recorder's interface addresses per node (meta node_addrs), and pods' status.hostIP. */
+function nodeAddrsOf(reader: BundleReader, id: Identity): Map<string, string | null> {
+  const m = id.nodeAddrs();
+  const meta = reader.metaJson<unknown>(META_KEYS.nodeAddrs);
+  if (meta && typeof meta === 'object' && !Array.isArray(meta)) {
+    for (const [n, list] of Object.entries(meta as Record<string, unknown>)) {
+      if (Array.isArray(list)) for (const a of list) if (typeof a === 'string' && !m.has(a)) m.set(a, n);
+    }
+  }
+  return m;
 }
 
 /**

@@ -67,6 +67,11 @@ describe('1. remote clients: connections DNATed on another node', () => {
     expect(a.failures.some((f) => f.client === `${NODE1_ADDR}:48000`)).toBe(false);
     expect(a.ignored!.find((x) => x.why.startsWith(`${NODE1_ADDR}:48000`))?.why).toMatch(/the node's own address \(the kubelet's probes\)/);
   });
+  it('the node\'s own addresses recorded by the recorder (meta node_addrs) prove a probe too', async () => {
+    const a = await analyze(scenario(tmp('nodeaddrs'), { extra: (w) => { w.setMeta('node_addrs', { node1: ['10.42.0.254', '192.168.1.10'] }); directRefused(w, 2.5, '10.42.0.254', 48002, true); } }));
+    expect(a.failures.some((f) => f.client === '10.42.0.254:48002')).toBe(false);
+    expect(a.ignored!.find((x) => x.why.startsWith('10.42.0.254:48002'))?.why).toMatch(/the node's own address/);
+  });
 });
 
 describe('2. pod IP reuse', () => {

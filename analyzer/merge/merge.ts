@@ -177,7 +177,7 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
 
       // ---- meta
       const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
-      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped]);
+      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped, META_KEYS.nodeAddrs]);
       for (const [k, v] of readers[0]!.meta()) if (!skip.has(k)) insMeta.run(k, v);
       const starts = readers.map((r, i) => (r.metaNumber(META_KEYS.startedNs) ?? r.timeRange()?.start ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
       const ends = readers.map((r, i) => (r.metaNumber(META_KEYS.endedNs) ?? r.timeRange()?.end ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
@@ -190,6 +190,9 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
       insMeta.run(META_KEYS.nodeClockOffsets, JSON.stringify(offsets));
       insMeta.run('node_clock_offset_stats', JSON.stringify({ method: 'median of receive-time differences of the same API watch events (object, resourceVersion, type) against the reference node', reference: nodes[0], nodes: stats }));
       insMeta.run(META_KEYS.clockOffsets, JSON.stringify(Object.fromEntries(readers.map((r, i) => [nodes[i], r.metaJson<unknown>(META_KEYS.clockOffsets) ?? null]))));
+      const addrs: Record<string, unknown> = {};
+      for (const r of readers) { const m = r.metaJson<Record<string, unknown>>(META_KEYS.nodeAddrs); if (m && typeof m === 'object' && !Array.isArray(m)) Object.assign(addrs, m); }
+      if (Object.keys(addrs).length) insMeta.run(META_KEYS.nodeAddrs, JSON.stringify(Object.fromEntries(Object.keys(addrs).sort().map((k) => [k, addrs[k]]))));
       insMeta.run(META_KEYS.receiptStamped, JSON.stringify([...new Set(readers.flatMap((r) => r.metaJson<string[]>(META_KEYS.receiptStamped) ?? []))]));
     });
     return { nodes, offsets, stats, rows, deduplicated };

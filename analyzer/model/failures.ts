@@ -277,6 +277,8 @@ export interface ResolveContext {
   node?: string | null;
   /** every node whose bundle is in this one (merged: several) */
   nodes?: string[];
+  /** nodes' own addresses → node (recorded interface addresses, pods' status.hostIP) */
+  nodeAddrs?: Map<string, string | null>;
 }
 
 /** `node/iface` (merged bundles) → node */
@@ -297,9 +299,9 @@ function routedBy(c: Candidate, ctx: ResolveContext, service: string | null, bac
     return { node: node ?? here, remote: false, hostSource: false, rulesRecorded: true, why: merged && node ? `DNATed on ${node} (${vipView && nodeOfIface(vipView.iface, nodes) ? `its capture saw ${service}` : 'its conntrack'}): routed by ${node}'s rules` : null };
   }
   if (!backend.ip) return { node: here, remote: false, hostSource: false, rulesRecorded: true, why: null };
-  const hostNode = ctx.id.nodeAddrs().get(c.client);
+  const hostNode = (ctx.nodeAddrs ?? ctx.id.nodeAddrs()).get(c.client);
   if (hostNode !== undefined) {
-    return { node: hostNode ?? here, remote: false, hostSource: true, rulesRecorded: true, why: `from ${c.client}, the node's own address (status.hostIP${hostNode ? ` of ${hostNode}` : ''}): host traffic straight to the pod, not routed by a service` };
+    return { node: hostNode ?? here, remote: false, hostSource: true, rulesRecorded: true, why: `from ${c.client}, the node's own address${hostNode ? ` (${hostNode})` : ''}: host traffic straight to the pod, not routed by a service` };
   }
   const clientPod = ctx.id.podAt(c.client, c.ts);
   const clientNode = clientPod?.pod.node ?? null;
