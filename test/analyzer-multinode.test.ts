@@ -147,7 +147,7 @@ describe('4. keep-alive and accepted connections', () => {
     }));
     const f = a.failures.find((x) => x.client === `${CLIENT}:46000`);
     expect(f?.cause).toBe('killed-in-flight');
-    expect(f?.evidence.join('\n')).toMatch(/request .*reused connection/);
+    expect(f?.evidence.join('\n')).toMatch(/request unanswered on a reused \(keep-alive\) connection/);
   });
 
   it('a connection the app accepted long before, reset when it closed at shutdown, is killed-in-flight, not an accept-queue reset', async () => {
@@ -161,6 +161,27 @@ describe('4. keep-alive and accepted connections', () => {
     expect(f.cause).toBe('killed-in-flight');
     expect(f.evidence.join('\n')).not.toMatch(/accept queue/);
     expect(f.evidence.join('\n')).toMatch(/accepted .*at 2026-04-12T13:20:01\.700300Z/);
+  });
+});
+
+describe('4b. accept queue order', () => {
+  it('without accept(2) events: a connection established later was answered first, so this one had left the FIFO accept queue', async () => {
+    const a = await analyze(scenario(tmp('fifo'), {
+      extra: (w) => {
+        segments(w, 46002, [[1.7, true, TCP.SYN], [1.7001, false, TCP.SYN | TCP.ACK], [1.7004, true, TCP.ACK | TCP.PSH, 80]]);
+        segments(w, 46003, [[1.75, true, TCP.SYN], [1.7501, false, TCP.SYN | TCP.ACK], [1.7502, true, TCP.ACK | TCP.PSH, 80], [1.76, false, TCP.ACK | TCP.PSH, 200],
+          [1.761, true, TCP.ACK | TCP.FIN], [1.762, false, TCP.ACK | TCP.FIN]]);
+        segments(w, 46002, [[2.0306, false, TCP.RST | TCP.ACK]]);
+        // one established after the app stopped accepting (nothing later was answered): a true accept-queue reset
+        segments(w, 46004, [[2.0, true, TCP.SYN], [2.0001, false, TCP.SYN | TCP.ACK], [2.0002, true, TCP.ACK | TCP.PSH, 80], [2.0307, false, TCP.RST | TCP.ACK]]);
+      },
+    }));
+    const f = a.failures.find((x) => x.client === `${CLIENT}:46002`)!;
+    expect(f.cause).toBe('killed-in-flight');
+    expect(f.evidence.join('\n')).toMatch(/accept queue: 10\.0\.0\.5:46003, whose handshake completed .* was answered at .*FIFO/);
+    const q = a.failures.find((x) => x.client === `${CLIENT}:46004`)!;
+    expect(q.cause).toBe('listener-closed');
+    expect(q.evidence.join('\n')).toMatch(/accept queue; the listener closed/);
   });
 });
 

@@ -31,6 +31,11 @@ export interface Candidate {
   probe: { remote: string; start: number; end: number | null } | null;
   /** the server answered an earlier request on this connection (so the app had accepted it): instant of that response */
   answeredAt?: number | null;
+  /**
+   * a connection to the same ip:port established after this one was answered before this one failed: the
+   * accept queue is FIFO, so the app had taken this one out of it (instant of that answer, and what)
+   */
+  dequeued?: { at: number; what: string } | null;
 }
 
 interface Conn {
@@ -44,6 +49,8 @@ const MAX_CANDIDATES = 200_000;
 
 export class FailureDetector {
   private conns = new Map<string, Conn>();
+  /** per server ip:port, the latest handshake among connections it answered, and when/whom it answered */
+  private served = new Map<string, { synAck: number; at: number; client: string }>();
   readonly byClient = new Map<string, Candidate[]>();
   count = 0;
   capped = 0;
@@ -75,6 +82,7 @@ export class FailureDetector {
     if (c.error) hit.error = hit.error ? hit.error : c.error;
     if (c.probe) hit.probe = c.probe;
     if (c.answeredAt != null) hit.answeredAt = c.answeredAt;
+    if (c.dequeued) hit.dequeued = c.dequeued;
     if (hit.evidence.length < 12 && !hit.evidence.includes(c.evidence)) hit.evidence.push(c.evidence);
   }
 
@@ -82,8 +90,16 @@ export class FailureDetector {
     this.add({
       ts, client: c.client, cport: c.cport, kind, via: 'packets', view: { server: c.server, sport: c.sport, ts, iface: c.iface },
       synTs: c.syn, establishedTs: c.synAck, icmp, error: what, probe: null, answeredAt: kind === 'reused-unanswered' ? c.lastServer ?? null : null,
+      dequeued: this.dequeuedProof(c),
       evidence: `${what}: ${joinAddr(c.client, c.cport)} -> ${joinAddr(c.server, c.sport)} at ${iso(ts)}${c.iface ? ` on ${c.iface}` : ''} (SYN at ${iso(c.syn)}${c.synAck !== null ? `, handshake done ${iso(c.synAck)}` : ''})`,
     });
+  }
+
+  private dequeuedProof(c: Conn): Candidate['dequeued'] {
+    if (c.synAck === null) return null;
+    const s = this.served.get(`${c.server}|${c.sport}`);
+    if (!s || s.synAck <= c.synAck) return null;
+    return { at: s.at, what: `${s.client}, whose handshake completed at ${iso(s.synAck)} (after this one's), was answered at ${iso(s.at)}` };
   }
 
   /** Feed one packet (in capture order). */
@@ -133,6 +149,11 @@ export class FailureDetector {
       if ((p.payload_len ?? 0) > 0) {
         if (!(s2c.lastServer !== undefined && (s2c.lastClient ?? 0) < s2c.lastServer)) s2c.responses = (s2c.responses ?? 0) + 1;
         s2c.serverData = true; s2c.lastServer = ts;
+        if (s2c.synAck !== null) {
+          const k = `${s2c.server}|${s2c.sport}`;
+          const cur = this.served.get(k);
+          if (!cur || s2c.synAck > cur.synAck) this.served.set(k, { synAck: s2c.synAck, at: ts, client: joinAddr(s2c.client, s2c.cport) });
+        }
       }
       if ((f & TCP.FIN) && !s2c.serverData) {
         this.conns.delete(rev);
@@ -426,13 +447,10 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   const closedByExit = closed !== null && exited !== null && closed >= exited - 5e6;
   // the app had taken this connection: accept(2) of this peer, or it answered an earlier request on it
   const acc = (ctx.facts.accepts ?? []).find((a) => a.peer === c.client && a.peerPort === c.cport && a.ts <= t && (est === null || a.ts >= est - 1e6) && belongs(ctx.id, pod, a.pid, null));
-  const acceptedAt = acc?.ts ?? c.answeredAt ?? null;
+  const acceptedAt = acc?.ts ?? c.answeredAt ?? c.dequeued?.at ?? null;
   const shutdown = Math.min(closed ?? Infinity, exited ?? Infinity);
-  if (est !== null && acceptedAt !== null && est < shutdown && t >= shutdown - 5e6) {
-    const how = acc ? `accepted it at ${iso(acc.ts)} (accept(2) [${acc.source}])` : `had answered a request on it at ${iso(acceptedAt)}: a request on a reused connection`;
-    return { cause: 'killed-in-flight', why: [`cause killed-in-flight: ${label} ${how}, so it was not queued behind a closed listener; the connection was reset ${ms(t - shutdown)} ms after the process began shutting down (${closed !== null ? `listener closed ${iso(closed)}` : ''}${closed !== null && exited !== null ? ', ' : ''}${exited !== null ? `exited ${iso(exited)}${seq?.exitSignal ? ` (${seq.exitSignal})` : ''}` : ''})`] };
-  }
-  if (est !== null && closed !== null && !closedByExit && est < closed && t >= closed - 5e6) {
+  // a connection the app had taken is not an accept-queue reset
+  if (est !== null && acceptedAt === null && closed !== null && !closedByExit && est < closed && t >= closed - 5e6) {
     const dClose = Math.abs(t - closed);
     const dExit = exited !== null ? Math.abs(t - exited) : Infinity;
     if (dClose <= dExit || exited === null) {
@@ -441,6 +459,12 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   }
   if (est !== null && exited !== null && est < exited && t >= exited - 5e6) {
     return { cause: 'killed-in-flight', why: [`cause killed-in-flight: connection open since ${iso(est)} when ${label}'s process exited at ${iso(exited)}${seq?.exitSignal ? ` (${seq.exitSignal})` : ''}; failure ${ms(t - exited)} ms after`] };
+  }
+  if (est !== null && acceptedAt !== null && est < shutdown && t >= shutdown - 5e6) {
+    const how = acc ? `accepted it at ${iso(acc.ts)} (accept(2) [${acc.source}])`
+      : c.answeredAt != null ? `had answered a request on it at ${iso(acceptedAt)}: a request on a reused connection`
+      : `had taken it out of the accept queue: ${c.dequeued!.what}, and the queue is FIFO`;
+    return { cause: 'killed-in-flight', why: [`cause killed-in-flight: ${label} ${how}, so it was not queued behind a closed listener; the connection was reset ${ms(t - shutdown)} ms after the process began shutting down (${closed !== null ? `listener closed ${iso(closed)}` : ''}${closed !== null && exited !== null ? ', ' : ''}${exited !== null ? `exited ${iso(exited)}${seq?.exitSignal ? ` (${seq.exitSignal})` : ''}` : ''})`] };
   }
   if (closed !== null && t >= closed - 5e6) {
     const rule = seq?.ruleRemoved ?? null;
