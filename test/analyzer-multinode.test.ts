@@ -128,6 +128,15 @@ describe('3. two Services selecting the same pods', () => {
     expect(a.recommendation.why).toMatch(/propagation from deletion to rule removal was 1200 ms/);
     expect(a.recommendation.preStopSeconds).toBe(2);
   });
+
+  it('a service still routing to the pod when the recording ended leaves the rule removal unknown, said so', async () => {
+    const r2 = { service: 'default/web-admin:http', vip: '10.96.0.11:80', endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, mode: 'nftables' as const, clock: 'receipt' as const };
+    const a = await analyze(scenario(tmp('two-svc-open'), { extra: (w) => w.event(ev('endpoint-rule-added', at(0.02), 'nftables', `${OLD.ip}:8080`, r2)) }));
+    const p = oldPod(a);
+    expect(p.ruleRemovedAt).toBeNull();
+    expect(p.exposureMs).toBeNull();
+    expect(p.evidence.join('\n')).toMatch(/default\/web-admin:http on node1 still routed to it when the recording ended[^]*verdict unknown: a service still routed to it/);
+  });
 });
 
 /** client → old pod: one segment per [seconds, from client?, flags, payload] */

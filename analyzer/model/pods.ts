@@ -164,7 +164,8 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
       ev.push(`ignored SIGTERM: the process neither exited nor closed its listener in the ${ms(sigkill - sigterm)} ms between SIGTERM (${iso(sigterm)}) and SIGKILL (${iso(sigkill)})${graceS !== null ? `, the end of its ${graceS}s grace period` : ''}: the app ignores SIGTERM or drains longer than the grace period; connections open at the SIGKILL were cut`);
       verdict = 'ignored-sigterm';
     }
-    if (ruleRes.at === null) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
+    if (ruleRes.at === null && ruleRes.open) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: a service still routed to it when the recording ended, so the instant it stopped being routed is not in the bundle`);
+    else if (ruleRes.at === null) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
     if (verdict === 'unknown' && listenerClosed !== null && ruleRes.at === null) {
       // the rule outlived the recording: still exposed at the end if the listener closed
     }
@@ -203,7 +204,8 @@ function pickSignal(sigs: SignalEv[], ev: string[]): number | null {
  * unreachable once every node recorded has stopped (the latest of them, whatever order bundles were
  * merged in). A service or node that still routed to it when the recording ended leaves it null.
  */
-function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart: number | null, nodeName: string | null, ev: string[]): { at: number | null; byNode: Map<string, number | null> } {
+function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart: number | null, nodeName: string | null, ev: string[]): { at: number | null; byNode: Map<string, number | null>; open: boolean } {
+  let stillOpen = false;
   const byNode = new Map<string, number | null>();
   const mine = rules.filter((r) => ips.includes(r.ip) && (ports.length === 0 || r.port === null || ports.includes(r.port)));
   const nodes = [...new Set(mine.map((r) => r.node ?? nodeName ?? ''))].sort();
@@ -225,12 +227,15 @@ function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart:
         const later = valid.filter((r) => r !== first);
         if (later.length) ev.push(`${later.length} later removal(s) of the same endpoint of the same service (stale chains) ignored: ${later.slice(0, 3).map((r) => `${r.service} ${iso(r.ts)}`).join('; ')}`);
       }
-      stops.push({ key, first, held: lower > -Infinity });
+      // held at termination: added before it and not removed since (a service dropped long before does not hold it)
+      const held = lower > -Infinity && !list.some((r) => !r.added && r.ts > lower && termStart !== null && r.ts <= termStart);
+      stops.push({ key, first, held });
     }
     const open = stops.filter((x) => !x.first && x.held);
     const done = stops.filter((x) => x.first).map((x) => x.first!);
     if (!done.length || open.length) {
       byNode.set(node, null);
+      if (open.length) stillOpen = true;
       for (const o of open) ev.push(`${groups.get(o.key)![0]!.service}${node ? ` on ${node}` : ''} still routed to it when the recording ended`);
       continue;
     }
@@ -243,7 +248,7 @@ function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart:
   const vals = [...byNode.values()];
   const at = vals.length && vals.every((x) => x !== null) ? Math.max(...(vals as number[])) : null;
   if (byNode.size > 1 && at !== null) ev.push(`every node recorded (${[...byNode.keys()].join(', ')}) stopped routing to it by ${iso(at)}, the last one ${[...byNode].find(([, v]) => v === at)![0]}`);
-  return { at, byNode };
+  return { at, byNode, open: stillOpen };
 }
 
 /**
