@@ -49,6 +49,7 @@ describe('1. remote clients: connections DNATed on another node', () => {
         expect(f.evidence.join('\n')).not.toMatch(/while this node still routed/);
         expect(f.evidence.join('\n')).toMatch(/already DNATed on another node .*remote node unknown/);
         expect(f.node).toBeNull();
+        expect(f.service).toBeNull(); // its pre-DNAT destination was on the other node
       }
       const p = oldPod(a);
       expect(p.evidence.join('\n')).toMatch(/3 connection\(s\) routed by other node\(s\).*last refused .*1016\.7 ms after the listener closed.*other nodes' rules are not in this bundle/);

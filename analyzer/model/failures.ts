@@ -357,7 +357,8 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
     const ct = ctx.conntrack(c.client, c.cport, c.ts);
     if (ct) {
       if (ct.reply_src && ct.reply_src !== ct.orig_dst) ctNode = ct.node;
-      if (ct.orig_dst && !service) service = joinAddr(ct.orig_dst, ct.orig_dport);
+      // the pre-DNAT destination only when this row is the DNAT (straight to a pod IP, the service was chosen elsewhere or never)
+      if (ct.orig_dst && !service && ct.reply_src !== ct.orig_dst) service = joinAddr(ct.orig_dst, ct.orig_dport);
       if (ct.reply_src && ct.reply_src !== ct.orig_dst) {
         if (backend.ip === null || backend.ip === ct.orig_dst) backend = { ip: ct.reply_src, port: ct.reply_sport };
         ev.push(`conntrack: ${joinAddr(c.client, c.cport)} -> ${joinAddr(ct.orig_dst, ct.orig_dport)} DNAT to ${joinAddr(ct.reply_src, ct.reply_sport)} (${iso(ct.ts)}${ct.state ? `, ${ct.state}` : ''})`);
