@@ -271,7 +271,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
         scenario: sc.name, seed: cfg.seed, node: NODE_NAME, mode: sc.mode,
         service: { namespace: 'default', name: 'web', vip: VIP, port: SERVICE_PORT, nodePort: sc.nodePort, externalTrafficPolicy: sc.externalTrafficPolicy },
         startNs, endNs, recorder, kubelet: kubelet?.events ?? [], syncs: proxy?.syncs ?? [], slices, conntrack: { events: ct, skipped: ctSkipped, enobufs: ctEnobufs },
-        clientResults, backendPort: BACKEND_PORT,
+        clientResults, backendPort: BACKEND_PORT, ...(proxy2 ? { node2: { node: NODE2_NAME, syncs: proxy2.syncs } } : {}),
       });
       writeFileSync(cfg.truth, JSON.stringify(truth, null, 2) + '\n');
       if (process.env.ROLLTRACE_LAB_DEBUG) writeFileSync(cfg.truth + '.ct.json', JSON.stringify(ct));

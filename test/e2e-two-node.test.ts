@@ -74,7 +74,16 @@ describe('two nodes: remote clients, both nodes recorded and merged', () => {
       const last = ns.map((n) => n.ruleRemovedAt!).sort().at(-1);
       expect(p.ruleRemovedAt).toBe(last);
       const t = truth.pods.find((q) => q.name === p.name)!;
-      expect(Date.parse(ns[0]!.ruleRemovedAt!) * 1e6).toBeGreaterThanOrEqual(t.ruleRemoved!.syncStartNs - 1e6);
+      // each node's removal, as recorded (nft monitor, receipt-stamped), falls at or after that node's own sync in the truth
+      const atNs = (iso: string) => Date.parse(iso) * 1e6 + Number(iso.slice(23, 26)) * 1e3;
+      const t2 = truth.node2!.ruleRemoved[t.uid]!;
+      expect(atNs(ns[0]!.ruleRemovedAt!)).toBeGreaterThanOrEqual(t.ruleRemoved!.syncStartNs);
+      expect(atNs(ns[0]!.ruleRemovedAt!) - t.ruleRemoved!.syncEndNs).toBeLessThan(200e6);
+      // node 2's instants are shifted by the merge's clock offset estimate (watch delivery differences: ms)
+      expect(atNs(ns[1]!.ruleRemovedAt!)).toBeGreaterThanOrEqual(t2.syncStartNs - 20e6);
+      expect(atNs(ns[1]!.ruleRemovedAt!) - t2.syncEndNs).toBeLessThan(200e6);
+      // and the exposure there: node 2's removal minus the listener close, against the truth's
+      expect(Math.abs(ns[1]!.exposureMs! - (t2.syncEndNs - t.listenerClosedNs!) / 1e6)).toBeLessThan(200);
       expect(p.verdict).toBe('listener-closed-before-rule-removed');
     }
 
