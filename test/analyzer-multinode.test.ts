@@ -24,7 +24,6 @@ async function analyze(path: string): Promise<Analysis> {
   try { return JSON.parse(JSON.stringify(await analyzeBundle(r))) as Analysis; } finally { r.close(); }
 }
 const oldPod = (a: Analysis): AnalysisPod => a.pods.find((p) => p.name === OLD.name)!;
-const msBetween = (a: string | null, b: string | null) => (Date.parse(a!) - Date.parse(b!)) + (Number(a!.slice(23, 26)) - Number(b!.slice(23, 26))) / 1000;
 
 /** a pod on node2 */
 const REMOTE = '10.42.1.7';
@@ -227,6 +226,7 @@ async function node2Bundle(from: string, path: string): Promise<string> {
     w.setMeta('started_ns', String(at(0)));
     w.setMeta('node', 'node2');
     w.setMeta('hostname', 'node2');
+    w.setMeta('node_addrs', { node2: ['192.168.78.2', '10.42.1.1'] });
     for (const [n, c] of [['packets', 'kernel'], ['nftables', 'receipt'], ['conntrack', 'kernel'], ['kube', 'receipt']] as const) w.setSource(n, { status: 'ok', clock: c });
     for (const o of r.k8sObjects()) w.k8sObject({ ...o, ts_ns: o.ts_ns });
     const rule = { service: 'default/web:http', vip: `${VIP}:80`, endpoint: `${OLD.ip}:8080`, ip: OLD.ip, port: 8080, chain: 'endpoint-ABCD1234-default/web/tcp/http__10.42.0.97/8080', mode: 'nftables' as const, clock: 'receipt' as const };
@@ -262,6 +262,18 @@ describe('6. merge order', () => {
     for (const f of remote) { expect(f.node).toBe('node2'); expect(f.cause).toBe('listener-closed'); expect(f.evidence.join('\n')).toMatch(/DNATed on node2/); }
     expect(p.nodes!.find((n) => n.node === 'node2')!.failedConnections).toBe(3);
     expect(x.recommendation.why).toMatch(/1200 ms \(default\/web-7b685bbcdd-cktdt on node2/);
-    void msBetween;
+  });
+
+  it('a connection from another node\'s own address (masqueraded there) is that node\'s routing, not a kubelet probe', async () => {
+    const a = scenario(tmp('node1m'), { extra: (w) => { w.setMeta('node_addrs', { node1: [NODE1_ADDR] }); directRefused(w, 2.5, '192.168.78.2', 49000, true); directRefused(w, 2.6, NODE1_ADDR, 49001, true); } });
+    const b = await node2Bundle(a, tmp('node2m'));
+    const m = tmp('m'); await mergeBundles([b, a], m);
+    const x = await analyze(m);
+    const f = x.failures.find((g) => g.client === '192.168.78.2:49000')!;
+    expect(f.node).toBe('node2');
+    expect(f.cause).toBe('listener-closed');
+    expect(f.evidence.join('\n')).toMatch(/already DNATed on another node: from 192\.168\.78\.2, node2's own address/);
+    expect(x.failures.some((g) => g.client === `${NODE1_ADDR}:49001`)).toBe(false);
+    expect(x.ignored!.some((i) => i.why.startsWith(`${NODE1_ADDR}:49001`))).toBe(true);
   });
 });

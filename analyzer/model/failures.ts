@@ -321,12 +321,18 @@ function routedBy(c: Candidate, ctx: ResolveContext, service: string | null, bac
   }
   if (!backend.ip) return { node: here, remote: false, hostSource: false, rulesRecorded: true, why: null };
   const hostNode = (ctx.nodeAddrs ?? ctx.id.nodeAddrs()).get(c.client);
-  if (hostNode !== undefined) {
+  const seenOn = merged ? nodeOfIface(c.views.find((v) => v.server === backend.ip)?.iface, nodes) : here;
+  // the receiving node's own address: host traffic (the kubelet's probes); another recorded node's address:
+  // traffic that node sent or SNATed after its kube-proxy DNATed it
+  if (hostNode !== undefined && (!merged || hostNode === null || seenOn === null || hostNode === seenOn)) {
     return { node: hostNode ?? here, remote: false, hostSource: true, rulesRecorded: true, why: `from ${c.client}, the node's own address${hostNode ? ` (${hostNode})` : ''}: host traffic straight to the pod, not routed by a service` };
+  }
+  if (hostNode) {
+    return { node: hostNode, remote: true, hostSource: false, rulesRecorded: nodes.includes(hostNode),
+      why: `already DNATed on another node: from ${c.client}, ${hostNode}'s own address (its kube-proxy DNATs and masquerades what it forwards), not ${seenOn}'s; a failure of ${hostNode}'s routing, attributed to the pod here` };
   }
   const clientPod = ctx.id.podAt(c.client, c.ts);
   const clientNode = clientPod?.pod.node ?? null;
-  const seenOn = merged ? nodeOfIface(c.views.find((v) => v.server === backend.ip)?.iface, nodes) : here;
   if (clientNode && clientNode === seenOn) return { node: clientNode, remote: false, hostSource: false, rulesRecorded: true, why: null };
   const recorded = clientNode !== null && nodes.includes(clientNode);
   return {
