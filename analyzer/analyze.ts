@@ -125,16 +125,20 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   for (const r of facts.noEp) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
   for (const c of candidates) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
   const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
-    'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1'), file) : null;
+    // a DNATed row first (merged bundles hold the DNATing node's row and the receiving node's one)
+    'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state, raw FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY (reply_src IS orig_dst), abs(ts_ns - ?) LIMIT 1'), file) : null;
+  const mergedNodes = (() => { const v = reader.metaJson<unknown>('nodes'); return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []; })();
   const ctx: ResolveContext = {
-    id, facts, seqs: seqByKey, vips,
+    id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [], nodeAddrs: nodeAddrsOf(reader, id),
     conntrack: (client, cport, t) => {
       if (!ctStmt) return null;
       try {
-        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null } | undefined;
+        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null; raw: string | null } | undefined;
         if (!r) return null;
-        if (r.orig_dst) vips.add(r.orig_dst);
-        return { ...r, ts: r.ts_ns };
+        if (r.orig_dst && r.reply_src !== r.orig_dst) vips.add(r.orig_dst);
+        // merge prefixes each node's conntrack line with [node]
+        const m = mergedNodes.length > 1 ? /^\[([^\]]+)\]/.exec(r.raw ?? '') : null;
+        return { ...r, ts: r.ts_ns, node: m ? m[1]! : null };
       } catch { return null; }
     },
   };
@@ -170,12 +174,19 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       f.evidence.push(`cut at the SIGKILL of ${s.pod.namespace ? `${s.pod.namespace}/` : ''}${s.pod.name} (${iso(s.sigkill)}), which ignored SIGTERM`);
     }
   }
+  for (const s of seqs) warnings.push(...s.inconsistencies);
+  const podNodes = perNode(seqs, failures, node);
+  const remoteUnrecorded = failures.filter((f) => f.routed?.remote && !f.routed.rulesRecorded).length;
+  if (remoteUnrecorded) warnings.push(`${remoteUnrecorded} failure(s) arrived already DNATed by other node(s) whose rules are not in this bundle: those nodes' rule removals are unknown (record every node and \`rolltrace merge\` the bundles)`);
   const hasRules = facts.rules.length > 0;
   if (!hasRules) warnings.push('no endpoint-rule events: this node\'s rule removals are unknown (nftables source missing or saw no change)');
   const latency = stage('programming latency', warnings, [], () => programmingLatency(facts, node, hasRules), file);
   const workload = stage('recorded workload (Deployment, Services, PDBs, server version)', warnings, null as Workload | null, () => loadWorkload(reader), file);
   const nodesSeen = [...new Set([...(node ? [node] : []), ...facts.rules.map((r) => r.node).filter((x): x is string => !!x)])];
-  const addLat = latency.filter((l) => l.change === 'added' && l.latencyMs !== null).map((l) => l.latencyMs!);
+  // a rule change received before the slice change it follows: the kube receipt came late (impossible order)
+  const negLat = latency.filter((l) => l.latencyMs !== null && l.latencyMs < 0);
+  if (negLat.length) warnings.push(`${negLat.length} programming latency measurement(s) negative (the rule change was received up to ${Math.max(...negLat.map((l) => -l.latencyMs!))} ms before the EndpointSlice change it follows): the kube source's receipt stamps are late; not used for the recommendation`);
+  const addLat = latency.filter((l) => l.change === 'added' && l.latencyMs !== null && l.latencyMs >= 0).map((l) => l.latencyMs!);
   const rec = recommend({ seqs, failures, workload, nodes: nodesSeen, slowestAddMs: addLat.length ? Math.max(...addLat) : null, file });
   if (reader.badAttrs) warnings.push(`${reader.badAttrs} event row(s) have attrs that are not JSON (or nest deeper than 512 levels, or exceed 8 MiB): read as empty`);
   const pods: AnalysisPod[] = seqs.map((s) => {
@@ -191,16 +202,18 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     if (s.sigkill !== null) p.sigkillAt = iso(s.sigkill);
     if (s.routes.length) p.routes = s.routes.map((r) => ({ path: clean(r.path, 40), addr: clean(r.addr, 100), policy: clean(r.policy, 20), service: clean(r.service, 300), node: r.node ? clean(r.node, 100) : null, stoppedAt: iso(r.stoppedAt), fallback: r.fallback }));
     if (killedBy.has(s)) p.killedConnections = killedBy.get(s)!;
+    const pn = podNodes.get(s);
+    if (pn?.length) p.nodes = pn;
     if (s.ruleRemovedByNode.size > 1) p.ruleRemovedAtByNode = Object.fromEntries([...s.ruleRemovedByNode].map(([k, v]) => [clean(k, 100), iso(v)]));
     return p;
   });
-  const pathOf = failurePaths(facts);
+  const pathOf = failurePaths(facts, ctx.nodes!.length > 1);
   const fails: AnalysisFailure[] = failures.map((f) => ({ f, pa: pathOf(f) })).map(({ f, pa }) => ({
     at: iso(f.at) ?? '1970-01-01T00:00:00.000000Z',
     client: clean(f.client, 100), service: f.service ? clean(f.service, 100) : null,
     backend: { ip: f.backend.ip ? clean(f.backend.ip, 64) : null, port: Number.isInteger(f.backend.port) ? f.backend.port : null, pod: f.backend.pod ? clean(f.backend.pod, 300) : null },
     cause: f.cause, evidence: f.evidence.map((e) => clean(e, 600)), via: f.via.map((v) => clean(v, 40)), error: f.error ? clean(f.error, 300) : null,
-    ...pa,
+    ...pa, ...(f.routed ? { node: f.routed.node ? clean(f.routed.node, 100) : null } : {}),
   }));
   const nodes = nodesSeen.map((n) => clean(n, 100));
   const analysis: Analysis = {
@@ -220,11 +233,54 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   return { analysis, seqs, failures, identity: id, startNs };
 }
 
+/** Nodes' own addresses: the recorder's interface addresses per node (meta node_addrs), and pods' status.hostIP. */
+function nodeAddrsOf(reader: BundleReader, id: Identity): Map<string, string | null> {
+  const m = id.nodeAddrs();
+  const meta = reader.metaJson<unknown>(META_KEYS.nodeAddrs);
+  if (meta && typeof meta === 'object' && !Array.isArray(meta)) {
+    for (const [n, list] of Object.entries(meta as Record<string, unknown>)) {
+      if (Array.isArray(list)) for (const a of list) if (typeof a === 'string' && !m.has(a)) m.set(a, n);
+    }
+  }
+  return m;
+}
+
+/**
+ * Per pod, per node that routed to it: each recorded node's rule removal and exposure, and for connections
+ * already DNATed on nodes whose rules are not in the bundle, a lower bound of the exposure there (the last
+ * one refused after the listener closed). Adds the remote part to the pod's evidence.
+ */
+function perNode(seqs: PodSequence[], failures: ResolvedFailure[], thisNode: string | null): Map<PodSequence, NonNullable<AnalysisPod['nodes']>> {
+  const out = new Map<PodSequence, NonNullable<AnalysisPod['nodes']>>();
+  const r3 = (ns: number) => Math.round(ns / 1e3) / 1e3;
+  for (const s of seqs) {
+    const mine = failures.filter((f) => f.backend.podKey === s.pod.key);
+    const lc = s.listenerClosed;
+    const list: NonNullable<AnalysisPod['nodes']> = [];
+    for (const [n, at] of [...s.ruleRemovedByNode].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const name = n || null;
+      list.push({ node: name ? clean(name, 100) : null, recorded: true, ruleRemovedAt: iso(at), exposureMs: at !== null && lc !== null ? r3(at - lc) : null, exposureAtLeastMs: null,
+        failedConnections: mine.filter((f) => !f.routed?.remote && (f.routed?.node ?? thisNode ?? '') === n).length });
+    }
+    const remote = new Map<string | null, ResolvedFailure[]>();
+    for (const f of mine) if (f.routed?.remote && !list.some((x) => x.recorded && x.node === f.routed!.node)) remote.set(f.routed.node, [...(remote.get(f.routed.node) ?? []), f]);
+    for (const [n, fs] of [...remote].sort((a, b) => (a[0] ?? '\uffff').localeCompare(b[0] ?? '\uffff'))) {
+      const refused = fs.filter((f) => f.cause === 'listener-closed' && lc !== null && f.at >= lc);
+      const last = refused.length ? refused.reduce((a, b) => (b.at > a.at ? b : a)) : null;
+      const atLeast = last && lc !== null ? r3(last.at - lc) : null;
+      list.push({ node: n ? clean(n, 100) : null, recorded: false, ruleRemovedAt: null, exposureMs: null, exposureAtLeastMs: atLeast, failedConnections: fs.length });
+      s.evidence.push(`${fs.length} connection(s) routed by other node(s) (${n ?? 'remote node unknown'}) failed here${last ? `; last refused ${iso(last.at)}, ${atLeast} ms after the listener closed${s.ruleRemoved !== null ? ` (${r3(last.at - s.ruleRemoved)} ms after ${thisNode ?? 'this node'} removed its rule)` : ''}` : ''}: other nodes' rules are not in this bundle, so the pod's exposure there is at least that long`);
+    }
+    if (list.length) out.set(s, list);
+  }
+  return out;
+}
+
 /**
  * Which path a failed connection took on this node, from the address it was sent to and the per-path rule
  * events (a NodePort path is `*:PORT`); a no-endpoint failure on a Local external path is the Local blackhole.
  */
-function failurePaths(facts: Facts): (f: ResolvedFailure) => { path?: AnalysisFailure['path'] } {
+function failurePaths(facts: Facts, merged: boolean): (f: ResolvedFailure) => { path?: AnalysisFailure['path'] } {
   const paths = new Map<string, { path: string; addr: string; policy: string }>();
   for (const r of facts.pathRules ?? []) paths.set(`${r.path}|${r.addr}`, { path: r.path, addr: r.addr, policy: r.policy });
   if (!paths.size) return () => ({});
@@ -237,7 +293,7 @@ function failurePaths(facts: Facts): (f: ResolvedFailure) => { path?: AnalysisFa
     const np = !exact && !clusterIps.has(sa.ip) ? list.find((p) => p.path === 'node-port' && p.addr === `*:${sa.port}`) : undefined;
     const hit = exact ?? np ?? null;
     if (!hit) return { path: null };
-    f.evidence.push(`took the ${hit.path} path ${hit.addr} (${hit.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${hit.policy}`}) on this node`);
+    f.evidence.push(`took the ${hit.path} path ${hit.addr} (${hit.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${hit.policy}`}) on ${merged && f.routed?.node ? f.routed.node : 'this node'}`);
     if (f.cause === 'no-endpoint' && hit.policy === 'Local' && hit.path !== 'cluster-ip') {
       const drop = facts.noEp.find((r) => r.added && r.action === 'drop' && r.ts <= f.at + 50e6 && (r.node_port === sa.port || r.vip === f.service));
       if (drop) f.evidence.push(`the Local blackhole: this node drops traffic to ${hit.addr} (no local endpoint left, rule received ${iso(drop.ts)}) while the cluster IP path still had endpoints elsewhere`);

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../schemas/errors.js';
-import { createNode } from './node/netns.js';
+import { createNode, createSecondNode } from './node/netns.js';
 import { cleanupLab, LabState, sweepAll } from './state.js';
 import { getScenario, SCENARIOS } from './scenarios/index.js';
 import { onPath } from './sys.js';
@@ -82,9 +82,10 @@ export async function labSession(opts: LabRunOptions & { mode: 'run' | 'up'; onL
   process.on('SIGTERM', onSig);
   try {
     const node = createNode(prefix, sc.client, (_k, name) => state.netns(name));
+    const node2 = sc.secondNode ? createSecondNode(node, (_k, name) => state.netns(name)) : null;
     const cfg: RunConfig = {
       prefix, scenario: sc.name, seed: opts.seed ?? 1, out: opts.out ? resolve(opts.out) : null, truth: opts.truth ? resolve(opts.truth) : null,
-      repoRoot, codeRoot, workDir, node, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS, patch,
+      repoRoot, codeRoot, workDir, node, node2, mode: opts.mode, noRecorder: opts.noRecorder, recorderTimeoutS: opts.recorderTimeoutS, patch,
     };
     const cfgPath = join(workDir, 'config.json');
     writeFileSync(cfgPath, JSON.stringify(cfg));

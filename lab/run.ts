@@ -19,8 +19,9 @@ import type { ConntrackRow } from '../schemas/rows.js';
 import { LabState } from './state.js';
 import { nowNs, sleep } from './sys.js';
 import { buildTruth, type ClientResult, type SliceChange } from './truth.js';
-import { BACKEND_PORT, getScenario, NODE_NAME, SERVICE_PORT, VIP, type Scenario } from './scenarios/index.js';
-import type { NodeNet } from './node/netns.js';
+import { BACKEND_PORT, getScenario, NODE2_NAME, node2Out, NODE_NAME, SERVICE_PORT, VIP, type Scenario } from './scenarios/index.js';
+import type { Node2Net, NodeNet } from './node/netns.js';
+import { writeKubeconfig } from './kubeconfig.js';
 
 export interface RunConfig {
   prefix: string;
@@ -33,6 +34,8 @@ export interface RunConfig {
   codeRoot: string;
   workDir: string;
   node: NodeNet;
+  /** the second node, for scenarios with one (remote clients) */
+  node2?: Node2Net | null;
   /** 'run': record and exit; 'up': stay up until SIGTERM */
   mode: 'run' | 'up';
   /** seconds to wait for the recorder before stopping it */
@@ -72,7 +75,8 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     return c;
   };
 
-  let cp: ControlPlane | null = null, kubelet: Kubelet | null = null, proxy: KubeProxy | null = null;
+  let cp: ControlPlane | null = null, kubelet: Kubelet | null = null, proxy: KubeProxy | null = null, proxy2: KubeProxy | null = null;
+  const node2 = sc.secondNode && cfg.node2 ? cfg.node2 : null;
   const slices: SliceChange[] = [];
   const ct: ConntrackRow[] = [];
   let ctSkipped = 0, ctEnobufs = 0;
@@ -81,7 +85,8 @@ export async function labMain(cfg: RunConfig): Promise<number> {
   let code = 0;
   try {
     const kubeconfigPath = join(cfg.workDir, 'kubeconfig');
-    cp = await startControlPlane({ host: '127.0.0.1', port: 6443, nodeName: NODE_NAME, kubeconfigPath, namespace: 'default',
+    // with a second node the API server is reached from there too (over the link, inside the lab only)
+    cp = await startControlPlane({ host: node2 ? '0.0.0.0' : '127.0.0.1', port: 6443, nodeName: NODE_NAME, kubeconfigPath, namespace: 'default',
       endpointDelayMs: sc.endpointDelayMs, nodeIP: cfg.node.nodeEth0Ip ?? cfg.node.bridgeIp, serviceCIDR: cfg.node.serviceCIDR });
     cp.store.subscribe((c: Change) => {
       if (c.resource !== 'endpointslices') return;
@@ -107,6 +112,15 @@ export async function labMain(cfg: RunConfig): Promise<number> {
     proxy = new KubeProxy({ client, nodeName: NODE_NAME, mode: sc.mode, podCIDR: cfg.node.podCIDR, serviceCIDR: cfg.node.serviceCIDR,
       nodePortIPs: [cfg.node.nodeEth0Ip ?? cfg.node.bridgeIp], syncDelayMs: sc.syncDelayMs, minSyncPeriodMs: sc.minSyncPeriodMs });
     await proxy.start();
+    const kubeconfig2 = join(cfg.workDir, 'kubeconfig-node2');
+    if (node2) {
+      writeKubeconfig(kubeconfigPath, 'http://127.0.0.1:6443', { namespace: 'default' });
+      writeKubeconfig(kubeconfig2, `http://${node2.node1LinkIp}:6443`, { namespace: 'default' });
+      // node 2's kube-proxy: its own rules in its own netns, on its own (slower) schedule
+      proxy2 = new KubeProxy({ client, nodeName: NODE2_NAME, mode: sc.mode, netns: node2.nodeNs, podCIDR: cfg.node.podCIDR, serviceCIDR: cfg.node.serviceCIDR,
+        nodePortIPs: [node2.node2LinkIp], syncDelayMs: sc.secondNode!.syncDelayMs, minSyncPeriodMs: sc.minSyncPeriodMs });
+      await proxy2.start();
+    }
     await client.mustOk('POST', '/api/v1/namespaces/default/services', makeService({ name: 'web', clusterIP: VIP, port: SERVICE_PORT, targetPort: BACKEND_PORT,
       selector: { app: 'web' }, type: sc.serviceType, ...(sc.nodePort ? { nodePort: sc.nodePort } : {}), externalTrafficPolicy: sc.externalTrafficPolicy }));
     await client.mustOk('POST', '/apis/apps/v1/namespaces/default/deployments', makeDeployment({ name: 'web', replicas: sc.replicas, labels: { app: 'web' },
@@ -122,7 +136,8 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       // and every backend listens (without a readiness probe Ready comes before that)
       const started = new Set(kubelet.events.filter((e) => e.what === 'container-started').map((e) => e.uid));
       const listening = new Set(kubelet.events.filter((e) => e.what === 'backend:listening').map((e) => e.uid));
-      if (d.status < 300 && rolloutComplete(d.json) && routed >= sc.replicas && [...started].every((u) => listening.has(u))) break;
+      const routed2 = proxy2 ? proxy2.routedNow().length : sc.replicas;
+      if (d.status < 300 && rolloutComplete(d.json) && routed >= sc.replicas && routed2 >= sc.replicas && [...started].every((u) => listening.has(u))) break;
       if (Date.now() - t0 > 30000) throw new Error('lab: deployment did not become ready in 30 s');
       await sleep(100);
     }
@@ -163,17 +178,39 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       clients.push(c);
     };
     if (sc.client && cfg.node.clientNs) startTraffic(cfg.node.clientNs, `http://${cfg.node.nodeEth0Ip}:${sc.nodePort}/`, true);
+    // the remote client: a pod on node 2 sending to the VIP; node 2's rules DNAT it to node 1's pods
+    if (node2) startTraffic(node2.clientNs, probeUrl, true, sc.secondNode!.intervalMs);
     if (!haveRecorder) startTraffic(null, probeUrl, false);
     if (sc.slowTraffic) startTraffic(null, `http://${VIP}:${SERVICE_PORT}${sc.slowTraffic.path}`, false, sc.slowTraffic.intervalMs, sc.slowTraffic.timeoutMs);
     if (clients.length) await sleep(1000);
 
     const timeoutS = cfg.recorderTimeoutS ?? 90;
+    // node 2's recorder, in node 2's netns, started first: it waits for the rollout node 1's recorder starts
+    let rec2: { exit: Promise<number | null>; kill: (s: NodeJS.Signals) => void } | null = null;
+    if (haveRecorder && node2) {
+      const out2 = node2Out(cfg.out ?? join(cfg.workDir, 'lab.rtb'));
+      const cmd2 = ['netns', 'exec', node2.nodeNs, 'node', 'bin/rolltrace.mjs', 'record', '--out', out2, '--kubeconfig', kubeconfig2, '--namespace', 'default',
+        '--deployment', 'web', '--until-rollout-complete', '--iface', 'cni0', '--iface', 'n1link', '--no-strace', '--no-ebpf', '--settle', '3'];
+      say('recorder', { node: NODE2_NAME, cmd: ['ip', ...cmd2].join(' ') });
+      const log2Path = join(cfg.workDir, 'recorder-node2.log');
+      const log2 = openSync(log2Path, 'w');
+      const r2 = spawn('ip', cmd2, { cwd: cfg.repoRoot, stdio: ['ignore', log2, log2], env: { ...process.env, NODE_NAME: NODE2_NAME } });
+      closeSync(log2);
+      if (r2.pid) state.pid(r2.pid);
+      const exit = new Promise<number | null>((r) => { r2.on('exit', (c, sg) => r(c ?? (sg ? 128 : null))); r2.on('error', () => r(null)); });
+      rec2 = { exit, kill: (sg) => { try { r2.kill(sg); } catch { /* gone */ } } };
+      const tr = Date.now();
+      while (!/^recording/m.test(existsSync(log2Path) ? readFileSync(log2Path, 'utf8') : '') && Date.now() - tr < 20000) {
+        if (await Promise.race([exit.then(() => true), sleep(100).then(() => false)])) break;
+      }
+      await sleep(500);
+    }
     if (haveRecorder) {
       say('recorder', { cmd: recordCmd.join(' ') });
       // a file, not a pipe: node's pipes are sockets and tools under the recorder may open /dev/stdout
       const recLogPath = join(cfg.workDir, 'recorder.log');
       const recLog = openSync(recLogPath, 'w');
-      const rec = spawn('node', recordCmd, { cwd: cfg.repoRoot, stdio: ['ignore', recLog, recLog] });
+      const rec = spawn('node', recordCmd, { cwd: cfg.repoRoot, stdio: ['ignore', recLog, recLog], ...(node2 ? { env: { ...process.env, NODE_NAME } } : {}) });
       closeSync(recLog);
       const echo = () => { try { process.stderr.write(readFileSync(recLogPath, 'utf8')); } catch { /* none */ } };
       rec.on('exit', echo);
@@ -192,6 +229,12 @@ export async function labMain(cfg: RunConfig): Promise<number> {
       } else { recorder.exitCode = res; recorder.reason = res === 0 ? null : `exit ${res}`; }
     } else {
       recorder.reason = 'recorder/record.ts not present: the lab restarted the Deployment and sent the traffic itself';
+    }
+    if (rec2) {
+      const r2 = await Promise.race([rec2.exit, sleep(20000).then(() => 'timeout' as const)]);
+      if (r2 === 'timeout') { rec2.kill('SIGINT'); await Promise.race([rec2.exit, sleep(10000)]); rec2.kill('SIGKILL'); }
+      say('recorder-done', { node: NODE2_NAME, exitCode: r2 === 'timeout' ? null : r2 });
+      try { process.stderr.write(readFileSync(join(cfg.workDir, 'recorder-node2.log'), 'utf8')); } catch { /* none */ }
     }
     // without a recorder (or if it failed before restarting), restart like `kubectl rollout restart`
     const dep = await client.mustOk('GET', '/apis/apps/v1/namespaces/default/deployments/web');
@@ -220,6 +263,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
   } finally {
     const endNs = nowNs();
     await proxy?.stop().catch(() => undefined);
+    await proxy2?.stop().catch(() => undefined);
     await kubelet?.stop().catch(() => undefined);
     await sleep(200);
     for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
@@ -229,7 +273,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
         scenario: sc.name, seed: cfg.seed, node: NODE_NAME, mode: sc.mode,
         service: { namespace: 'default', name: 'web', vip: VIP, port: SERVICE_PORT, nodePort: sc.nodePort, externalTrafficPolicy: sc.externalTrafficPolicy },
         startNs, endNs, recorder, kubelet: kubelet?.events ?? [], syncs: proxy?.syncs ?? [], slices, conntrack: { events: ct, skipped: ctSkipped, enobufs: ctEnobufs },
-        clientResults, backendPort: BACKEND_PORT,
+        clientResults, backendPort: BACKEND_PORT, ...(proxy2 ? { node2: { node: NODE2_NAME, syncs: proxy2.syncs } } : {}),
       });
       writeFileSync(cfg.truth, JSON.stringify(truth, null, 2) + '\n');
       if (process.env.ROLLTRACE_LAB_DEBUG) writeFileSync(cfg.truth + '.ct.json', JSON.stringify(ct));

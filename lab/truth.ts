@@ -69,6 +69,8 @@ export interface Truth {
   /** every pod the run started, terminated or not */
   allPods: Array<{ namespace: string; name: string; uid: string; ip: string; startedNs: number; listeningNs: number | null; readyNs: number | null }>;
   syncs: SyncRecord[];
+  /** two-node scenarios: the second node's kube-proxy syncs, and per terminated pod (by uid) the sync that stopped routing to it there */
+  node2?: { node: string; syncs: SyncRecord[]; ruleRemoved: Record<string, { syncStartNs: number; syncEndNs: number; seq: number } | null> };
   failures: TruthFailure[];
   /** enobufs: conntrack's "We have hit ENOBUFS" warnings (the kernel dropped events the lab never saw) */
   conntrack: { events: number; skipped: number; enobufs: number };
@@ -89,6 +91,12 @@ export interface TruthInput {
   conntrack: { events: ConntrackRow[]; skipped: number; enobufs: number };
   clientResults?: ClientResult[];
   backendPort: number;
+  node2?: { node: string; syncs: SyncRecord[] };
+}
+
+/** The kube-proxy sync that stopped routing to an endpoint after its pod's deletion. */
+function removalSync(syncs: SyncRecord[], ep: string, deletion: number): SyncRecord | undefined {
+  return syncs.find((s) => !s.error && s.removed.some((r) => r.endsWith(`|${ep}`)) && s.startNs >= deletion - 1e9);
 }
 
 export function buildTruth(i: TruthInput): Truth {
@@ -99,6 +107,7 @@ export function buildTruth(i: TruthInput): Truth {
   const allPods: Truth['allPods'] = [];
   const pods: TruthPod[] = [];
   const ipToPod = new Map<string, string>();
+  const node2Removed: Record<string, { syncStartNs: number; syncEndNs: number; seq: number } | null> = {};
   for (const [uid, evs] of byPod) {
     const started = evs.find((e) => e.what === 'container-started');
     if (!started || !started.ip) continue;
@@ -116,7 +125,8 @@ export function buildTruth(i: TruthInput): Truth {
       if (e) { present = true; if (terminatingNs == null && (e.terminating || !e.ready) && s.ts_ns >= deletion - 5e9) terminatingNs = s.ts_ns; }
       else if (present && removedNs == null && s.ts_ns >= deletion) removedNs = s.ts_ns;
     }
-    const sync = i.syncs.find((s) => !s.error && s.removed.some((r) => r.endsWith(`|${ep}`)) && s.startNs >= deletion - 1e9);
+    const sync = removalSync(i.syncs, ep, deletion);
+    if (i.node2) { const s2 = removalSync(i.node2.syncs, ep, deletion); node2Removed[uid] = s2 ? { syncStartNs: s2.startNs, syncEndNs: s2.endNs, seq: s2.seq } : null; }
     pods.push({
       namespace, name, uid, ip, port: i.backendPort,
       sigtermNs: first(evs, 'sigterm-sent'), sigtermReceivedNs: first(evs, 'backend:sigterm'),
@@ -151,7 +161,8 @@ export function buildTruth(i: TruthInput): Truth {
   failures.sort((a, b) => a.atNs - b.atNs);
   return {
     schema: 'rolltrace.lab-truth/v1', scenario: i.scenario, seed: i.seed, node: i.node, mode: i.mode, service: svc,
-    startNs: i.startNs, endNs: i.endNs, recorder: i.recorder, pods, allPods, syncs: i.syncs, failures,
+    startNs: i.startNs, endNs: i.endNs, recorder: i.recorder, pods, allPods, syncs: i.syncs,
+    ...(i.node2 ? { node2: { node: i.node2.node, syncs: i.node2.syncs, ruleRemoved: node2Removed } } : {}), failures,
     conntrack: { events: i.conntrack.events.length, skipped: i.conntrack.skipped, enobufs: i.conntrack.enobufs },
   };
 }

@@ -9,7 +9,8 @@
 import { nowNs } from './clock.js';
 import { parseProbeUrl } from './sources/probe/probe.js';
 import { existsSync, statSync } from 'node:fs';
-import { hostname, release } from 'node:os';
+import { hostname, networkInterfaces, release } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { BundleWriter } from './bundle-writer.js';
 import { formatPlan, planSources, privilegeProblem, disabledReason, RECORD_SOURCES, type PlannedSource, type SourceLoader, defaultLoader, firstLine, withTimeout } from './preflight.js';
 import { StatusLine, type StatusMode } from './status.js';
@@ -200,6 +201,10 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   w.setMeta(META_KEYS.hostname, hostname());
   w.setMeta(META_KEYS.node, plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname());
   w.setMeta(META_KEYS.kernel, release());
+  // this node's own addresses (in the recorder's network namespace): a connection from one of them straight to
+  // a pod is host traffic such as the kubelet's probes, not traffic another node already DNATed
+  const ownAddrs = Object.values(networkInterfaces()).flat().filter((a) => !!a && !a.internal && !/^fe80:/i.test(a.address)).map((a) => a!.address);
+  w.setMeta(META_KEYS.nodeAddrs, { [plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname()]: [...new Set(ownAddrs)] });
   w.setMeta(META_KEYS.toolVersions, versions);
   w.setMeta(META_KEYS.clockOffsets, clockOffsets);
   w.setMeta(META_KEYS.receiptStamped, ready.filter((p) => p.clock === 'receipt').map((p) => p.name));

@@ -42,6 +42,14 @@ export interface AnalysisPod {
    * the pod; `fallback` marks a Local path that kept it after the cluster IP path dropped it (terminating fallback)
    */
   routes?: Array<{ path: 'cluster-ip' | 'node-port' | 'external-ip' | string; addr: string; policy: 'Cluster' | 'Local' | string; service: string; node: string | null; stoppedAt: string | null; fallback: boolean }>;
+  /**
+   * extension: per node that routed to the pod. `recorded`: this bundle holds that node's rules (then
+   * `ruleRemovedAt`/`exposureMs` are that node's); `node: null, recorded: false` stands for the nodes whose
+   * rules are not in the bundle (connections already DNATed elsewhere): `exposureAtLeastMs` is the last
+   * such connection refused after the listener closed, a lower bound. `failedConnections`: the failures
+   * that node's routing sent here.
+   */
+  nodes?: Array<{ node: string | null; recorded: boolean; ruleRemovedAt: string | null; exposureMs: number | null; exposureAtLeastMs: number | null; failedConnections: number }>;
 }
 
 export interface AnalysisFailure {
@@ -57,6 +65,11 @@ export interface AnalysisFailure {
   error?: string | null;
   /** extension: the path the connection took on this node (cluster IP, NodePort, LB/external IP), when the rules say */
   path?: { path: string; addr: string; policy: string } | null;
+  /**
+   * extension: the node whose rules DNATed (routed) this connection to the backend; null when it was
+   * already DNATed on a node whose rules are not in this bundle (the evidence says so)
+   */
+  node?: string | null;
 }
 
 /** What the recording shows was in use (null: not recorded). */

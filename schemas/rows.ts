@@ -117,6 +117,7 @@ export const META_KEYS = {
   createdBy: 'created_by', // record, import, merge, redact, lab
   mergedFrom: 'merged_from', // JSON array (merge)
   nodeClockOffsets: 'node_clock_offsets', // JSON object node -> offset ns (merge)
+  nodeAddrs: 'node_addrs', // JSON object node -> the node's own interface addresses (the kubelet probes from them)
   redacted: 'redacted', // JSON summary (redact)
   straceMode: 'strace_mode', // JSON {requested, mode, reason}: lazy|all|off as run (record)
 } as const;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BundleWriter } from '../recorder/bundle-writer.js';
 import { ev } from '../schemas/events.js';
-import { TCP, type PacketRow } from '../schemas/rows.js';
+import { TCP, type K8sObjectRow, type PacketRow } from '../schemas/rows.js';
 
 export const T0 = 1_776_000_000_000_000_000;
 export const at = (s: number) => T0 + Math.round(s * 1e9);
@@ -16,6 +16,8 @@ export const isoAt = (s: number) => new Date(Math.round(at(s) / 1e6)).toISOStrin
 export const VIP = '10.96.0.10';
 export const CLIENT = '10.0.0.5';
 export const OLD = { uid: 'uid-old-0001', name: 'web-7b685bbcdd-cktdt', ip: '10.42.0.97', pid: 4100, netns: 4026532001 };
+/** node1's own address on the pod bridge: the kubelet's probes come from it (status.hostIP in the lab) */
+export const NODE1_ADDR = '10.42.0.1';
 export const NEW = { uid: 'uid-new-0002', name: 'web-54fcb567cc-4j6hk', ip: '10.42.0.98', pid: 4200, netns: 4026532002 };
 
 export function tmpBundle(name: string): string {
@@ -29,7 +31,7 @@ export function pod(p: { uid: string; name: string; ip: string }, o: { deletionA
       ...(o.deletionAt !== undefined ? { deletionTimestamp: isoAt(o.deletionAt + (o.grace ?? 30)).replace(/\.\d+Z$/, 'Z'), deletionGracePeriodSeconds: o.grace ?? 30 } : {}),
     },
     spec: { nodeName: 'node1', terminationGracePeriodSeconds: o.grace ?? 30 },
-    status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }], conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }] },
+    status: { phase: 'Running', hostIP: NODE1_ADDR, podIP: p.ip, podIPs: [{ ip: p.ip }], conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }] },
   });
 }
 
@@ -44,7 +46,7 @@ export function slice(eps: Array<{ p: { uid: string; name: string; ip: string };
   });
 }
 
-function pkt(ts: number, src: string, sport: number, dst: string, dport: number, flags: number, payload = 0, iface = 'cni0'): PacketRow {
+export function pkt(ts: number, src: string, sport: number, dst: string, dport: number, flags: number, payload = 0, iface = 'cni0'): PacketRow {
   return {
     ts_ns: ts, iface, linktype: 1, caplen: 54 + payload, len: 54 + payload, l3: 'ip4', src, dst, proto: 'tcp', sport, dport,
     tcp_flags: flags, seq: 1, ack: 0, payload_len: payload, icmp_type: null, icmp_code: null,
@@ -104,6 +106,8 @@ export interface ScenarioOpts {
   /** record the Deployment, Service (and PDB) and the API server version as the kube source does */
   workload?: { preStopSleep?: number; grace?: number; pdb?: boolean; gitVersion?: string; maxUnavailable?: number | string; externalTrafficPolicy?: 'Local' | 'Cluster' };
   extra?: (w: BundleWriter) => void;
+  /** the kube source's receipt stamps are this many seconds late (watch delivery / clock skew) */
+  kubeSkew?: number;
 }
 
 /** The Deployment `web` and Service `web` the synthetic pods belong to. */
@@ -141,6 +145,7 @@ export function scenario(path: string, o: ScenarioOpts = {}): string {
   const mode = o.mode ?? 'nftables';
   const withKube = o.withKube ?? true;
   const closeAfter = o.closeAfter ?? 0;
+  const k8s = (r: K8sObjectRow) => w.k8sObject({ ...r, ts_ns: r.ts_ns + Math.round((o.kubeSkew ?? 0) * 1e9) });
   const failAt = o.failAt ?? (closeAfter > 0 || o.ignoreSigterm ? [] : [2.1, 2.4]);
   w.setMeta('started_ns', String(at(0)));
   w.setMeta('node', 'node1');
@@ -150,15 +155,15 @@ export function scenario(path: string, o: ScenarioOpts = {}): string {
   }
   if (withKube && o.workload) workloadRows(w, o.workload);
   if (withKube) {
-    w.k8sObject({ ts_ns: at(0.05), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '10', event_type: 'LIST', object: pod(OLD) });
-    w.k8sObject({ ts_ns: at(0.06), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '11', event_type: 'LIST', object: slice([{ p: OLD, ready: true }]) });
-    w.k8sObject({ ts_ns: at(1.0), kind: 'Pod', namespace: 'default', name: NEW.name, uid: NEW.uid, resource_version: '12', event_type: 'ADDED', object: pod(NEW, { createdAt: 0.9, ready: false }) });
-    w.k8sObject({ ts_ns: at(1.45), kind: 'Pod', namespace: 'default', name: NEW.name, uid: NEW.uid, resource_version: '13', event_type: 'MODIFIED', object: pod(NEW, { createdAt: 0.9 }) });
-    w.k8sObject({ ts_ns: at(1.46), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '14', event_type: 'MODIFIED', object: slice([{ p: OLD, ready: true }, { p: NEW, ready: true }]) });
-    w.k8sObject({ ts_ns: at(2.0), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '15', event_type: 'MODIFIED', object: pod(OLD, { deletionAt: 2.0 }) });
-    w.k8sObject({ ts_ns: at(2.02), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '16', event_type: 'MODIFIED', object: slice([{ p: OLD, ready: false, terminating: true }, { p: NEW, ready: true }]) });
-    w.k8sObject({ ts_ns: at(2.2), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '17', event_type: 'MODIFIED', object: slice([{ p: NEW, ready: true }]) });
-    w.k8sObject({ ts_ns: at(o.ignoreSigterm ? 32.6 : 2.6 + closeAfter), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '18', event_type: 'DELETED', object: pod(OLD, { deletionAt: 2.0 }) });
+    k8s({ ts_ns: at(0.05), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '10', event_type: 'LIST', object: pod(OLD) });
+    k8s({ ts_ns: at(0.06), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '11', event_type: 'LIST', object: slice([{ p: OLD, ready: true }]) });
+    k8s({ ts_ns: at(1.0), kind: 'Pod', namespace: 'default', name: NEW.name, uid: NEW.uid, resource_version: '12', event_type: 'ADDED', object: pod(NEW, { createdAt: 0.9, ready: false }) });
+    k8s({ ts_ns: at(1.45), kind: 'Pod', namespace: 'default', name: NEW.name, uid: NEW.uid, resource_version: '13', event_type: 'MODIFIED', object: pod(NEW, { createdAt: 0.9 }) });
+    k8s({ ts_ns: at(1.46), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '14', event_type: 'MODIFIED', object: slice([{ p: OLD, ready: true }, { p: NEW, ready: true }]) });
+    k8s({ ts_ns: at(2.0), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '15', event_type: 'MODIFIED', object: pod(OLD, { deletionAt: 2.0 }) });
+    k8s({ ts_ns: at(2.02), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '16', event_type: 'MODIFIED', object: slice([{ p: OLD, ready: false, terminating: true }, { p: NEW, ready: true }]) });
+    k8s({ ts_ns: at(2.2), kind: 'EndpointSlice', namespace: 'default', name: 'web-gmfgw', uid: 's1', resource_version: '17', event_type: 'MODIFIED', object: slice([{ p: NEW, ready: true }]) });
+    k8s({ ts_ns: at(o.ignoreSigterm ? 32.6 : 2.6 + closeAfter), kind: 'Pod', namespace: 'default', name: OLD.name, uid: OLD.uid, resource_version: '18', event_type: 'DELETED', object: pod(OLD, { deletionAt: 2.0 }) });
   }
   w.event(ev('process-attached', at(0.01), 'strace', `pid:${OLD.pid}`, { pid: OLD.pid, comm: 'web', pod_uid: withKube ? OLD.uid : null, netns: OLD.netns, addrs: ['127.0.0.1', OLD.ip], listeners: [{ fd: 3, addr: '0.0.0.0', port: 8080 }] }));
   w.event(ev('process-attached', at(1.05), 'strace', `pid:${NEW.pid}`, { pid: NEW.pid, comm: 'web', pod_uid: withKube ? NEW.uid : null, netns: NEW.netns, addrs: ['127.0.0.1', NEW.ip] }));

@@ -68,9 +68,16 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
   const readers: BundleReader[] = [];
   try {
     for (const f of files) readers.push(await BundleReader.open(f).catch((e: unknown) => { throw asInputError(e, f); }));
-    const nodes = readers.map((r, i) => r.metaValue(META_KEYS.node) ?? r.metaValue(META_KEYS.hostname) ?? basename(files[i]!).replace(/\.rtb(\.gz)?$/, ''));
-    const dup = nodes.find((n, i) => nodes.indexOf(n) !== i);
+    const named = readers.map((r, i) => r.metaValue(META_KEYS.node) ?? r.metaValue(META_KEYS.hostname) ?? basename(files[i]!).replace(/\.rtb(\.gz)?$/, ''));
+    const dup = named.find((n, i) => named.indexOf(n) !== i);
     if (dup) throw new InputError(`two bundles come from node ${dup}; merge takes one bundle per node`);
+    // the result must not depend on argument order: bundles are taken in node-name order, and the
+    // reference clock is the first node's by name
+    const order = named.map((n, i) => ({ n, i })).sort((a, b) => (a.n < b.n ? -1 : a.n > b.n ? 1 : 0)).map((x) => x.i);
+    const nodes = order.map((i) => named[i]!);
+    const sortedReaders = order.map((i) => readers[i]!);
+    files = order.map((i) => files[i]!);
+    readers.splice(0, readers.length, ...sortedReaders);
 
     const times = readers.map((r) => receiveTimes(r.k8sObjects()));
     const stats: Record<string, OffsetStats> = {};
@@ -148,7 +155,8 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
           insPkt.run({ ...rest, ts_ns: p.ts_ns - off, iface: `${node}/${p.iface ?? 'unknown'}`, data: p.data ? Buffer.from(p.data as Uint8Array) : null });
           rows.packets!++;
         }
-        for (const c of r.conntrack()) { const { id: _id, ...rest } = c; insCt.run({ ...rest, ts_ns: c.ts_ns - off, raw: c.raw === null ? null : `[${node}] ${c.raw}` }); rows.conntrack!++; }
+        // every row names its node (analyze reads which node DNATed a connection from it)
+        for (const c of r.conntrack()) { const { id: _id, ...rest } = c; insCt.run({ ...rest, ts_ns: c.ts_ns - off, raw: c.raw === null ? `[${node}]` : `[${node}] ${c.raw}` }); rows.conntrack!++; }
         for (const s of r.nftSnapshots()) { const { id: _id, ...rest } = s; insNft.run({ ...rest, ts_ns: s.ts_ns - off, reason: `${node}:${s.reason ?? ''}` }); rows.nft_snapshots!++; }
         for (const q of r.probeRequests()) { const { id: _id, ...rest } = q; insProbe.run({ ...rest, start_ns: q.start_ns - off, end_ns: q.end_ns === null ? null : q.end_ns - off }); rows.probe_requests!++; }
       });
@@ -169,7 +177,7 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
 
       // ---- meta
       const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
-      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped]);
+      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped, META_KEYS.nodeAddrs]);
       for (const [k, v] of readers[0]!.meta()) if (!skip.has(k)) insMeta.run(k, v);
       const starts = readers.map((r, i) => (r.metaNumber(META_KEYS.startedNs) ?? r.timeRange()?.start ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
       const ends = readers.map((r, i) => (r.metaNumber(META_KEYS.endedNs) ?? r.timeRange()?.end ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
@@ -182,6 +190,9 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
       insMeta.run(META_KEYS.nodeClockOffsets, JSON.stringify(offsets));
       insMeta.run('node_clock_offset_stats', JSON.stringify({ method: 'median of receive-time differences of the same API watch events (object, resourceVersion, type) against the reference node', reference: nodes[0], nodes: stats }));
       insMeta.run(META_KEYS.clockOffsets, JSON.stringify(Object.fromEntries(readers.map((r, i) => [nodes[i], r.metaJson<unknown>(META_KEYS.clockOffsets) ?? null]))));
+      const addrs: Record<string, unknown> = {};
+      for (const r of readers) { const m = r.metaJson<Record<string, unknown>>(META_KEYS.nodeAddrs); if (m && typeof m === 'object' && !Array.isArray(m)) Object.assign(addrs, m); }
+      if (Object.keys(addrs).length) insMeta.run(META_KEYS.nodeAddrs, JSON.stringify(Object.fromEntries(Object.keys(addrs).sort().map((k) => [k, addrs[k]]))));
       insMeta.run(META_KEYS.receiptStamped, JSON.stringify([...new Set(readers.flatMap((r) => r.metaJson<string[]>(META_KEYS.receiptStamped) ?? []))]));
     });
     return { nodes, offsets, stats, rows, deduplicated };

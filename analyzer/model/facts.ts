@@ -20,6 +20,7 @@ export interface ExitEv { ts: number; source: string; pid: number | null; code: 
 export interface RuleEv { ts: number; source: string; added: boolean; ip: string; port: number | null; service: string; vip: string | null; mode: string; node: string | null; chain: string | null; clock: string | null }
 export interface PathRuleEv { ts: number; added: boolean; ip: string; port: number | null; service: string; path: string; addr: string; policy: string; node: string | null; mode: string }
 export interface NoEpRuleEv { ts: number; added: boolean; service: string; vip: string | null; action: string; node_port: number | null }
+export interface AcceptEv { ts: number; source: string; pid: number | null; peer: string; peerPort: number }
 export interface TcpResetEv { ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null }
 
 export interface Facts {
@@ -32,6 +33,8 @@ export interface Facts {
   pathRules?: PathRuleEv[];
   noEp: NoEpRuleEv[];
   resets: TcpResetEv[];
+  /** accept(2) with the peer's address: the app took this connection out of the accept queue */
+  accepts?: AcceptEv[];
   podTerminating: Ev[];
   attaches: AttachEv[];
   straceMode: StraceModeMeta | null;
@@ -50,13 +53,13 @@ function straceModeOf(reader: BundleReader): StraceModeMeta | null {
 }
 
 export function emptyFacts(): Facts {
-  return { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], podTerminating: [], attaches: [], straceMode: null, sliceChanges: [], warnings: [] };
+  return { signals: [], listens: [], closes: [], exits: [], rules: [], pathRules: [], noEp: [], resets: [], accepts: [], podTerminating: [], attaches: [], straceMode: null, sliceChanges: [], warnings: [] };
 }
 
 export function loadFacts(reader: BundleReader): Facts {
   const f: Facts = { ...emptyFacts(), straceMode: straceModeOf(reader) };
   const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'process-attached', 'endpoint-rule-added', 'endpoint-rule-removed',
-    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed'];
+    'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed', 'accept'];
   const derivedSlice: SliceChange[] = [];
   let badTs = 0;
   for (const e of reader.eventsParsed({ kinds })) {
@@ -81,6 +84,11 @@ export function loadFacts(reader: BundleReader): Facts {
         f.attaches.push({ ts, source, pid: num(a.pid), netns: num(a.netns), podUid: str(a.pod_uid), mode: str(a.mode), reason: str(a.reason),
           triggerNs: num(a.trigger_ns), confirmed: typeof a.confirmed === 'boolean' ? a.confirmed : null, error: str(a.error) });
         break;
+      case 'accept': {
+        const peer = str(a.peer); const peerPort = num(a.peer_port);
+        if (peer && peerPort !== null) (f.accepts ??= []).push({ ts, source, pid: num(a.pid), peer, peerPort });
+        break;
+      }
       case 'process-exit':
         f.exits.push({ ts, source, pid: num(a.pid), code: num(a.code), signal: str(a.signal) });
         break;

@@ -11,7 +11,7 @@ import type { Facts } from './facts.js';
 import { podLabel, type Identity } from './identity.js';
 import { belongs, type PodSequence } from './pods.js';
 
-export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'syn-timeout' | 'icmp-unreachable' | 'probe' | 'reset-sent';
+export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'icmp-unreachable' | 'probe' | 'reset-sent';
 
 export interface View { server: string; sport: number | null; ts: number; iface: string | null }
 
@@ -29,17 +29,28 @@ export interface Candidate {
   error: string | null;
   evidence: string[];
   probe: { remote: string; start: number; end: number | null } | null;
+  /** the server answered an earlier request on this connection (so the app had accepted it): instant of that response */
+  answeredAt?: number | null;
+  /**
+   * a connection to the same ip:port established after this one was answered before this one failed: the
+   * accept queue is FIFO, so the app had taken this one out of it (instant of that answer, and what)
+   */
+  dequeued?: { at: number; what: string } | null;
 }
 
 interface Conn {
   client: string; cport: number; server: string; sport: number; iface: string | null;
   syn: number; synAck: number | null; clientData: boolean; serverData: boolean; last: number;
+  /** last payload from each side: a request after the last response is unanswered (keep-alive) */
+  lastClient?: number; lastServer?: number; responses?: number;
 }
 
 const MAX_CANDIDATES = 200_000;
 
 export class FailureDetector {
   private conns = new Map<string, Conn>();
+  /** per server ip:port, the latest handshake among connections it answered, and when/whom it answered */
+  private served = new Map<string, { synAck: number; at: number; client: string }>();
   readonly byClient = new Map<string, Candidate[]>();
   count = 0;
   capped = 0;
@@ -70,15 +81,25 @@ export class FailureDetector {
     if (c.icmp) hit.icmp = c.icmp;
     if (c.error) hit.error = hit.error ? hit.error : c.error;
     if (c.probe) hit.probe = c.probe;
+    if (c.answeredAt != null) hit.answeredAt = c.answeredAt;
+    if (c.dequeued) hit.dequeued = c.dequeued;
     if (hit.evidence.length < 12 && !hit.evidence.includes(c.evidence)) hit.evidence.push(c.evidence);
   }
 
   private connFailure(c: Conn, kind: FailureKind, ts: number, what: string, icmp: Candidate['icmp'] = null): void {
     this.add({
       ts, client: c.client, cport: c.cport, kind, via: 'packets', view: { server: c.server, sport: c.sport, ts, iface: c.iface },
-      synTs: c.syn, establishedTs: c.synAck, icmp, error: what, probe: null,
+      synTs: c.syn, establishedTs: c.synAck, icmp, error: what, probe: null, answeredAt: kind === 'reused-unanswered' ? c.lastServer ?? null : null,
+      dequeued: this.dequeuedProof(c),
       evidence: `${what}: ${joinAddr(c.client, c.cport)} -> ${joinAddr(c.server, c.sport)} at ${iso(ts)}${c.iface ? ` on ${c.iface}` : ''} (SYN at ${iso(c.syn)}${c.synAck !== null ? `, handshake done ${iso(c.synAck)}` : ''})`,
     });
+  }
+
+  private dequeuedProof(c: Conn): Candidate['dequeued'] {
+    if (c.synAck === null) return null;
+    const s = this.served.get(`${c.server}|${c.sport}`);
+    if (!s || s.synAck <= c.synAck) return null;
+    return { at: s.at, what: `${s.client}, whose handshake completed at ${iso(s.synAck)} (after this one's), was answered at ${iso(s.at)}` };
   }
 
   /** Feed one packet (in capture order). */
@@ -100,7 +121,7 @@ export class FailureDetector {
       const c2s = this.conns.get(fwd);
       if (c2s) {
         c2s.last = ts;
-        if ((p.payload_len ?? 0) > 0) c2s.clientData = true;
+        if ((p.payload_len ?? 0) > 0) { c2s.clientData = true; c2s.lastClient = ts; }
         if (f & (TCP.RST | TCP.FIN)) {
           if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.conns.delete(fwd);
         }
@@ -111,6 +132,13 @@ export class FailureDetector {
       if (!s2c) return;
       s2c.last = ts;
       if ((f & TCP.SYN) && (f & TCP.ACK)) { if (s2c.synAck === null) s2c.synAck = ts; return; }
+      // keep-alive: a request sent after the last response, then the server resets or closes the connection
+      const pending = s2c.serverData && s2c.lastClient !== undefined && s2c.lastClient > (s2c.lastServer ?? 0);
+      if ((f & (TCP.RST | TCP.FIN)) && pending) {
+        this.conns.delete(rev);
+        this.connFailure(s2c, 'reused-unanswered', ts, `${f & TCP.RST ? 'RST' : 'FIN'} with a request unanswered on a reused (keep-alive) connection, after ${s2c.responses ?? 1} response(s) on it (request sent ${iso(s2c.lastClient!)})`);
+        return;
+      }
       if (f & TCP.RST) {
         this.conns.delete(rev);
         if (s2c.serverData) return;
@@ -118,7 +146,15 @@ export class FailureDetector {
         else this.connFailure(s2c, 'rst-before-response', ts, 'RST before any response on an established connection');
         return;
       }
-      if ((p.payload_len ?? 0) > 0) s2c.serverData = true;
+      if ((p.payload_len ?? 0) > 0) {
+        if (!(s2c.lastServer !== undefined && (s2c.lastClient ?? 0) < s2c.lastServer)) s2c.responses = (s2c.responses ?? 0) + 1;
+        s2c.serverData = true; s2c.lastServer = ts;
+        if (s2c.synAck !== null) {
+          const k = `${s2c.server}|${s2c.sport}`;
+          const cur = this.served.get(k);
+          if (!cur || s2c.synAck > cur.synAck) this.served.set(k, { synAck: s2c.synAck, at: ts, client: joinAddr(s2c.client, s2c.cport) });
+        }
+      }
       if ((f & TCP.FIN) && !s2c.serverData) {
         this.conns.delete(rev);
         if (s2c.clientData) this.connFailure(s2c, 'fin-before-response', ts, 'FIN before any response on an established connection');
@@ -240,7 +276,16 @@ export interface ResolvedFailure {
   evidence: string[];
   via: string[];
   error: string | null;
+  /** the node whose rules DNATed this connection (null: unknown) and how that is known */
+  routed?: Routed;
 }
+
+/**
+ * Who routed a connection to its backend. `remote`: it arrived already DNATed from a node other than the
+ * recording one(s); `node` names that node when the bundle says (a merged bundle's DNAT, the client pod's
+ * node), else null. `hostSource`: it came from a node's own address (the kubelet's probes, host traffic).
+ */
+export interface Routed { node: string | null; remote: boolean; hostSource: boolean; rulesRecorded: boolean; why: string | null }
 
 export interface ResolveContext {
   id: Identity;
@@ -248,7 +293,54 @@ export interface ResolveContext {
   /** pod sequences by pod key */
   seqs: Map<string, PodSequence>;
   vips: Set<string>;
-  conntrack: (client: string, cport: number, t: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null } | null;
+  conntrack: (client: string, cport: number, t: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
+  /** the recording node (a merged bundle's reference node) */
+  node?: string | null;
+  /** every node whose bundle is in this one (merged: several) */
+  nodes?: string[];
+  /** nodes' own addresses → node (recorded interface addresses, pods' status.hostIP) */
+  nodeAddrs?: Map<string, string | null>;
+}
+
+/** `node/iface` (merged bundles) → node */
+function nodeOfIface(iface: string | null | undefined, nodes: string[]): string | null {
+  const m = /^([^/]+)\//.exec(iface ?? '');
+  return m && nodes.includes(m[1]!) ? m[1]! : null;
+}
+
+function routedBy(c: Candidate, ctx: ResolveContext, service: string | null, backend: { ip: string | null; port: number | null }, ctNode: string | null | undefined): Routed {
+  const nodes = ctx.nodes ?? [];
+  const here = ctx.node ?? null;
+  const merged = nodes.length > 1;
+  const be = backend.ip ? joinAddr(backend.ip, backend.port) : null;
+  if (c.probe || (service !== null && service !== be)) {
+    const sa = service ? splitAddr(service) : null;
+    const vipView = c.views.find((v) => sa && v.server === sa.ip);
+    const node = merged ? nodeOfIface(vipView?.iface, nodes) ?? ctNode ?? null : here;
+    return { node: node ?? here, remote: false, hostSource: false, rulesRecorded: true, why: merged && node ? `DNATed on ${node} (${vipView && nodeOfIface(vipView.iface, nodes) ? `its capture saw ${service}` : 'its conntrack'}): routed by ${node}'s rules` : null };
+  }
+  if (!backend.ip) return { node: here, remote: false, hostSource: false, rulesRecorded: true, why: null };
+  const hostNode = (ctx.nodeAddrs ?? ctx.id.nodeAddrs()).get(c.client);
+  const seenOn = merged ? nodeOfIface(c.views.find((v) => v.server === backend.ip)?.iface, nodes) : here;
+  // the receiving node's own address: host traffic (the kubelet's probes); another recorded node's address:
+  // traffic that node sent or SNATed after its kube-proxy DNATed it
+  if (hostNode !== undefined && (!merged || hostNode === null || seenOn === null || hostNode === seenOn)) {
+    return { node: hostNode ?? here, remote: false, hostSource: true, rulesRecorded: true, why: `from ${c.client}, the node's own address${hostNode ? ` (${hostNode})` : ''}: host traffic straight to the pod, not routed by a service` };
+  }
+  if (hostNode) {
+    return { node: hostNode, remote: true, hostSource: false, rulesRecorded: nodes.includes(hostNode),
+      why: `already DNATed on another node: from ${c.client}, ${hostNode}'s own address (its kube-proxy DNATs and masquerades what it forwards), not ${seenOn}'s; a failure of ${hostNode}'s routing, attributed to the pod here` };
+  }
+  const clientPod = ctx.id.podAt(c.client, c.ts);
+  const clientNode = clientPod?.pod.node ?? null;
+  if (clientNode && clientNode === seenOn) return { node: clientNode, remote: false, hostSource: false, rulesRecorded: true, why: null };
+  const recorded = clientNode !== null && nodes.includes(clientNode);
+  return {
+    node: clientNode, remote: true, hostSource: false, rulesRecorded: recorded,
+    why: clientNode
+      ? `already DNATed on another node: the client ${podLabel(clientPod!.pod)} runs on ${clientNode}, whose kube-proxy chose ${be}${recorded ? '' : ` (${clientNode}'s rules are not in this bundle: record it and merge)`}; a failure of ${clientNode}'s routing, attributed to the pod here`
+      : `already DNATed on another node before it reached ${seenOn ?? 'this node'}: straight to the pod IP from ${c.client}, not this node's address, and no DNAT of it in ${merged ? 'any recorded node\'s' : 'this node\'s'} conntrack or capture; a failure of a remote node's routing, attributed to the pod here (remote node unknown: ${merged ? 'no merged bundle' : 'a single-node bundle'} holds that node's rules)`,
+  };
 }
 
 export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailure {
@@ -266,10 +358,13 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
     if (isVip && !isPod) { if (!service) service = joinAddr(v.server, v.sport); }
     else if (isPod || !isVip) { if (backend.ip === null || isPod) backend = { ip: v.server, port: v.sport }; }
   }
+  let ctNode: string | null | undefined = null;
   if (c.cport !== null) {
     const ct = ctx.conntrack(c.client, c.cport, c.ts);
     if (ct) {
-      if (ct.orig_dst && !service) service = joinAddr(ct.orig_dst, ct.orig_dport);
+      if (ct.reply_src && ct.reply_src !== ct.orig_dst) ctNode = ct.node;
+      // the pre-DNAT destination only when this row is the DNAT (straight to a pod IP, the service was chosen elsewhere or never)
+      if (ct.orig_dst && !service && ct.reply_src !== ct.orig_dst) service = joinAddr(ct.orig_dst, ct.orig_dport);
       if (ct.reply_src && ct.reply_src !== ct.orig_dst) {
         if (backend.ip === null || backend.ip === ct.orig_dst) backend = { ip: ct.reply_src, port: ct.reply_sport };
         ev.push(`conntrack: ${joinAddr(c.client, c.cport)} -> ${joinAddr(ct.orig_dst, ct.orig_dport)} DNAT to ${joinAddr(ct.reply_src, ct.reply_sport)} (${iso(ct.ts)}${ct.state ? `, ${ct.state}` : ''})`);
@@ -284,12 +379,14 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
   else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
   else ev.push('backend unknown: no packet after DNAT and no conntrack entry for this client port');
   const seq = hit ? ctx.seqs.get(hit.pod.key) ?? null : null;
-  const { cause, why } = classify(c, ctx, service, backend.ip, hit?.pod.key ?? null, seq);
+  const routed = routedBy(c, ctx, service, backend, ctNode);
+  if (routed.why) ev.push(routed.why);
+  const { cause, why } = classify(c, ctx, service, backend.ip, hit?.pod.key ?? null, seq, routed);
   ev.push(...why);
   return {
     c, at: c.ts, client: joinAddr(c.client, c.cport), service,
     backend: { ip: backend.ip, port: backend.port, pod: hit ? podLabel(hit.pod) : null, podKey: hit?.pod.key ?? null },
-    cause, evidence: ev, via: [...c.via].sort(), error: c.error,
+    cause, evidence: ev, via: [...c.via].sort(), error: c.error, routed,
   };
 }
 
@@ -326,7 +423,7 @@ function noEndpointActive(ctx: ResolveContext, service: string | null, t: number
   return state?.added ? state : null;
 }
 
-function classify(c: Candidate, ctx: ResolveContext, service: string | null, backendIp: string | null, podKey: string | null, seq: PodSequence | null): { cause: FailureCause; why: string[] } {
+function classify(c: Candidate, ctx: ResolveContext, service: string | null, backendIp: string | null, podKey: string | null, seq: PodSequence | null, routed: Routed): { cause: FailureCause; why: string[] } {
   const t = c.ts;
   const noEp = noEndpointActive(ctx, service, t);
   if (!backendIp && (c.icmp || noEp || c.kinds.has('syn-timeout'))) {
@@ -355,7 +452,12 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   // a listener that closed only when the process died (SIGKILL at the end of the grace period) did not
   // close before the rules changed: what the exit cut was in flight, not queued behind a closed listener
   const closedByExit = closed !== null && exited !== null && closed >= exited - 5e6;
-  if (est !== null && closed !== null && !closedByExit && est < closed && t >= closed - 5e6) {
+  // the app had taken this connection: accept(2) of this peer, or it answered an earlier request on it
+  const acc = (ctx.facts.accepts ?? []).find((a) => a.peer === c.client && a.peerPort === c.cport && a.ts <= t && (est === null || a.ts >= est - 1e6) && belongs(ctx.id, pod, a.pid, null));
+  const acceptedAt = acc?.ts ?? c.answeredAt ?? c.dequeued?.at ?? null;
+  const shutdown = Math.min(closed ?? Infinity, exited ?? Infinity);
+  // a connection the app had taken is not an accept-queue reset
+  if (est !== null && acceptedAt === null && closed !== null && !closedByExit && est < closed && t >= closed - 5e6) {
     const dClose = Math.abs(t - closed);
     const dExit = exited !== null ? Math.abs(t - exited) : Infinity;
     if (dClose <= dExit || exited === null) {
@@ -365,8 +467,22 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   if (est !== null && exited !== null && est < exited && t >= exited - 5e6) {
     return { cause: 'killed-in-flight', why: [`cause killed-in-flight: connection open since ${iso(est)} when ${label}'s process exited at ${iso(exited)}${seq?.exitSignal ? ` (${seq.exitSignal})` : ''}; failure ${ms(t - exited)} ms after`] };
   }
+  if (est !== null && acceptedAt !== null && est < shutdown && t >= shutdown - 5e6) {
+    const how = acc ? `accepted it at ${iso(acc.ts)} (accept(2) [${acc.source}])`
+      : c.answeredAt != null ? `had answered a request on it at ${iso(acceptedAt)}: a request on a reused connection`
+      : `had taken it out of the accept queue: ${c.dequeued!.what}, and the queue is FIFO`;
+    return { cause: 'killed-in-flight', why: [`cause killed-in-flight: ${label} ${how}, so it was not queued behind a closed listener; the connection was reset ${ms(t - shutdown)} ms after the process began shutting down (${closed !== null ? `listener closed ${iso(closed)}` : ''}${closed !== null && exited !== null ? ', ' : ''}${exited !== null ? `exited ${iso(exited)}${seq?.exitSignal ? ` (${seq.exitSignal})` : ''}` : ''})`] };
+  }
   if (closed !== null && t >= closed - 5e6) {
     const rule = seq?.ruleRemoved ?? null;
+    if (routed.remote) {
+      const r = routed.node ? seq?.ruleRemovedByNode.get(routed.node) ?? null : null;
+      return { cause: 'listener-closed', why: [`cause listener-closed: ${label}'s listener closed at ${iso(closed)}, ${ms(t - closed)} ms before this failure, while ${routed.node ?? 'a remote node'} still routed to it${r !== null ? ` (rule removed on ${routed.node} at ${iso(r)})` : routed.rulesRecorded ? '' : ' (that node\'s rules are not in this bundle)'}`] };
+    }
+    const byNode = routed.node && (ctx.nodes?.length ?? 0) > 1 ? seq?.ruleRemovedByNode.get(routed.node) : undefined;
+    if (byNode !== undefined) {
+      return { cause: 'listener-closed', why: [`cause listener-closed: ${label}'s listener closed at ${iso(closed)}, ${ms(t - closed)} ms before this failure, while ${routed.node} still routed to it${byNode !== null ? ` (rule removed on ${routed.node} at ${iso(byNode)})` : ` (no rule removal recorded on ${routed.node})`}`] };
+    }
     return { cause: 'listener-closed', why: [`cause listener-closed: ${label}'s listener closed at ${iso(closed)}, ${ms(t - closed)} ms before this failure, while this node still routed to it${rule !== null ? ` (rule removed at ${iso(rule)})` : ' (no rule removal recorded)'}`] };
   }
   const missing: string[] = [];

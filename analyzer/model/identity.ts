@@ -29,6 +29,8 @@ export interface PodInfo {
   readyNs: number | null;
   pids: Set<number>;
   netns: Set<number>;
+  /** status.hostIP(s): the address of the node the pod runs on (the kubelet probes from the node) */
+  hostIps: string[];
 }
 
 export interface IpInterval { ip: string; podKey: string; from: number; to: number; how: string }
@@ -55,7 +57,7 @@ export class Identity {
       p = {
         key, uid: null, namespace: null, name: key, ips: [], node: null, from: 'rules', createdNs: null, firstSeenNs: null,
         deletionSeenNs: null, deletionTimestamp: null, graceSeconds: null, deletedNs: null, readyNs: null,
-        pids: new Set(), netns: new Set(), ...init,
+        pids: new Set(), netns: new Set(), hostIps: [], ...init,
       };
       this.pods.set(key, p);
     }
@@ -90,6 +92,25 @@ export class Identity {
       return { pod: this.pods.get(near.podKey)!, exact: false, how: `${near.how}; nearest holder, ${Math.round(nd / 1e6)} ms outside its observed tenure` };
     }
     return null;
+  }
+
+  /**
+   * The instants during which `ip` belonged to this pod: from its own tenure's start to the next
+   * holder's (a rule or event of the address outside it belongs to another pod).
+   */
+  tenure(podKey: string, ip: string): { from: number; until: number } {
+    const list = this.intervals.get(ip) ?? [];
+    const i = list.findIndex((x) => x.podKey === podKey);
+    if (i < 0) return { from: -Infinity, until: Infinity };
+    const next = list.slice(i + 1).find((x) => x.from > list[i]!.from);
+    return { from: i === 0 ? -Infinity : list[i]!.from, until: next ? next.from : Infinity };
+  }
+
+  /** Nodes' own addresses (status.hostIP of the pods running there) → node name. */
+  nodeAddrs(): Map<string, string | null> {
+    const m = new Map<string, string | null>();
+    for (const p of this.pods.values()) for (const h of p.hostIps) if (!m.has(h)) m.set(h, p.node);
+    return m;
   }
 
   podOfPid(pid: number | null | undefined): PodInfo | null {
@@ -144,6 +165,9 @@ export class Identity {
     if (eventType === 'DELETED' && p.deletedNs === null) p.deletedNs = ts;
     const conds = Array.isArray(st.conditions) ? (st.conditions as Array<Record<string, unknown>>) : [];
     if (p.readyNs === null && conds.some((c) => c && c.type === 'Ready' && c.status === 'True')) p.readyNs = ts;
+    for (const h of [st.hostIP, ...(Array.isArray(st.hostIPs) ? (st.hostIPs as Array<Record<string, unknown>>).map((x) => x?.ip) : [])]) {
+      if (str(h) && !p.hostIps.includes(h as string)) p.hostIps.push(h as string);
+    }
     const ips = new Set<string>();
     if (str(st.podIP)) ips.add(st.podIP as string);
     if (Array.isArray(st.podIPs)) for (const x of st.podIPs as Array<Record<string, unknown>>) if (x && str(x.ip)) ips.add(x.ip as string);

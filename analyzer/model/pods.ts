@@ -29,6 +29,10 @@ export interface PodSequence {
   /** per path (cluster IP, NodePort, LB/external IP): when it stopped routing to this pod on this node */
   routes: PodRoute[];
   exposureNs: number | null;
+  /** where the propagation (→ rule removal) is measured from: the deletion, else SIGTERM (see inconsistencies) */
+  propagationStart: number | null;
+  /** receipt-stamped vs kernel-stamped instants in an impossible order, with their size (for warnings) */
+  inconsistencies: string[];
   verdict: Verdict;
   evidence: string[];
   failedConnections: number;
@@ -59,9 +63,14 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     const ips = pod.ips;
     const ip = ips[0] ?? null;
     const tenureFrom = pod.createdNs ?? -Infinity;
+    // an address is this pod's only from its tenure's start to the next holder's: IP reuse never mixes two pods
+    const ipTenure = new Map(ips.map((x) => [x, id.tenure(pod.key, x)]));
+    const ipHeld = (x: string, t: number) => { const w = ipTenure.get(x); return !!w && t >= w.from && t < w.until; };
     const inTenure = (t: number) => t >= tenureFrom - 1e9 && (pod.deletedNs === null || t <= pod.deletedNs + 60e9);
+    const rulesMine = f.rules.filter((r) => ipHeld(r.ip, r.ts));
+    const pathRulesMine = (f.pathRules ?? []).filter((r) => ipHeld(r.ip, r.ts));
     // ---- deletion
-    const deletion = pod.deletionSeenNs ?? f.podTerminating.find((e) => e.a.uid === pod.uid || (e.a.ip && ips.includes(String(e.a.ip))))?.ts ?? null;
+    const deletion = pod.deletionSeenNs ?? f.podTerminating.find((e) => e.a.uid === pod.uid || (e.a.ip && ips.includes(String(e.a.ip)) && ipHeld(String(e.a.ip), e.ts)))?.ts ?? null;
     let deletionRequested: number | null = null;
     if (pod.deletionSeenNs !== null) {
       ev.push(`deletion: watch event with metadata.deletionTimestamp=${pod.deletionTimestamp} received at ${iso(pod.deletionSeenNs)} (kube, receipt-stamped)`);
@@ -74,10 +83,14 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     // ---- process side
     const mine = <T extends { pid: number | null; netns: number | null }>(l: T[]) => l.filter((x) => belongs(id, pod, x.pid, x.netns));
     const mySignals = f.signals.filter((s) => belongs(id, pod, s.pid, s.netns, s.podUid));
-    const sigs = mySignals.filter((s) => (s.signame === 'SIGTERM') && (deletion === null || s.ts >= deletion - 2e9));
+    // SIGTERM follows the deletion; a kernel-stamped SIGTERM before a receipt-stamped deletion means the
+    // receipt came late (watch delivery, clock): such a SIGTERM is still this deletion's, up to 30 s before it
+    const termSigs = mySignals.filter((s) => s.signame === 'SIGTERM');
+    const sigsAfter = termSigs.filter((s) => deletion === null || s.ts >= deletion - 2e9);
+    const sigs = sigsAfter.length ? sigsAfter : termSigs.filter((s) => deletion !== null && s.ts >= deletion - 30e9);
     const sigterm = pickSignal(sigs, ev);
     const portsFromRules = new Set<number>();
-    for (const r of f.rules) if (ips.includes(r.ip) && r.port !== null) portsFromRules.add(r.port);
+    for (const r of rulesMine) if (r.port !== null) portsFromRules.add(r.port);
     for (const c of f.sliceChanges) if (ips.includes(c.ip)) for (const p of c.ports) portsFromRules.add(p);
     const ports = [...portsFromRules];
     const closesAll = f.closes.filter((c) => belongs(id, pod, c.pid, c.netns, c.podUid) || (c.addr !== '0.0.0.0' && c.addr !== '::' && ips.includes(c.addr) && inTenure(c.ts)));
@@ -106,8 +119,25 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     if (remC) ev.push(`EndpointSlice ${remC.slice}: ${remC.ip} removed, received at ${iso(remC.ts)}`);
     // ---- this node's rules
     const termStart = minOf([deletion, sigterm, termC?.ts ?? null, chosenClose?.ts ?? null]);
-    const ruleRes = ruleRemoval(f.rules, ips, ports, termStart, nodeName, ev);
-    const routes = pathStops(f.pathRules ?? [], ips, ports, termStart, termC?.ts ?? null, ev);
+    const ruleRes = ruleRemoval(rulesMine, ips, ports, termStart, nodeName, ev);
+    const routes = pathStops(pathRulesMine, ips, ports, termStart, termC?.ts ?? null, ev);
+    // ---- receipt-stamped (kube) vs kernel-stamped (signals) order: the kubelet sends SIGTERM after the deletion
+    const inconsistencies: string[] = [];
+    let propagationStart = deletion ?? sigterm;
+    if (deletion !== null && sigterm !== null && deletion > sigterm + 1e6) {
+      const d = deletion - sigterm;
+      inconsistencies.push(`deletion of ${podLabel(pod)} received ${ms(d)} ms after its SIGTERM (receipt-stamped kube event vs kernel-stamped signal): the kube source's stamps are at least ${ms(d)} ms late (watch delivery or clock skew)`);
+      ev.push(`inconsistent order: the deletion was received ${ms(d)} ms after SIGTERM, which the kubelet sends only after it; propagation is measured from SIGTERM instead (a lower bound of the true propagation)`);
+      propagationStart = sigterm;
+    }
+    if (propagationStart !== null) {
+      for (const [node, t] of ruleRes.byNode) {
+        if (t !== null && t < propagationStart - 1e6) {
+          inconsistencies.push(`${podLabel(pod)}: rule removed${node ? ` on ${node}` : ''} ${ms(propagationStart - t)} ms before the deletion/SIGTERM it follows: negative propagation, not used for the recommendation`);
+          ev.push(`inconsistent order: rule removal${node ? ` on ${node}` : ''} at ${iso(t)} precedes the start of termination (${iso(propagationStart)}) by ${ms(propagationStart - t)} ms; not used for the recommendation`);
+        }
+      }
+    }
     // ---- verdict
     let listenerClosed = chosenClose?.ts ?? null;
     if (listenerClosed === null && exitEv) {
@@ -140,14 +170,15 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
       ev.push(`ignored SIGTERM: the process neither exited nor closed its listener in the ${ms(sigkill - sigterm)} ms between SIGTERM (${iso(sigterm)}) and SIGKILL (${iso(sigkill)})${graceS !== null ? `, the end of its ${graceS}s grace period` : ''}: the app ignores SIGTERM or drains longer than the grace period; connections open at the SIGKILL were cut`);
       verdict = 'ignored-sigterm';
     }
-    if (ruleRes.at === null) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
+    if (ruleRes.at === null && ruleRes.open) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: a service still routed to it when the recording ended, so the instant it stopped being routed is not in the bundle`);
+    else if (ruleRes.at === null) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);
     if (verdict === 'unknown' && listenerClosed !== null && ruleRes.at === null) {
       // the rule outlived the recording: still exposed at the end if the listener closed
     }
     out.push({
       pod, ip, ports, deletion, deletionRequested, sigterm, listenerClosed, listenerCloseEv: chosenClose, exited: exitEv?.ts ?? null, exitSignal, sigkill: sigkill ?? null,
       endpointTerminating: termC?.ts ?? null, endpointRemoved: remC?.ts ?? null, ruleRemoved: ruleRes.at, ruleRemovedByNode: ruleRes.byNode,
-      firstListen, routes, exposureNs, verdict, evidence: ev, failedConnections: 0,
+      firstListen, routes, exposureNs, propagationStart, inconsistencies, verdict, evidence: ev, failedConnections: 0,
     });
   }
   out.sort((a, b) => (minOf([a.deletion, a.sigterm, a.listenerClosed, a.ruleRemoved]) ?? 0) - (minOf([b.deletion, b.sigterm, b.listenerClosed, b.ruleRemoved]) ?? 0));
@@ -218,35 +249,58 @@ function pickSignal(sigs: SignalEv[], ev: string[]): number | null {
 }
 
 /**
- * The instant this node stopped routing to the endpoint: the first endpoint-rule-removed for one of its
- * ip:port after the last re-add before termination began — not a stale chain deleted later.
+ * The instant each node stopped routing to the endpoint, and the instant the endpoint stopped being
+ * routed at all. Per node and per service (keyed by its VIP: a stale chain of the same service is not
+ * another service), the first endpoint-rule-removed for one of its ip:port after the last re-add before
+ * termination began; a node stops routing to the pod when its last service does; the endpoint is
+ * unreachable once every node recorded has stopped (the latest of them, whatever order bundles were
+ * merged in). A service or node that still routed to it when the recording ended leaves it null.
  */
-function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart: number | null, nodeName: string | null, ev: string[]): { at: number | null; byNode: Map<string, number | null> } {
+function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart: number | null, nodeName: string | null, ev: string[]): { at: number | null; byNode: Map<string, number | null>; open: boolean } {
+  let stillOpen = false;
   const byNode = new Map<string, number | null>();
   const mine = rules.filter((r) => ips.includes(r.ip) && (ports.length === 0 || r.port === null || ports.includes(r.port)));
-  const nodes = new Set(mine.map((r) => r.node ?? nodeName ?? ''));
-  let main: number | null = null;
+  const nodes = [...new Set(mine.map((r) => r.node ?? nodeName ?? ''))].sort();
   for (const node of nodes) {
-    const list = mine.filter((r) => (r.node ?? nodeName ?? '') === node);
-    let lower = -Infinity;
-    if (termStart !== null) for (const r of list) if (r.added && r.ts <= termStart && r.ts > lower) lower = r.ts;
-    const removes = list.filter((r) => !r.added && r.ts >= lower && (termStart === null || r.ts >= termStart - 30e9));
-    // stop at a re-add after termination (a new pod got the IP)
-    const readd = list.find((r) => r.added && termStart !== null && r.ts > termStart);
-    const valid = removes.filter((r) => !readd || r.ts <= readd.ts);
-    if (!valid.length) { byNode.set(node, null); continue; }
-    const first = valid.reduce((a, b) => (b.ts < a.ts ? b : a));
-    byNode.set(node, first.ts);
-    ev.push(`rule removed${node ? ` on ${node}` : ''}: ${first.ip}:${first.port ?? '?'} from ${first.service} (${first.mode}${first.chain ? `, ${first.chain}` : ''}) at ${iso(first.ts)} [${first.source}, ${first.clock ?? 'receipt'}-stamped]`);
-    const later = valid.filter((r) => r !== first);
-    if (later.length) ev.push(`${later.length} later removal(s) of the same endpoint (other services or stale chains) ignored: ${later.slice(0, 3).map((r) => `${r.service} ${iso(r.ts)}`).join('; ')}`);
-    if (node === (nodeName ?? '') || nodes.size === 1) main = main === null ? first.ts : Math.min(main, first.ts);
+    const onNode = mine.filter((r) => (r.node ?? nodeName ?? '') === node);
+    const groups = new Map<string, RuleEv[]>();
+    for (const r of onNode) { const k = r.vip ?? r.service; const g = groups.get(k); if (g) g.push(r); else groups.set(k, [r]); }
+    const stops: Array<{ key: string; first: RuleEv | null; held: boolean }> = [];
+    for (const [key, list] of groups) {
+      let lower = -Infinity;
+      if (termStart !== null) for (const r of list) if (r.added && r.ts <= termStart && r.ts > lower) lower = r.ts;
+      const removes = list.filter((r) => !r.added && r.ts >= lower && (termStart === null || r.ts >= termStart - 30e9));
+      // stop at a re-add after termination (a new pod got the IP)
+      const readd = list.find((r) => r.added && termStart !== null && r.ts > termStart);
+      const valid = removes.filter((r) => !readd || r.ts <= readd.ts);
+      const first = valid.length ? valid.reduce((a, b) => (b.ts < a.ts ? b : a)) : null;
+      if (first) {
+        ev.push(`rule removed${node ? ` on ${node}` : ''}: ${first.ip}:${first.port ?? '?'} from ${first.service} (${first.mode}${first.chain ? `, ${first.chain}` : ''}) at ${iso(first.ts)} [${first.source}, ${first.clock ?? 'receipt'}-stamped]`);
+        const later = valid.filter((r) => r !== first);
+        if (later.length) ev.push(`${later.length} later removal(s) of the same endpoint of the same service (stale chains) ignored: ${later.slice(0, 3).map((r) => `${r.service} ${iso(r.ts)}`).join('; ')}`);
+      }
+      // held at termination: added before it and not removed since (a service dropped long before does not hold it)
+      const held = lower > -Infinity && !list.some((r) => !r.added && r.ts > lower && termStart !== null && r.ts <= termStart);
+      stops.push({ key, first, held });
+    }
+    const open = stops.filter((x) => !x.first && x.held);
+    const done = stops.filter((x) => x.first).map((x) => x.first!);
+    if (!done.length || open.length) {
+      byNode.set(node, null);
+      if (open.length) stillOpen = true;
+      for (const o of open) ev.push(`${groups.get(o.key)![0]!.service}${node ? ` on ${node}` : ''} still routed to it when the recording ended`);
+      continue;
+    }
+    const last = done.reduce((a, b) => (b.ts > a.ts ? b : a));
+    byNode.set(node, last.ts);
+    if (done.length > 1) {
+      ev.push(`${node || 'this node'} routed to it through ${done.length} services; it stopped routing when the last one did: ${done.sort((a, b) => a.ts - b.ts).map((r) => `${r.service} stopped routing at ${iso(r.ts)}`).join(', ')}`);
+    }
   }
-  if (main === null && byNode.size) {
-    const vals = [...byNode.values()].filter((x): x is number => x !== null);
-    if (vals.length) main = Math.min(...vals);
-  }
-  return { at: main, byNode };
+  const vals = [...byNode.values()];
+  const at = vals.length && vals.every((x) => x !== null) ? Math.max(...(vals as number[])) : null;
+  if (byNode.size > 1 && at !== null) ev.push(`every node recorded (${[...byNode.keys()].join(', ')}) stopped routing to it by ${iso(at)}, the last one ${[...byNode].find(([, v]) => v === at)![0]}`);
+  return { at, byNode, open: stillOpen };
 }
 
 /**

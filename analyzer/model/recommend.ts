@@ -46,10 +46,12 @@ interface Measured {
 function measure(seqs: PodSequence[]): Measured {
   const props: Measured['props'] = [];
   for (const s of seqs) {
-    const start = s.deletion ?? s.sigterm;
+    // reconciled start (deletion, or SIGTERM when the deletion's receipt came after it); an impossible
+    // (negative) propagation is reported by the pod and never sizes anything
+    const start = s.propagationStart;
     if (start === null) continue;
-    for (const [node, at] of s.ruleRemovedByNode) if (at !== null) props.push({ pod: podLabel(s.pod), node, ns: at - start });
-    if (!s.ruleRemovedByNode.size && s.ruleRemoved !== null) props.push({ pod: podLabel(s.pod), node: '', ns: s.ruleRemoved - start });
+    for (const [node, at] of s.ruleRemovedByNode) if (at !== null && at >= start - 1e6) props.push({ pod: podLabel(s.pod), node, ns: at - start });
+    if (!s.ruleRemovedByNode.size && s.ruleRemoved !== null && s.ruleRemoved >= start - 1e6) props.push({ pod: podLabel(s.pod), node: '', ns: s.ruleRemoved - start });
   }
   const drains: Measured['drains'] = [];
   for (const s of seqs) if (s.sigterm !== null && s.exited !== null && s.exited >= s.sigterm) drains.push({ pod: podLabel(s.pod), ns: s.exited - s.sigterm, killed: s.exitSignal === 'SIGKILL' });

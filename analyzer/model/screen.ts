@@ -56,9 +56,12 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
     const pod = f.backend.podKey ? ctx.id.pods.get(f.backend.podKey) ?? null : null;
     const backend = f.backend.ip ? joinAddr(f.backend.ip, f.backend.port) : null;
     // 1. health checks: straight to the pod IP, not routed by any service rule, pod not ready
-    const direct = !f.c.probe && (f.service === null || f.service === backend);
+    // only what is proven a probe is dismissed: the kubelet probes from the node's own address (status.hostIP);
+    // a connection straight to the pod from anywhere else arrived already DNATed by another node
+    const direct = !f.c.probe && (f.service === null || f.service === backend) && !!f.routed?.hostSource;
+    const fromNode = `from ${f.client.replace(/:\d+$/, '')}, the node's own address (the kubelet's probes)`;
     if (direct && pod && f.backend.ip && !readyAt(pod, f.backend.ip, f.at, ctx)) {
-      dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP, not through a service, while the pod was not Ready and no EndpointSlice listed it as ready` });
+      dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP ${fromNode}, not through a service, while the pod was not Ready and no EndpointSlice listed it as ready` });
       continue;
     }
     // ... or while it was terminating (no longer a ready endpoint), when conntrack proves the connection was
@@ -67,7 +70,7 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
     if (direct && pod && f.backend.ip && f.backend.port !== null && client && client.port !== null && ctDirectSt
       && pod.deletionSeenNs !== null && pod.deletionSeenNs <= f.at
       && ctDirectSt.get(client.ip, client.port, f.backend.ip, f.backend.port, f.at - 60e9, f.at + 5e9) !== undefined) {
-      dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP (conntrack: original destination is the pod, no DNAT), not through a service, while the pod was terminating` });
+      dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP ${fromNode} (conntrack: original destination is the pod, no DNAT), not through a service, while the pod was terminating` });
       continue;
     }
     if (!ebpfOnly(f)) {

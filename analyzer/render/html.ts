@@ -237,9 +237,10 @@ export async function renderHtml(a: Analysis): Promise<string> {
     body.push(podSvg(view, i).replace('<svg class="lanes"', `<svg class="lanes" data-top="${TOP}" data-bottom="${TOP + LANES.length * LANE_H}"`));
     body.push('<table><tr><th>step</th><th>when</th></tr>');
     const rows: Array<[string, string | null]> = [['deletion requested', p.deletionAt], ['SIGTERM', p.sigtermAt], ['listener closed', p.listenerClosedAt],
-      ['endpoint terminating', p.endpointTerminatingAt], ['endpoint removed', p.endpointRemovedAt], ['rule removed (this node)', p.ruleRemovedAt], ['process exited', p.exitedAt], ...(p.sigkillAt ? [['SIGKILL', p.sigkillAt] as [string, string | null]] : [])];
+      ['endpoint terminating', p.endpointTerminatingAt], ['endpoint removed', p.endpointRemovedAt], [(a.bundle.nodes?.length ?? 0) > 1 ? 'rule removed (the last recorded node)' : 'rule removed (this node)', p.ruleRemovedAt], ['process exited', p.exitedAt], ...(p.sigkillAt ? [['SIGKILL', p.sigkillAt] as [string, string | null]] : [])];
     for (const [k, at] of rows) body.push(`<tr><td>${k}</td><td>${h(fmtAt(at, startNs))}</td></tr>`);
     for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) body.push(`<tr><td>rule removed on ${h(node)}</td><td>${h(fmtAt(at, startNs))}</td></tr>`);
+    for (const n of (p.nodes ?? []).filter((x) => !x.recorded)) body.push(`<tr><td>${h(n.node ?? 'other node(s)')}: rules not in this bundle, ${n.failedConnections} failed connection(s) routed from there</td><td>${h(n.exposureAtLeastMs !== null ? `exposure at least ${n.exposureAtLeastMs} ms` : '?')}</td></tr>`);
     for (const r of p.routes ?? []) body.push(`<tr class="route"><td>${h(r.path)} path ${h(r.addr)} (${h(r.policy)}) stopped routing${r.fallback ? ' — terminating fallback' : ''}</td><td>${h(r.stoppedAt ? fmtAt(r.stoppedAt, startNs) : 'not before the end')}</td></tr>`);
     body.push('</table>');
     if (p.evidence.length) body.push(`<details><summary>evidence</summary><ul>${p.evidence.map((e) => `<li>${h(e)}</li>`).join('')}</ul></details>`);

@@ -99,12 +99,13 @@ export function renderMarkdown(a: Analysis): string {
       ['listener closed', p.listenerClosedAt],
       ['endpoint terminating (EndpointSlice)', p.endpointTerminatingAt],
       ['endpoint removed (EndpointSlice)', p.endpointRemovedAt],
-      ['rule removed (this node)', p.ruleRemovedAt],
+      [(a.bundle.nodes?.length ?? 0) > 1 ? 'rule removed (the last recorded node)' : 'rule removed (this node)', p.ruleRemovedAt],
       ['process exited', p.exitedAt],
       ...(p.sigkillAt ? [['SIGKILL', p.sigkillAt] as [string, string | null]] : []),
     ];
     for (const [k, at] of rows) out.push(`| ${k} | ${md(fmtAt(at, startNs))} |`);
     for (const [node, at] of Object.entries(p.ruleRemovedAtByNode ?? {})) out.push(`| rule removed on node ${md(node)} | ${md(fmtAt(at, startNs))} |`);
+    for (const n of (p.nodes ?? []).filter((x) => !x.recorded)) out.push(`| ${md(n.node ?? 'other node(s)')}: rules not in this bundle, ${n.failedConnections} failed connection(s) routed from there | ${n.exposureAtLeastMs !== null ? `exposure at least ${ms(n.exposureAtLeastMs)}` : '?'} |`);
     for (const r of p.routes ?? []) out.push(`| ${md(r.path)} path ${md(r.addr)} (${md(r.policy)}) stopped routing${r.fallback ? ' — terminating fallback' : ''} | ${md(r.stoppedAt ? fmtAt(r.stoppedAt, startNs) : 'not before the end')} |`);
     out.push(`| **exposure** (listener closed → rule removed) | **${ms(p.exposureMs)}** |`);
     out.push(`| failed connections | ${p.failedConnections} |`);

@@ -78,13 +78,19 @@ export function renderText(a: Analysis, file: string): string {
     L.push(`    deletion ${relIso(p.deletionAt, startNs)}, SIGTERM ${relIso(p.sigtermAt, startNs)}, listener closed ${relIso(p.listenerClosedAt, startNs)}, exited ${relIso(p.exitedAt, startNs)}${p.sigkillAt ? ` (SIGKILL ${relIso(p.sigkillAt, startNs)})` : ''};`
       + ` slice terminating ${relIso(p.endpointTerminatingAt, startNs)}, removed ${relIso(p.endpointRemovedAt, startNs)}; rule removed ${relIso(p.ruleRemovedAt, startNs)}.`);
     if (p.routes?.length) L.push(`    paths: ${p.routes.map((r) => `${r.path} ${clean(r.addr, 100)} (${r.policy}) ${r.stoppedAt ? `stopped ${relIso(r.stoppedAt, startNs)}` : 'still routed at the end'}${r.fallback ? ' [terminating fallback]' : ''}`).join('; ')}.`);
+    const perNode = p.nodes ?? [];
+    if (perNode.length > 1 || perNode.some((n) => !n.recorded)) {
+      L.push(`    per node: ${perNode.map((n) => n.recorded
+        ? `${clean(n.node ?? 'this node', 100)} rule removed ${relIso(n.ruleRemovedAt, startNs)}${n.exposureMs !== null ? ` (exposure ${n.exposureMs} ms)` : ''}, ${n.failedConnections} failed`
+        : `${n.node ? clean(n.node, 100) : 'other node(s)'} (rules not in this bundle): ${n.failedConnections} failed${n.exposureAtLeastMs !== null ? `, exposure at least ${n.exposureAtLeastMs} ms` : ''}`).join('; ')}.`);
+    }
     for (const e of p.evidence) L.push(`      - ${clean(e, 600)}`);
   }
   L.push('');
   L.push(`FAILURES (${a.failures.length})`);
   for (const f of a.failures.slice(0, 200)) {
     const at = relIso(f.at, startNs);
-    L.push(`  ${at}  ${clean(f.client)} -> ${f.service ? `service ${clean(f.service)}` : 'service unknown'} -> backend ${f.backend.ip ? `${f.backend.ip}:${f.backend.port ?? '?'}` : 'unknown'}${f.backend.pod ? ` (${clean(f.backend.pod)})` : ''}  cause=${f.cause}${f.path ? `  path=${f.path.path}:${clean(f.path.addr, 100)}` : ''}  via=${(f.via ?? []).join(',')}${f.error ? `  error=${JSON.stringify(clean(f.error, 120))}` : ''}`);
+    L.push(`  ${at}  ${clean(f.client)} -> ${f.service ? `service ${clean(f.service)}` : 'service unknown'} -> backend ${f.backend.ip ? `${f.backend.ip}:${f.backend.port ?? '?'}` : 'unknown'}${f.backend.pod ? ` (${clean(f.backend.pod)})` : ''}  cause=${f.cause}${f.node !== undefined && f.node !== a.bundle.node ? `  routed-by=${f.node ? clean(f.node, 100) : 'unknown remote node'}` : ''}${f.path ? `  path=${f.path.path}:${clean(f.path.addr, 100)}` : ''}  via=${(f.via ?? []).join(',')}${f.error ? `  error=${JSON.stringify(clean(f.error, 120))}` : ''}`);
     for (const e of f.evidence) L.push(`      - ${clean(e, 600)}`);
   }
   if (a.failures.length > 200) L.push(`  ... ${a.failures.length - 200} more (see --format json)`);

@@ -77,3 +77,50 @@ export function deleteNetns(ns: string): void {
 export function listNetns(): string[] {
   return run('ip', ['netns', 'list'], { allowFail: true }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
 }
+
+/** The second node (remote clients): its own netns, bridge and pod subnet, linked to the first node. */
+export interface Node2Net {
+  nodeNs: string;
+  /** the first node's address on the link (the API server is reached there) and the second's */
+  node1LinkIp: string;
+  node2LinkIp: string;
+  bridgeIp: string;
+  podCIDR: string;
+  /** a client pod on the second node */
+  clientNs: string;
+  clientIp: string;
+}
+
+export const NODE2_SUBNET = '10.244.1';
+
+/**
+ * Node 2: netns `<prefix>-node2` with bridge cni0 10.244.1.1/24 and the service CIDR routed to it (like node 1),
+ * a link 192.168.78.1 (node 1) ↔ 192.168.78.2 (node 2) with each pod subnet routed over it, and a client pod
+ * netns `<prefix>-n2cl` (10.244.1.2) whose traffic to a VIP is DNATed by node 2's rules and forwarded to node 1's
+ * pods — as on a cluster, where most connections to a pod come already DNATed from other nodes.
+ */
+export function createSecondNode(node1: NodeNet, onCreated: (kind: 'netns', name: string) => void): Node2Net {
+  const nodeNs = `${node1.prefix}-node2`;
+  const clientNs = `${node1.prefix}-n2cl`;
+  onCreated('netns', nodeNs);
+  run('ip', ['netns', 'add', nodeNs]);
+  const n2 = (args: string[]) => runIn(nodeNs, 'ip', args);
+  n2(['link', 'set', 'lo', 'up']);
+  n2(['link', 'add', 'cni0', 'address', '02:00:0a:f4:01:01', 'type', 'bridge']);
+  n2(['addr', 'add', `${NODE2_SUBNET}.1/24`, 'dev', 'cni0']);
+  n2(['link', 'set', 'cni0', 'up']);
+  n2(['route', 'add', '10.96.0.0/16', 'dev', 'cni0', 'src', `${NODE2_SUBNET}.1`]);
+  runIn(nodeNs, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+  runIn(nodeNs, 'sysctl', ['-q', '-w', 'net.netfilter.nf_conntrack_tcp_loose=1'], { allowFail: true });
+  // the link: created in node 1, the peer moved to node 2
+  runIn(node1.nodeNs, 'ip', ['link', 'add', 'n2link', 'type', 'veth', 'peer', 'name', 'n1link', 'netns', nodeNs]);
+  runIn(node1.nodeNs, 'ip', ['addr', 'add', '192.168.78.1/24', 'dev', 'n2link']);
+  runIn(node1.nodeNs, 'ip', ['link', 'set', 'n2link', 'up']);
+  runIn(node1.nodeNs, 'ip', ['route', 'add', `${NODE2_SUBNET}.0/24`, 'via', '192.168.78.2']);
+  n2(['addr', 'add', '192.168.78.2/24', 'dev', 'n1link']);
+  n2(['link', 'set', 'n1link', 'up']);
+  n2(['route', 'add', `${POD_SUBNET}.0/24`, 'via', '192.168.78.1']);
+  onCreated('netns', clientNs);
+  createPodNet({ ...node1, nodeNs, bridgeIp: `${NODE2_SUBNET}.1` }, clientNs, `${NODE2_SUBNET}.2`, 'vcl0');
+  return { nodeNs, node1LinkIp: '192.168.78.1', node2LinkIp: '192.168.78.2', bridgeIp: `${NODE2_SUBNET}.1`, podCIDR: `${NODE2_SUBNET}.0/24`, clientNs, clientIp: `${NODE2_SUBNET}.2` };
+}

@@ -26,6 +26,13 @@ export interface Scenario {
   client: boolean;
   /** the lab's own slow requests to the VIP (besides the recorder's probe) */
   slowTraffic?: { path: string; intervalMs: number; timeoutMs: number };
+  /**
+   * a second node (lab/node/netns.ts createSecondNode) with its own kube-proxy-shaped rules, syncing this
+   * much later than the first node's, and a client pod there sending to the VIP every intervalMs: its
+   * connections reach the first node's pods already DNATed. Both nodes are recorded (the second bundle is
+   * written beside --out as NAME-node2.rtb).
+   */
+  secondNode?: { syncDelayMs: number; intervalMs: number };
   /** what a correct analysis concludes */
   expect: { failures: 'some' | 'none'; cause: 'listener-closed' | 'no-endpoint' | 'killed-in-flight' | 'not-ready' | null; verdict: 'listener-closed-before-rule-removed' | 'safe' | 'unknown' | 'ignored-sigterm' };
 }
@@ -58,7 +65,15 @@ export const SCENARIOS: Record<string, Scenario> = {
     description: 'no readiness probe and a 3 s slow start: new pods are routed to before they listen',
     backendArgs: ['--shutdown', 'drain', '--drain-ms', '1500', '--start-delay-ms', '3000'],
     expect: { failures: 'some', cause: 'not-ready', verdict: 'safe' } },
+  'two-node': { ...base, name: 'two-node', description: 'the race seen from two nodes: a client pod on node 2, whose rules lag ~1.2 s, reaches node 1\'s closed pods already DNATed',
+    secondNode: { syncDelayMs: 1150, intervalMs: 50 },
+    expect: { failures: 'some', cause: 'listener-closed', verdict: 'listener-closed-before-rule-removed' } },
 };
+
+export const NODE2_NAME = 'lab-node2';
+
+/** Where the second node's bundle goes: beside --out. */
+export function node2Out(out: string): string { return out.replace(/(\.rtb)?$/, '-node2.rtb'); }
 
 export const VIP = '10.96.0.10';
 export const SERVICE_PORT = 80;
