@@ -88,6 +88,19 @@ describe('parser on real bpftrace 0.17 output', () => {
     expect(events[0]!.attrs).toMatchObject({ cgroup_id: 1, pod_uid: 'pod-uid-1' });
   });
 
+  it('a cgroup the last scan missed (container started after it) falls back to the pid\'s own cgroup for listen and close', () => {
+    const pidOf = new Map<number, string>();
+    const p = new EbpfParser({ offsetNs: OFFSET, resetReasons: reasons, podOfCgroup: () => null, podOfPid: (pid) => pidOf.get(pid) ?? null });
+    const events = F('output-6.18.txt').split('\n').flatMap((l) => { const [, kind, , , , , , , , pid] = l.split('\t'); if (kind === 'SK') pidOf.set(Number(pid), `pod-of-${pid}`); return p.line(l); });
+    const sk = events.filter((e) => e.kind === 'listen' || e.kind === 'listener-closed');
+    expect(sk.length).toBeGreaterThan(0);
+    for (const e of sk) expect((e.attrs as { pod_uid: string | null }).pod_uid).toBe(`pod-of-${(e.attrs as { pid: number }).pid}`);
+    // the scan wins when it knows the cgroup
+    const q = new EbpfParser({ offsetNs: OFFSET, resetReasons: reasons, podOfCgroup: () => 'scanned', podOfPid: () => 'from-proc' });
+    const first = F('output-6.18.txt').split('\n').flatMap((l) => q.line(l)).find((e) => e.kind === 'listen');
+    expect((first!.attrs as { pod_uid: string }).pod_uid).toBe('scanned');
+  });
+
   it('malformed lines are skipped and counted, chatter ignored, lost events counted', () => {
     const text = [
       'Attaching 6 probes...', 'RT\tBEGIN\tnope', 'RT\tSK\t1\t2', 'RT\tRST\t5\t0\t1\t\\x02\\x00\tzz\t1\t0\tx',

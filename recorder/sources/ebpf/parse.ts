@@ -50,6 +50,11 @@ export class EbpfParser {
   constructor(o: EbpfParserOptions) { this.o = o; }
 
   private ts(nsecs: string): number { return Number(nsecs) + this.o.offsetNs; }
+  /**
+   * The pod of a cgroup id, from the recorder's scan of kubepods directories. A container started after the
+   * last scan (the scan follows the API's pod changes, the cgroup comes later) misses it: listen and close
+   * run in the process's own context, so the caller falls back to the process's /proc cgroup.
+   */
   private pod(cg: number): string | null { return this.o.podOfCgroup?.(cg) ?? null; }
 
   line(raw: string): RtEvent[] {
@@ -81,7 +86,7 @@ export class EbpfParser {
         if ([old, nw, sport, pid, cg].some(Number.isNaN) || Number.isNaN(num(2))) return bad();
         const addr = fam === 10 ? f[8]! : f[7]!;
         const comm = f.slice(12).join('\t');
-        const common = { pid, comm, addr, port: sport, how: 'tcp-state' as const, ...(netns ? { netns } : {}), cgroup_id: cg, pod_uid: this.pod(cg) };
+        const common = { pid, comm, addr, port: sport, how: 'tcp-state' as const, ...(netns ? { netns } : {}), cgroup_id: cg, pod_uid: this.pod(cg) ?? (pid > 0 ? this.o.podOfPid?.(pid) ?? null : null) };
         if (old === 10 && nw === 7) return [ev('listener-closed', this.ts(f[2]!), 'ebpf', `pid:${pid}`, common)];
         if (old === 7 && nw === 10) return [ev('listen', this.ts(f[2]!), 'ebpf', `pid:${pid}`, common)];
         return bad();
