@@ -22,6 +22,7 @@ import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_proces
 import { Worker } from 'node:worker_threads';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
+import { netnsExec, netnsNote } from '../../netns.js';
 import { ev, type Clock } from '../../../schemas/events.js';
 import type { NftSnapshotRow } from '../../../schemas/rows.js';
 import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
@@ -72,7 +73,7 @@ export class NftablesSource implements Source {
   }
 
   private cmd(argv: string[]): [string, string[]] {
-    const full = [...(this.o.exec ?? []), ...argv];
+    const full = [...(this.o.exec ?? netnsExec(this.opts.netns)), ...argv];
     return [full[0]!, full.slice(1)];
   }
 
@@ -93,6 +94,11 @@ export class NftablesSource implements Source {
   }
 
   async preflight(): Promise<Preflight> {
+    const pf = await this.preflightHere();
+    return { ...pf, detail: `${pf.detail}${netnsNote(this.opts.netns)}` };
+  }
+
+  private async preflightHere(): Promise<Preflight> {
     const versions: Record<string, string> = {};
     const v = this.runSync(['nft', '--version']);
     const nftOk = v.ok;
