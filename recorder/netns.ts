@@ -34,7 +34,11 @@ export function resolveNetns(arg: string): NetnsTarget {
   const isPid = /^\d+$/.test(a);
   const path = isPid ? `/proc/${a}/ns/net` : a;
   if (isPid && !existsSync(`/proc/${a}`)) throw new InputError(`--netns ${a}: no process with that id`);
-  if (!existsSync(path)) throw new InputError(`--netns ${a}: no such file`);
+  try { statSync(path); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new InputError(`--netns ${a}: no such file`);
+    throw new InputError(`--netns ${a}: cannot open it (${code ?? (e as Error).message.split('\n')[0]})`);
+  }
   let fsType: number;
   try { fsType = Number(statfsSync(path).type); } catch (e) { throw new InputError(`--netns ${a}: cannot stat: ${(e as Error).message.split('\n')[0]}`); }
   if (fsType !== NSFS_MAGIC) {
