@@ -99,6 +99,17 @@ export function parseIpAddrJson(text: string): string[] {
   return [...new Set(out)];
 }
 
+/**
+ * The hostname of the process holding a `/proc/PID/ns/net` namespace (a kind/k3d node container's is
+ * its node name), or null for a namespace file without a process (/run/netns/NAME).
+ */
+export function netnsHostname(n: NetnsTarget): string | null {
+  const pid = n.path.match(/^\/proc\/(\d+)\/ns\/net$/)?.[1];
+  if (!pid) return null;
+  const r = spawnSync('nsenter', [`--uts=/proc/${pid}/ns/uts`, 'hostname'], { encoding: 'utf8', timeout: 5000 });
+  return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
+}
+
 /** The namespace's own addresses (empty when `ip` fails there). */
 export function netnsAddrs(n: NetnsTarget): string[] {
   const r = spawnSync('nsenter', [`--net=${n.path}`, 'ip', '-j', 'addr', 'show'], { encoding: 'utf8', timeout: 5000 });

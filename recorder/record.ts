@@ -21,7 +21,7 @@ import { ev } from '../schemas/events.js';
 import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 import { rolltraceVersion } from '../schemas/version.js';
-import { netnsAddrs, netnsPlanLine, NETNS_SOURCES, resolveNetns } from './netns.js';
+import { netnsAddrs, netnsHostname, netnsPlanLine, NETNS_SOURCES, resolveNetns } from './netns.js';
 
 
 
@@ -202,13 +202,14 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   w.setMeta(META_KEYS.rolltraceVersion, rolltraceVersion());
   w.setMeta(META_KEYS.argv, process.argv.slice(2));
   w.setMeta(META_KEYS.hostname, hostname());
-  w.setMeta(META_KEYS.node, plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname());
+  const nodeName = plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? (opts.netns ? netnsHostname(opts.netns) : null) ?? hostname();
+  w.setMeta(META_KEYS.node, nodeName);
   w.setMeta(META_KEYS.kernel, release());
   // this node's own addresses (in the recorder's network namespace): a connection from one of them straight to
   // a pod is host traffic such as the kubelet's probes, not traffic another node already DNATed
   // with --netns the node is that namespace (a kind/k3d node container): its addresses are the node's
   const ownAddrs = opts.netns ? netnsAddrs(opts.netns) : Object.values(networkInterfaces()).flat().filter((a) => !!a && !a.internal && !/^fe80:/i.test(a.address)).map((a) => a!.address);
-  w.setMeta(META_KEYS.nodeAddrs, { [plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname()]: [...new Set(ownAddrs)] });
+  w.setMeta(META_KEYS.nodeAddrs, { [nodeName]: [...new Set(ownAddrs)] });
   if (opts.netns) {
     w.setMeta(META_KEYS.netns, { arg: opts.netns.arg, path: opts.netns.path, inode: opts.netns.inode, own: opts.netns.own, sources: [...NETNS_SOURCES] });
   }

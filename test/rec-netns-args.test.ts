@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { netnsExec, parseIpAddrJson, resolveNetns } from '../recorder/netns.js';
+import { netnsExec, netnsHostname, parseIpAddrJson, resolveNetns } from '../recorder/netns.js';
 import { cli } from './helpers/cli.js';
 
 const ns = `rtnsarg-${randomBytes(3).toString('hex')}`;
@@ -24,8 +24,8 @@ beforeAll(async () => {
   writeFileSync(utsFile, '');
   execFileSync('mount', ['--bind', '/proc/self/ns/uts', utsFile]);
   mounted = true;
-  sleeper = spawn('ip', ['netns', 'exec', ns, 'sleep', '60'], { stdio: 'ignore' });
-  // ip execs sleep once it has entered the namespace
+  // a node container's stand-in: its own netns and hostname (ip, unshare and sh exec one another)
+  sleeper = spawn('ip', ['netns', 'exec', ns, 'unshare', '--uts', 'sh', '-c', `hostname ${ns}-node && exec sleep 60`], { stdio: 'ignore' });
   for (let i = 0; i < 100 && !/sleep/.test(safeRead(`/proc/${sleeper.pid}/comm`)); i++) await new Promise((r) => setTimeout(r, 20));
 });
 
@@ -78,6 +78,11 @@ describe('resolveNetns', () => {
     expect(byName.inode).toBe(statSync(`/run/netns/${ns}`).ino);
     expect(byName.own).toBe(false);
     expect(netnsExec(byName)).toEqual(['nsenter', `--net=/run/netns/${ns}`]);
+  });
+
+  it('the node name of a PID is its process\'s hostname; a namespace file has none', () => {
+    expect(netnsHostname(resolveNetns(String(sleeper!.pid)))).toBe(`${ns}-node`);
+    expect(netnsHostname(resolveNetns(`/run/netns/${ns}`))).toBeNull();
   });
 
   it('the recorder\'s own namespace is accepted and flagged as such', () => {
