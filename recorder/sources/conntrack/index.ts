@@ -1,6 +1,6 @@
 /**
  * conntrack source: `conntrack -E -o timestamp,extended,id -e NEW,UPDATE,DESTROY` in the recorder's
- * network namespace, parsed (parse.ts) into ConntrackRow: the original tuple (client -> service VIP)
+ * network namespace (with `record --netns`: in that one, through `nsenter --net=PATH`), parsed (parse.ts) into ConntrackRow: the original tuple (client -> service VIP)
  * and the reply tuple (backend after DNAT -> client), the kernel's own word on which backend a
  * connection went to. A refused connection reads NEW [UNREPLIED] then DESTROY CLOSE [UNREPLIED].
  *

@@ -14,8 +14,9 @@
  * - Nodes with legacy iptables (no nft KUBE rules, `iptables-legacy-save` has KUBE- chains): poll
  *   `iptables-legacy-save` every POLL_MS; events carry clock `polled`.
  *
- * Runs in the recorder's network namespace (nft sees that netns's rules). `exec` (tests) prefixes every
- * command, e.g. ['ip', 'netns', 'exec', 'NAME'].
+ * Runs in the recorder's network namespace (nft sees that netns's rules), or with `record --netns` in
+ * that one: every command is prefixed with `nsenter --net=PATH` (nsenter execs nft, so the monitor's
+ * stdout is still nft's own pipe). `exec` (tests) overrides the prefix, e.g. ['ip', 'netns', 'exec', 'NAME'].
  */
 import { nowNs } from '../../clock.js';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
