@@ -52,6 +52,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--pid <pid>', 'trace this process too (repeatable)', collect, [])
     .option('--max-size <mb>', 'stop packet capture when packet data reaches this size', int('--max-size'))
     .option('--quiet', 'no live status line')
+    .option('--netns <path|pid>', 'read kube-proxy\'s rules and conntrack in this network namespace (/run/netns/NAME, /proc/PID/ns/net or a PID: a kind/k3d node container); packets, strace and ebpf stay on the host')
     .action(async (opts) => {
       const { runRecord } = await import('../recorder/record.js');
       setExit(await runRecord(opts));

@@ -21,6 +21,7 @@ import { ev } from '../schemas/events.js';
 import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 import { rolltraceVersion } from '../schemas/version.js';
+import { netnsAddrs, netnsHostname, netnsPlanLine, NETNS_SOURCES, resolveNetns } from './netns.js';
 
 
 
@@ -55,6 +56,7 @@ export function normalizeRecordOptions(raw: Record<string, unknown>): RecordOpti
     maxSize: raw.maxSize === undefined ? undefined : Number(raw.maxSize),
     quiet: !!raw.quiet,
   };
+  if (raw.netns !== undefined && raw.netns !== null) o.netns = resolveNetns(String(raw.netns));
   if (!o.out) throw new InputError('record needs --out FILE');
   if (o.selector && o.deployment) throw new InputError('--selector and --deployment are exclusive: give one');
   if ((o.restart || o.untilRolloutComplete) && !o.deployment) {
@@ -180,6 +182,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   process.stderr.write(`rolltrace record -> ${opts.out}\n`);
   const plan = await planSources(opts, ctx, hooks.loader ?? defaultLoader);
   process.stderr.write(`sources:\n${formatPlan(plan).join('\n')}\n`);
+  if (opts.netns) process.stderr.write(`${netnsPlanLine(opts.netns)}\n`);
   const ready = plan.filter((p) => p.state === 'ready');
   if (ready.length === 0) {
     throw new InputError('no source can record here (see the list above); nothing recorded');
@@ -199,12 +202,17 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   w.setMeta(META_KEYS.rolltraceVersion, rolltraceVersion());
   w.setMeta(META_KEYS.argv, process.argv.slice(2));
   w.setMeta(META_KEYS.hostname, hostname());
-  w.setMeta(META_KEYS.node, plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname());
+  const nodeName = plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? (opts.netns ? netnsHostname(opts.netns) : null) ?? hostname();
+  w.setMeta(META_KEYS.node, nodeName);
   w.setMeta(META_KEYS.kernel, release());
   // this node's own addresses (in the recorder's network namespace): a connection from one of them straight to
   // a pod is host traffic such as the kubelet's probes, not traffic another node already DNATed
-  const ownAddrs = Object.values(networkInterfaces()).flat().filter((a) => !!a && !a.internal && !/^fe80:/i.test(a.address)).map((a) => a!.address);
-  w.setMeta(META_KEYS.nodeAddrs, { [plan.map((p) => p.preflight?.meta?.node).find((n) => !!n) ?? hostname()]: [...new Set(ownAddrs)] });
+  // with --netns the node is that namespace (a kind/k3d node container): its addresses are the node's
+  const ownAddrs = opts.netns ? netnsAddrs(opts.netns) : Object.values(networkInterfaces()).flat().filter((a) => !!a && !a.internal && !/^fe80:/i.test(a.address)).map((a) => a!.address);
+  w.setMeta(META_KEYS.nodeAddrs, { [nodeName]: [...new Set(ownAddrs)] });
+  if (opts.netns) {
+    w.setMeta(META_KEYS.netns, { arg: opts.netns.arg, path: opts.netns.path, inode: opts.netns.inode, own: opts.netns.own, sources: [...NETNS_SOURCES] });
+  }
   w.setMeta(META_KEYS.toolVersions, versions);
   w.setMeta(META_KEYS.clockOffsets, clockOffsets);
   w.setMeta(META_KEYS.receiptStamped, ready.filter((p) => p.clock === 'receipt').map((p) => p.name));

@@ -6,6 +6,7 @@
  */
 import type { Sink } from './bundle-writer.js';
 import type { Clock } from '../schemas/events.js';
+import type { NetnsTarget } from './netns.js';
 
 /** When strace attaches: `lazy` (default) once a pod's termination begins, `all` from the start (issue 14). */
 export type StraceMode = 'lazy' | 'all';
@@ -42,6 +43,8 @@ export interface RecordOptions {
   pid: string[];
   maxSize?: number;
   quiet?: boolean;
+  /** --netns: the network namespace nftables and conntrack read (validated); absent: the recorder's own */
+  netns?: NetnsTarget;
 }
 
 export interface Preflight {

@@ -1,6 +1,6 @@
 /**
  * conntrack source: `conntrack -E -o timestamp,extended,id -e NEW,UPDATE,DESTROY` in the recorder's
- * network namespace, parsed (parse.ts) into ConntrackRow: the original tuple (client -> service VIP)
+ * network namespace (with `record --netns`: in that one, through `nsenter --net=PATH`), parsed (parse.ts) into ConntrackRow: the original tuple (client -> service VIP)
  * and the reply tuple (backend after DNAT -> client), the kernel's own word on which backend a
  * connection went to. A refused connection reads NEW [UNREPLIED] then DESTROY CLOSE [UNREPLIED].
  *
@@ -16,6 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
+import { netnsExec, netnsNote } from '../../netns.js';
 import { parseConntrackLine } from './parse.js';
 
 export const NETLINK_BUFFER = 16 * 1024 * 1024;
@@ -38,11 +39,16 @@ export class ConntrackSource implements Source {
   constructor(readonly opts: RecordOptions, private readonly o: ConntrackSourceOptions = {}) {}
 
   private cmd(argv: string[]): [string, string[]] {
-    const full = [...(this.o.exec ?? []), ...argv];
+    const full = [...(this.o.exec ?? netnsExec(this.opts.netns)), ...argv];
     return [full[0]!, full.slice(1)];
   }
 
   async preflight(): Promise<Preflight> {
+    const pf = await this.preflightHere();
+    return { ...pf, detail: `${pf.detail}${netnsNote(this.opts.netns)}` };
+  }
+
+  private async preflightHere(): Promise<Preflight> {
     const [c, a] = this.cmd(['conntrack', '--version']);
     const v = spawnSync(c, a, { encoding: 'utf8', timeout: 5000 });
     if (v.error || v.status !== 0) {

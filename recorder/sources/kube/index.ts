@@ -12,6 +12,7 @@ import type { K8sObjectRow } from '../../../schemas/rows.js';
 import { ApiError, KubeClient, loadKubeConfig, nowNs, WatchLoop, type ResourceSpec } from './client.js';
 import { deriveKubeEvents, emptyKubeState, endRelist, relistKey, type KubeObject, type KubeState } from './derive.js';
 import { labelSelectorToString, mapSelectorMatches, matchesSelector, parseSelector, type Requirement } from './selector.js';
+import { netnsHostname } from '../../netns.js';
 
 type Filter = (o: KubeObject) => boolean;
 
@@ -187,10 +188,13 @@ class KubeSource implements Source {
     }
   }
 
-  /** This node's Kubernetes name: $NODE_NAME (downward API), else a Node named like this host (needs get nodes; optional). */
+  /**
+   * This node's Kubernetes name: $NODE_NAME (downward API), else a Node named like this host, or with
+   * --netns PID like that process's host (a kind/k3d node container) (needs get nodes; optional).
+   */
   private async nodeName(): Promise<string | null> {
     if (process.env.NODE_NAME) return process.env.NODE_NAME;
-    const h = hostname();
+    const h = (this.opts.netns && netnsHostname(this.opts.netns)) || hostname();
     try {
       const n = await this.client!.request('GET', `/api/v1/nodes/${encodeURIComponent(h)}`, undefined, undefined, 3000);
       return n.metadata?.name ?? null;

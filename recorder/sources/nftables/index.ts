@@ -14,14 +14,16 @@
  * - Nodes with legacy iptables (no nft KUBE rules, `iptables-legacy-save` has KUBE- chains): poll
  *   `iptables-legacy-save` every POLL_MS; events carry clock `polled`.
  *
- * Runs in the recorder's network namespace (nft sees that netns's rules). `exec` (tests) prefixes every
- * command, e.g. ['ip', 'netns', 'exec', 'NAME'].
+ * Runs in the recorder's network namespace (nft sees that netns's rules), or with `record --netns` in
+ * that one: every command is prefixed with `nsenter --net=PATH` (nsenter execs nft, so the monitor's
+ * stdout is still nft's own pipe). `exec` (tests) overrides the prefix, e.g. ['ip', 'netns', 'exec', 'NAME'].
  */
 import { nowNs } from '../../clock.js';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
+import { netnsExec, netnsNote } from '../../netns.js';
 import { ev, type Clock } from '../../../schemas/events.js';
 import type { NftSnapshotRow } from '../../../schemas/rows.js';
 import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
@@ -72,7 +74,7 @@ export class NftablesSource implements Source {
   }
 
   private cmd(argv: string[]): [string, string[]] {
-    const full = [...(this.o.exec ?? []), ...argv];
+    const full = [...(this.o.exec ?? netnsExec(this.opts.netns)), ...argv];
     return [full[0]!, full.slice(1)];
   }
 
@@ -93,6 +95,11 @@ export class NftablesSource implements Source {
   }
 
   async preflight(): Promise<Preflight> {
+    const pf = await this.preflightHere();
+    return { ...pf, detail: `${pf.detail}${netnsNote(this.opts.netns)}` };
+  }
+
+  private async preflightHere(): Promise<Preflight> {
     const versions: Record<string, string> = {};
     const v = this.runSync(['nft', '--version']);
     const nftOk = v.ok;
