@@ -81,7 +81,7 @@ function currentOf(w: Workload | null): RecommendationCurrent {
 
 /** The verify loop: the recorder's own command line with a new --out, else one built from the Deployment. */
 function verifyCommands(w: Workload | null, file: string | null): string[] {
-  const base = (file ?? 'rollout.rtb').replace(/^.*\//, '').replace(/\.rtb$/, '');
+  const base = (file ?? 'rollout.rtb').replace(/^.*\//, '').replace(/\.rtb(\.gz)?$/, '');
   const out = `${base}-fixed.rtb`;
   let rec: string[] | null = null;
   if (w?.argv && w.argv[0] === 'record' && w.createdBy !== 'merge') {
