@@ -47,6 +47,17 @@ export class FailureDetector {
   private lastSweep = 0;
   /** kernel resets from a pod IP at an instant no pod's tenure covers: not attributed */
   readonly resetsOutsideTenure: string[] = [];
+  /**
+   * Source NAT seen by conntrack: the post-NAT tuple on the wire (client side as rewritten, e.g. the node's
+   * bridge address after kube-proxy's masquerade of off-cluster sources) -> the original client. On a real
+   * node a connection's SYN leaves the bridge SNATed while its replies (de-NATed before the capture point
+   * when br_netfilter is loaded) come back to the original client: without this, both halves look unanswered.
+   */
+  readonly snat = new Map<string, { client: string; cport: number }>();
+
+  addSnat(r: { orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number }): void {
+    this.snat.set(`${r.reply_dst}|${r.reply_dport}|${r.reply_src}|${r.reply_sport}`, { client: r.orig_src, cport: r.orig_sport });
+  }
 
   private add(c: Omit<Candidate, 'kinds' | 'via' | 'views' | 'evidence'> & { kind: FailureKind; via: string; view?: View | null; evidence: string }): void {
     const key = `${c.client}|${c.cport ?? '?'}`;
@@ -87,6 +98,7 @@ export class FailureDetector {
     if (ts === null) return;
     this.lastTs = Math.max(this.lastTs, ts);
     if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
+    if (this.snat.size && p.proto === 'tcp') p = this.unSnat(p);
     if (p.proto === 'tcp' && p.src && p.dst && p.sport !== null && p.dport !== null) {
       const f = p.tcp_flags ?? 0;
       const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`;
@@ -135,6 +147,15 @@ export class FailureDetector {
       const name = icmpName(p.proto ?? "icmp", p.icmp_type ?? 0, p.icmp_code ?? 0);
       this.connFailure(c, 'icmp-unreachable', ts, `ICMP ${name} from ${p.src}`, { type: p.icmp_type ?? 0, code: p.icmp_code ?? 0, from: p.src ?? '?', name });
     }
+  }
+
+  /** A packet of a source-NATed connection, seen with the original client's address and port. */
+  private unSnat(p: StoredPacketRow): StoredPacketRow {
+    const c2s = this.snat.get(`${p.src}|${p.sport}|${p.dst}|${p.dport}`);
+    if (c2s) return { ...p, src: c2s.client, sport: c2s.cport };
+    const s2c = this.snat.get(`${p.dst}|${p.dport}|${p.src}|${p.sport}`);
+    if (s2c) return { ...p, dst: s2c.client, dport: s2c.cport };
+    return p;
   }
 
   /** SYNs unanswered for 3 s are timeouts; connections idle for 60 s are forgotten (bounded memory). */
@@ -193,6 +214,11 @@ export function feedProbes(d: FailureDetector, reader: BundleReader): void {
  */
 export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   if (!reader.has('packets')) return;
+  if (reader.has('conntrack')) {
+    const nat = reader.db.prepare(`SELECT DISTINCT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport FROM conntrack
+      WHERE proto = 'tcp' AND reply_dst IS NOT NULL AND orig_src IS NOT NULL AND (reply_dst != orig_src OR reply_dport != orig_sport)`);
+    for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number }>) d.addSnat(r);
+  }
   const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
     inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
   const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;

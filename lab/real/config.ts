@@ -171,7 +171,9 @@ export function kubeletConfig(l: RealLayout): Record<string, unknown> {
 export function kubeletArgs(l: RealLayout, logLevel = 2): string[] {
   const p = paths(l);
   return ['--config', p.kubeletConfig, '--kubeconfig', p.kubeconfigNode, '--root-dir', p.kubeletRoot, '--cert-dir', join(p.kubeletRoot, 'pki'),
-    '--hostname-override', NODE_NAME, '--node-ip', NET.nodeIp, `--v=${logLevel}`];
+    '--hostname-override', NODE_NAME, '--node-ip', NET.nodeIp, `--v=${logLevel}`,
+    // the truth reads the kubelet's own records: preStop start/end are logged at 3
+    '--vmodule=kuberuntime_container=3'];
 }
 
 export type ProxyMode = 'nftables' | 'iptables';
@@ -195,7 +197,9 @@ export function kubeProxyConfig(l: RealLayout, mode: ProxyMode): Record<string, 
 }
 
 export function kubeProxyArgs(l: RealLayout, logLevel = 4): string[] {
-  return ['--config', paths(l).kubeProxyConfig, `--v=${logLevel}`];
+  // -v=4: the endpoints of every sync; proxier=9: the nftables transaction / iptables-restore input of
+  // every sync (what the truth reads to know which sync stopped routing to an endpoint)
+  return ['--config', paths(l).kubeProxyConfig, `--v=${logLevel}`, '--vmodule=proxier=9'];
 }
 
 export function etcdArgs(l: RealLayout): string[] {

@@ -127,7 +127,16 @@ func main() {
 		inflight.Add(-1)
 	})
 
-	logEv("started", map[string]any{"mode": mode})
+	// the pod's own addresses: the truth maps connections to pods by them
+	var ips []string
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+				ips = append(ips, n.IP.String())
+			}
+		}
+	}
+	logEv("started", map[string]any{"mode": mode, "ips": ips})
 	var ln net.Listener
 	var lnMu sync.Mutex
 	listening := make(chan struct{})
