@@ -7,7 +7,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -127,6 +126,32 @@ func main() {
 		inflight.Add(-1)
 	})
 
+	// every connection's state: at shutdown the app finishes what it accepted (a connection accepted
+	// before the listener closed whose request is still on its way is served, not dropped as idle)
+	var connMu sync.Mutex
+	conns := map[net.Conn]http.ConnState{}
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		connMu.Lock()
+		if s == http.StateClosed || s == http.StateHijacked {
+			delete(conns, c)
+		} else {
+			conns[c] = s
+		}
+		connMu.Unlock()
+	}
+	busy := func() int {
+		connMu.Lock()
+		defer connMu.Unlock()
+		n := 0
+		for c, s := range conns {
+			if s == http.StateIdle {
+				c.Close()
+				continue
+			}
+			n++
+		}
+		return n
+	}
 	// the pod's own addresses: the truth maps connections to pods by them
 	var ips []string
 	if addrs, err := net.InterfaceAddrs(); err == nil {
@@ -178,10 +203,14 @@ func main() {
 	drainAndExit := func() {
 		srv.SetKeepAlivesEnabled(false)
 		closeListener()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		err := srv.Shutdown(ctx) // the listener is closed already: waits for the connections in flight
-		exit(err != nil)
+		deadline := time.Now().Add(2 * time.Second)
+		for busy() > 0 {
+			if time.Now().After(deadline) {
+				exit(true)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		exit(false)
 	}
 
 	sigs := make(chan os.Signal, 4)
