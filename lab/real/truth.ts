@@ -122,7 +122,10 @@ export function kubeProxySyncs(lines: KlogLine[]): SyncRecord[] {
         const d = /^delete chain ip kube-proxy (\S+)/.exec(b); if (d) cur.deletedChains.push(d[1]!);
       }
     } else if (l.msg === 'Restoring iptables') {
-      cur.after = iptablesRouted(l.body, chainSvc);
+      // the rules come as one quoted value (a []byte), or as a multi-line value
+      const rules = l.body.length ? l.body : (klogValue(l.rest, 'rules') ?? '').split('\n');
+      cur.after = iptablesRouted(rules, chainSvc);
+      for (const r of rules) { const x = /^-X (KUBE-SEP-\S+)/.exec(r); if (x) cur.deletedChains.push(x[1]!); }
     } else if (l.msg === 'nftables sync failed' || l.msg === 'Failed to execute iptables-restore') {
       cur.error = l.msg;
     } else if (l.msg === 'SyncProxyRules complete') {
