@@ -27,13 +27,18 @@ import type { RealPreStop } from './workload.js';
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const say = (kind: string, o: Record<string, unknown> = {}) => process.stdout.write(`LAB ${JSON.stringify({ kind, ...o })}\n`);
 
-/** Scenario variants only the real node has (the native sleep action vs an exec'd sleep). */
-export const REAL_PRESTOP: Record<string, RealPreStop> = {
-  'prestop-exec': { exec: ['sleep', '2'] },
-  'prestop-sleep-action': { sleepSeconds: 2 },
+/** Scenario variants only the real node has (the fast lab's scenarios run as they are). */
+export const REAL_VARIANTS: Record<string, { base: string; description: string; preStop?: RealPreStop; patch?: Partial<Scenario> }> = {
+  'prestop-exec': { base: 'prestop', description: 'preStop exec `sleep 2` (busybox in the image) outlasts the rule lag; zero failures', preStop: { exec: ['sleep', '2'] } },
+  'prestop-sleep-action': { base: 'prestop', description: 'the native lifecycle.preStop.sleep (2 s); zero failures', preStop: { sleepSeconds: 2 } },
+  'ignore-sigterm': { base: 'race', description: 'the app ignores SIGTERM (as a PID 1 without a handler does): SIGKILL at the end of a 3 s grace period',
+    patch: { backendArgs: ['--shutdown', 'ignore'], terminationGracePeriodSeconds: 3 } },
+  'local-policy': { base: 'local-blackhole', description: 'Local NodePort, the only local endpoint terminates but keeps serving 3 s: kube-proxy routes to it (ProxyTerminatingEndpoints) until the new pod is ready',
+    patch: { backendArgs: ['--shutdown', 'drain', '--drain-ms', '4000', '--start-delay-ms', '1500'] } },
 };
 export function realScenario(name: string): { sc: Scenario; preStop?: RealPreStop } | null {
-  if (REAL_PRESTOP[name]) return { sc: { ...SCENARIOS.prestop!, name }, preStop: REAL_PRESTOP[name] };
+  const v = Object.prototype.hasOwnProperty.call(REAL_VARIANTS, name) ? REAL_VARIANTS[name]! : null;
+  if (v) return { sc: { ...SCENARIOS[v.base]!, ...v.patch, name, description: v.description }, preStop: v.preStop };
   const sc = getScenario(name);
   return sc ? { sc } : null;
 }
@@ -64,7 +69,7 @@ export interface RealRunOptions { scenario: string; out: string; truth?: string;
 export async function runRealRun(opts: RealRunOptions): Promise<number> {
   if (process.getuid?.() !== 0) throw new InputError('the real node needs root (namespaces, cgroups, containerd)');
   const found = realScenario(opts.scenario);
-  if (!found) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${[...Object.keys(SCENARIOS), ...Object.keys(REAL_PRESTOP)].join(', ')})`);
+  if (!found) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${[...Object.keys(SCENARIOS), ...Object.keys(REAL_VARIANTS)].join(', ')})`);
   if (opts.out && existsSync(opts.out)) throw new InputError(`--out ${opts.out} exists; remove it or choose another path`);
   const out = resolve(opts.out);
   const truthPath = opts.truth ? resolve(opts.truth) : null;

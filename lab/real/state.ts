@@ -160,3 +160,20 @@ export function sweepRealLabs(): RealCleanup[] {
   for (const ns of listNetns()) if (/^rtr[0-9a-f]{6}-/.test(ns)) { deleteNetns(ns); out.push({ prefix: ns, killed: 0, netns: [ns], mounts: 0, cgroups: false, sysctls: 0, dirs: [] }); }
   return out;
 }
+
+/** What is left of a real lab (empty after a clean `lab down`): namespaces, processes, cgroups, mounts, dirs. */
+export function realLeftovers(prefix: string): string[] {
+  const l = realLayout(prefix);
+  const out: string[] = [];
+  for (const ns of listNetns()) if (ns.startsWith(`${prefix}-`)) out.push(`netns ${ns}`);
+  for (const m of cgroupMounts()) if (existsSync(join(m, prefix))) out.push(`cgroup ${join(m, prefix)}`);
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+      if (cg.includes(`:/${prefix}/`) || cg.includes(`:/${prefix}\n`)) out.push(`process ${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim()}`);
+    } catch { /* gone */ }
+  }
+  for (const m of mountsUnder([l.state, l.data])) out.push(`mount ${m}`);
+  for (const d of [l.state, l.data]) if (existsSync(d)) out.push(`dir ${d}`);
+  return out;
+}

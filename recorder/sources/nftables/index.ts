@@ -52,6 +52,8 @@ export class NftablesSource implements Source {
   private mon: Worker | null = null;
   private monExit: Promise<void> | null = null;
   private burst: Burst | null = null;
+  /** receipt time of the latest kube-relevant monitor line */
+  private lastLineTs = 0;
   private work: Promise<void> = Promise.resolve();
   private prev: Reduction = emptyReduction();
   private stopping = false;
@@ -184,6 +186,7 @@ export class NftablesSource implements Source {
     if (p.t === 'noise') return;
     if (p.t === 'malformed') { this.st.dropped++; this.sink?.dropped('nftables', 1); return; }
     if (!isKubeRelevantTable(p.r.table)) return;
+    this.lastLineTs = ts;
     if (!this.burst) this.burst = { firstTs: ts, records: [], timer: null };
     const b = this.burst;
     b.records.push(p.r);
@@ -200,7 +203,8 @@ export class NftablesSource implements Source {
     this.st.bursts++;
     const attrs = summarizeBurst(b.records);
     this.emit(ev('rules-changed', b.firstTs, 'nftables', attrs.tables.join(',') || null, attrs));
-    void this.enqueue(() => this.snapshot('burst', b.firstTs, true));
+    const closedAt = nowNs();
+    void this.enqueue(() => this.snapshot('burst', b.firstTs, true, 'receipt', undefined, closedAt));
   }
 
   private enqueue(f: () => Promise<void>): Promise<void> {
@@ -228,8 +232,15 @@ export class NftablesSource implements Source {
     this.sink?.nftSnapshot({ ts_ns: ts, format, reason, ruleset: text });
   }
 
-  /** Take a snapshot now; diff its reduction against the previous one; stamp changes `eventTs`. */
-  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string): Promise<void> {
+  /**
+   * Take a snapshot now; diff its reduction against the previous one; stamp changes `eventTs`.
+   * `burstClosedAt`: when a burst's snapshot may already hold a LATER transaction (a monitor line came
+   * after that burst closed: the snapshot ran while the next sync committed, as on a loaded real node where
+   * iptables-restore commits the filter and nat tables ~100 ms apart), its diff is not stamped with this
+   * burst's time: the next burst's snapshot takes the diff, stamped with that burst's first line. A change
+   * is then stamped at the latest at the transaction that made it, never before.
+   */
+  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string, burstClosedAt?: number): Promise<void> {
     const takenAt = nowNs();
     const nftText = fetched ?? await this.run(['nft', '-j', 'list', 'ruleset']);
     const model = parseNftRuleset(nftText);
@@ -245,6 +256,7 @@ export class NftablesSource implements Source {
       if (parsed.malformed) { this.st.dropped += parsed.malformed; this.sink?.dropped('nftables', parsed.malformed); }
       reds.push(reduceIptablesSave(parsed, 'iptables'));
     }
+    if (burstClosedAt !== undefined && this.lastLineTs > burstClosedAt) return;
     this.applyReduction(mergeReductions(...reds), diff, eventTs, clock);
   }
 
