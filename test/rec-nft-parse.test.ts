@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   hasIptablesKubeChains, hasNftKubeProxyTable, parseNftRuleset, reduceNftRuleset,
 } from '../recorder/sources/nftables/nft-json.js';
-import { parseMonitorLine, parseMonitorText, summarizeBurst } from '../recorder/sources/nftables/monitor.js';
+import { changeStamp, parseMonitorLine, parseMonitorText, summarizeBurst } from '../recorder/sources/nftables/monitor.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave, splitWords } from '../recorder/sources/nftables/iptables.js';
 import {
   diffReductions, mergeReductions, serviceFromComment, serviceFromNftChain, type Reduction,
@@ -205,5 +205,27 @@ describe('iptables-save reduction (kube-proxy iptables mode)', () => {
   it('splits quoted words like iptables-save prints them', () => {
     expect(splitWords('-A X -m comment --comment "a \\"b\\" c" -j Y')).toEqual(['-A', 'X', '-m', 'comment', '--comment', 'a "b" c', '-j', 'Y']);
     expect(splitWords('-A X --comment "open')).toBeNull();
+  });
+});
+
+describe('changeStamp: which monitor line made an endpoint change (several syncs in one burst)', () => {
+  const ep2 = 'endpoint-CFQGW5QF-default/web/tcp/http__10.244.0.2/8080';
+  const ep5 = 'endpoint-4VJT4MCW-default/web/tcp/http__10.244.0.5/8080';
+  // sync 8 rewrites both endpoint chains and adds .5; sync 9 (back to back) flushes .2's chain
+  // receipt stamps: two transactions 35 ms apart, lines of one transaction µs apart
+  const ms = 1e6, us = 1e3;
+  const recs = [
+    { op: 'delete', object: 'rule', chain: 'service-X', ts: 100 * ms }, { op: 'delete', object: 'rule', chain: ep2, ts: 100 * ms + 5 * us },
+    { op: 'add', object: 'chain', chain: ep5, ts: 100 * ms + 9 * us }, { op: 'add', object: 'rule', chain: ep2, ts: 100 * ms + 12 * us },
+    { op: 'add', object: 'rule', chain: ep5, ts: 100 * ms + 15 * us },
+    { op: 'delete', object: 'rule', chain: 'service-X', ts: 135 * ms }, { op: 'delete', object: 'rule', chain: ep2, ts: 135 * ms + 4 * us },
+  ];
+  it('removed: the first delete after the chain\'s last add; added: its first add; each stamped with its transaction\'s first line', () => {
+    expect(changeStamp(recs, ep2, 'removed')).toBe(135 * ms);
+    expect(changeStamp(recs, ep5, 'added')).toBe(100 * ms);
+  });
+  it('null when the burst never touches the chain, or never deletes it after its last add', () => {
+    expect(changeStamp(recs, 'KUBE-SEP-NOPE', 'removed')).toBeNull();
+    expect(changeStamp(recs, ep5, 'removed')).toBeNull();
   });
 });

@@ -26,7 +26,7 @@ import { ev, type Clock } from '../../../schemas/events.js';
 import type { NftSnapshotRow } from '../../../schemas/rows.js';
 import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave } from './iptables.js';
-import { isKubeRelevantTable, parseMonitorLine, summarizeBurst, type MonitorRecord } from './monitor.js';
+import { changeStamp, isKubeRelevantTable, parseMonitorLine, summarizeBurst, type StampedRecord } from './monitor.js';
 import { diffReductions, emptyReduction, mergeReductions, type Reduction } from './reduce.js';
 
 export const QUIET_MS = 30;
@@ -41,7 +41,7 @@ export interface NftSourceOptions {
 }
 
 
-interface Burst { firstTs: number; records: MonitorRecord[]; timer: NodeJS.Timeout | null }
+interface Burst { firstTs: number; records: StampedRecord[]; timer: NodeJS.Timeout | null }
 
 type Mode = 'monitor' | 'legacy-poll' | 'nft-poll';
 
@@ -52,6 +52,8 @@ export class NftablesSource implements Source {
   private mon: Worker | null = null;
   private monExit: Promise<void> | null = null;
   private burst: Burst | null = null;
+  /** monitor records of the bursts whose diff is not applied yet (a deferred snapshot keeps them) */
+  private pending: StampedRecord[] = [];
   /** receipt time of the latest kube-relevant monitor line */
   private lastLineTs = 0;
   private work: Promise<void> = Promise.resolve();
@@ -189,7 +191,7 @@ export class NftablesSource implements Source {
     this.lastLineTs = ts;
     if (!this.burst) this.burst = { firstTs: ts, records: [], timer: null };
     const b = this.burst;
-    b.records.push(p.r);
+    b.records.push({ ...p.r, ts });
     if (b.timer) clearTimeout(b.timer);
     if ((ts - b.firstTs) / 1e6 >= MAX_BURST_MS) { this.closeBurst(); return; }
     b.timer = setTimeout(() => this.closeBurst(), this.quietMs);
@@ -204,7 +206,7 @@ export class NftablesSource implements Source {
     const attrs = summarizeBurst(b.records);
     this.emit(ev('rules-changed', b.firstTs, 'nftables', attrs.tables.join(',') || null, attrs));
     const closedAt = nowNs();
-    void this.enqueue(() => this.snapshot('burst', b.firstTs, true, 'receipt', undefined, closedAt));
+    void this.enqueue(() => { this.pending.push(...b.records); return this.snapshot('burst', b.firstTs, true, 'receipt', undefined, closedAt); });
   }
 
   private enqueue(f: () => Promise<void>): Promise<void> {
@@ -261,7 +263,19 @@ export class NftablesSource implements Source {
   }
 
   private applyReduction(next: Reduction, diff: boolean, ts: number, clock: Clock): void {
-    if (diff) for (const e of diffReductions(this.prev, next, { ts_ns: ts, clock })) this.emit(e);
+    const recs = this.pending;
+    this.pending = [];
+    if (diff) {
+      for (const e of diffReductions(this.prev, next, { ts_ns: ts, clock })) {
+        // several syncs in one burst: stamp each endpoint change with the line that made it
+        const chain = (e.attrs as { chain?: string }).chain;
+        if (chain && recs.length && (e.kind === 'endpoint-rule-removed' || e.kind === 'endpoint-rule-added')) {
+          const t = changeStamp(recs, chain, e.kind === 'endpoint-rule-added' ? 'added' : 'removed');
+          if (t !== null) e.ts_ns = t;
+        }
+        this.emit(e);
+      }
+    }
     this.prev = next;
   }
 

@@ -83,3 +83,30 @@ export function isKubeRelevantTable(table: string | undefined): boolean {
   if (!table) return true;
   return table === 'kube-proxy' || table === 'nat' || table === 'filter' || table === 'mangle';
 }
+
+export type StampedRecord = MonitorRecord & { ts: number };
+
+/**
+ * The receipt time of the monitor line that made an endpoint's rules appear or go, when a burst holds
+ * several transactions (kube-proxy syncs back to back: the burst's first line belongs to the earlier one).
+ * An endpoint's chain (nftables `endpoint-…__ip/port`, iptables-nft `KUBE-SEP-…`) is rewritten by every sync
+ * of its service, so: removed = the first delete on that chain after its last add; added = its first add.
+ * The stamp is that of the first line of its transaction: the lines of one transaction arrive together,
+ * so a line belongs to the run of lines with gaps under `gapNs` before it.
+ * null when the burst never names the chain (then the burst's first line stands).
+ */
+export function changeStamp(records: StampedRecord[], chain: string, change: 'added' | 'removed', gapNs = 2e6): number | null {
+  let at = -1;
+  if (change === 'added') at = records.findIndex((r) => r.chain === chain && r.op === 'add');
+  else {
+    let lastAdd = -1;
+    records.forEach((r, i) => { if (r.chain === chain && r.op === 'add') lastAdd = i; });
+    for (let i = lastAdd + 1; i < records.length && at < 0; i++) {
+      const r = records[i]!;
+      if (r.chain === chain && (r.op === 'delete' || r.op === 'flush')) at = i;
+    }
+  }
+  if (at < 0) return null;
+  while (at > 0 && records[at]!.ts - records[at - 1]!.ts < gapNs) at--;
+  return records[at]!.ts;
+}
