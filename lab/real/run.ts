@@ -16,7 +16,7 @@ import { parseConntrackLine } from '../../recorder/sources/conntrack/parse.js';
 import { CONNTRACK_ARGS } from '../../recorder/sources/conntrack/index.js';
 import { BACKEND_PORT, getScenario, NODE_NAME, SCENARIOS, SERVICE_PORT, VIP, type Scenario } from '../scenarios/index.js';
 import { buildTruth, type ClientResult, type SliceChange, type Truth } from '../truth.js';
-import { nowNs, sleep } from '../sys.js';
+import { nowNs, settleRecorder, sleep } from '../sys.js';
 import { k8sBin } from './build.js';
 import { NET, paths, realLayout, type ProxyMode } from './config.js';
 import { newRealPrefix, realSession, type RealSession } from './cli.js';
@@ -148,12 +148,7 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
       if (stopping) res = 'stopped';
       else if (Date.now() - t0 > timeoutS * 1000) res = 'timeout';
     }
-    if (res === 'timeout' || res === 'stopped') {
-      rec.kill('SIGINT');
-      const r2 = await Promise.race([exit, sleep(15000).then(() => null)]);
-      if (r2 === null) rec.kill('SIGKILL');
-      recorder.exitCode = r2; recorder.reason = res;
-    } else { recorder.exitCode = res; recorder.reason = res === 0 ? null : `exit ${res}`; }
+    Object.assign(recorder, await settleRecorder(rec, exit, res, 15000));
     process.stderr.write(readFileSync(recLogPath, 'utf8'));
     // the truth needs every old pod's end: wait until none is terminating
     for (const t1 = Date.now(); !stopping && Date.now() - t1 < 60000;) {
@@ -216,6 +211,16 @@ export function realTruth(i: {
     if (truth.failures.some((x) => x.client === f.client)) continue;
     truth.failures.push({ ...f, backendPod: f.backendIp ? ipToPod.get(f.backendIp) ?? null : null, kind: 'timeout', from: 'conntrack' });
   }
+  // a client-netns timeout is the same connection as an unanswered SYN conntrack saw on the NodePort
+  // (the client logs the end of the attempt, its timeout after the SYN): counted once, with its backend
+  const used = new Set<object>();
+  truth.failures = truth.failures.filter((f) => {
+    if (f.from !== 'client-log' || f.kind !== 'timeout' || i.sc.nodePort == null) return true;
+    const twin = truth.failures.find((c) => c.from === 'conntrack' && c.kind === 'timeout' && !used.has(c) && c.service.endsWith(`:${i.sc.nodePort}`)
+      && Math.abs(f.atNs - 1e9 - c.atNs) < 250e6);
+    if (twin) used.add(twin);
+    return !twin;
+  });
   truth.failures.sort((a, b) => a.atNs - b.atNs);
   return truth;
 }
