@@ -169,6 +169,9 @@ export function realLeftovers(prefix: string): string[] {
   for (const m of cgroupMounts()) if (existsSync(join(m, prefix))) out.push(`cgroup ${join(m, prefix)}`);
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
+      // a zombie (killed, not yet reaped by its new parent) holds nothing but its PID
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
       const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
       if (cg.includes(`:/${prefix}/`) || cg.includes(`:/${prefix}\n`)) out.push(`process ${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim()}`);
     } catch { /* gone */ }
