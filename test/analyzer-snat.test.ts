@@ -57,3 +57,23 @@ describe('source NAT on the bridge', () => {
     expect(d.candidates().map((x) => [x.client, x.cport, [...x.kinds]])).toEqual([['192.168.77.1', 22455, ['syn-rst']]]);
   });
 });
+
+describe('a NAT port reused as another connection\'s own port', () => {
+  it('the kubelet\'s probe from 10.244.0.1:45756, 2 s after a masqueraded probe used that port, is its own served connection', () => {
+    const d = new FailureDetector();
+    // first flow: 192.168.77.1:28699 -> VIP, SNAT to 10.244.0.1:45756 (conntrack events 0.896 s .. 1.150 s)
+    d.addSnat({ orig_src: '192.168.77.1', orig_sport: 28699, reply_src: '10.244.0.4', reply_sport: 8080, reply_dst: '10.244.0.1', reply_dport: 45756, first: 0.896e9, last: 1.150e9 });
+    // second flow: the kubelet 10.244.0.1:45756 -> pod, SNAT to 47685 to avoid the clash (2.901 s ..)
+    d.addSnat({ orig_src: '10.244.0.1', orig_sport: 45756, reply_src: '10.244.0.4', reply_sport: 8080, reply_dst: '10.244.0.1', reply_dport: 47685, first: 2.901e9, last: 2.904e9 });
+    const seen = [
+      pkt(0.896e9, '10.244.0.1', 45756, '10.244.0.4', 8080, TCP.SYN), pkt(0.8961e9, '10.244.0.4', 8080, '192.168.77.1', 28699, TCP.SYN | TCP.ACK),
+      pkt(0.897e9, '10.244.0.1', 45756, '10.244.0.4', 8080, TCP.PSH | TCP.ACK, 84), pkt(0.898e9, '10.244.0.4', 8080, '192.168.77.1', 28699, TCP.PSH | TCP.ACK, 120),
+      pkt(1.126e9, '10.244.0.4', 8080, '192.168.77.1', 28699, TCP.FIN | TCP.ACK),
+      pkt(2.9009e9, '10.244.0.1', 47685, '10.244.0.4', 8080, TCP.SYN), pkt(2.901e9, '10.244.0.4', 8080, '10.244.0.1', 45756, TCP.SYN | TCP.ACK),
+      pkt(2.9035e9, '10.244.0.4', 8080, '10.244.0.1', 45756, TCP.PSH | TCP.ACK, 138), pkt(2.9037e9, '10.244.0.4', 8080, '10.244.0.1', 45756, TCP.FIN | TCP.ACK),
+    ];
+    for (const p of seen) d.packet(p);
+    d.sweep(10e9, true);
+    expect(d.candidates()).toEqual([]);
+  });
+});

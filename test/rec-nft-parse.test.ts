@@ -215,15 +215,33 @@ describe('changeStamp: which monitor line made an endpoint change (several syncs
   // receipt stamps: two transactions 35 ms apart, lines of one transaction µs apart
   const ms = 1e6, us = 1e3;
   const recs = [
-    { op: 'delete', object: 'rule', chain: 'service-X', ts: 100 * ms }, { op: 'delete', object: 'rule', chain: ep2, ts: 100 * ms + 5 * us },
-    { op: 'add', object: 'chain', chain: ep5, ts: 100 * ms + 9 * us }, { op: 'add', object: 'rule', chain: ep2, ts: 100 * ms + 12 * us },
-    { op: 'add', object: 'rule', chain: ep5, ts: 100 * ms + 15 * us },
-    { op: 'delete', object: 'rule', chain: 'service-X', ts: 135 * ms }, { op: 'delete', object: 'rule', chain: ep2, ts: 135 * ms + 4 * us },
+    { op: 'delete', object: 'rule', family: 'ip', table: 'kube-proxy', chain: 'service-X', ts: 100 * ms },
+    { op: 'delete', object: 'rule', family: 'ip', table: 'kube-proxy', chain: ep2, ts: 100 * ms + 5 * us },
+    { op: 'add', object: 'chain', family: 'ip', table: 'kube-proxy', chain: ep5, ts: 100 * ms + 9 * us },
+    { op: 'add', object: 'rule', family: 'ip', table: 'kube-proxy', chain: ep2, ts: 100 * ms + 12 * us },
+    { op: 'add', object: 'rule', family: 'ip', table: 'kube-proxy', chain: ep5, ts: 100 * ms + 15 * us },
+    { op: 'delete', object: 'rule', family: 'ip', table: 'kube-proxy', chain: 'service-X', ts: 135 * ms },
+    { op: 'delete', object: 'rule', family: 'ip', table: 'kube-proxy', chain: ep2, ts: 135 * ms + 4 * us },
   ];
   it('removed: the first delete after the chain\'s last add; added: its first add; each stamped with its transaction\'s first line', () => {
     expect(changeStamp(recs, ep2, 'removed')).toBe(135 * ms);
     expect(changeStamp(recs, ep5, 'added')).toBe(100 * ms);
   });
+  it('iptables-restore commits filter then nat, tens of ms apart: one sync, stamped with its first commit', () => {
+    const sep = 'KUBE-SEP-QA4PSDNF5R2OJOPA';
+    const ipt = [
+      { op: 'delete', object: 'rule', family: 'ip', table: 'filter', chain: 'KUBE-SERVICES', ts: 100 * ms },
+      { op: 'add', object: 'rule', family: 'ip', table: 'filter', chain: 'KUBE-SERVICES', ts: 100 * ms + 3 * us },
+      { op: 'delete', object: 'rule', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms },
+      { op: 'delete', object: 'chain', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms + 2 * us },
+      // the next sync's filter commit
+      { op: 'delete', object: 'rule', family: 'ip', table: 'filter', chain: 'KUBE-SERVICES', ts: 300 * ms },
+    ];
+    expect(changeStamp(ipt, sep, 'removed')).toBe(100 * ms);
+    const next = [...ipt, { op: 'add', object: 'chain', family: 'ip', table: 'nat', chain: 'KUBE-SEP-NEW', ts: 320 * ms }];
+    expect(changeStamp(next, 'KUBE-SEP-NEW', 'added')).toBe(300 * ms);
+  });
+
   it('null when the burst never touches the chain, or never deletes it after its last add', () => {
     expect(changeStamp(recs, 'KUBE-SEP-NOPE', 'removed')).toBeNull();
     expect(changeStamp(recs, ep5, 'removed')).toBeNull();

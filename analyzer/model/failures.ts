@@ -53,10 +53,18 @@ export class FailureDetector {
    * node a connection's SYN leaves the bridge SNATed while its replies (de-NATed before the capture point
    * when br_netfilter is loaded) come back to the original client: without this, both halves look unanswered.
    */
-  readonly snat = new Map<string, { client: string; cport: number }>();
+  readonly snat = new Map<string, Array<{ client: string; cport: number; from: number; to: number }>>();
 
-  addSnat(r: { orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number }): void {
-    this.snat.set(`${r.reply_dst}|${r.reply_dport}|${r.reply_src}|${r.reply_sport}`, { client: r.orig_src, cport: r.orig_sport });
+  /** first/last: the flow's first and last conntrack events (a NAT port is reused by later flows). */
+  addSnat(r: { orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first?: number; last?: number }): void {
+    const k = `${r.reply_dst}|${r.reply_dport}|${r.reply_src}|${r.reply_sport}`;
+    const l = this.snat.get(k) ?? [];
+    l.push({ client: r.orig_src, cport: r.orig_sport, from: (r.first ?? -Infinity) - 1e9, to: (r.last ?? Infinity) + 1e9 });
+    this.snat.set(k, l);
+  }
+
+  private snatAt(k: string, ts: number) {
+    return this.snat.get(k)?.find((m) => ts >= m.from && ts <= m.to) ?? null;
   }
 
   private add(c: Omit<Candidate, 'kinds' | 'via' | 'views' | 'evidence'> & { kind: FailureKind; via: string; view?: View | null; evidence: string }): void {
@@ -151,9 +159,13 @@ export class FailureDetector {
 
   /** A packet of a source-NATed connection, seen with the original client's address and port. */
   private unSnat(p: StoredPacketRow): StoredPacketRow {
-    const c2s = this.snat.get(`${p.src}|${p.sport}|${p.dst}|${p.dport}`);
+    const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`, rev = `${p.dst}|${p.dport}|${p.src}|${p.sport}`;
+    // a packet of a connection already tracked as it is on the wire stays as it is: a NAT port can be
+    // another connection's own (unNATed) port a moment later
+    if (this.conns.has(fwd) || this.conns.has(rev)) return p;
+    const c2s = this.snatAt(fwd, p.ts_ns);
     if (c2s) return { ...p, src: c2s.client, sport: c2s.cport };
-    const s2c = this.snat.get(`${p.dst}|${p.dport}|${p.src}|${p.sport}`);
+    const s2c = this.snatAt(rev, p.ts_ns);
     if (s2c) return { ...p, dst: s2c.client, dport: s2c.cport };
     return p;
   }
@@ -215,9 +227,10 @@ export function feedProbes(d: FailureDetector, reader: BundleReader): void {
 export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   if (!reader.has('packets')) return;
   if (reader.has('conntrack')) {
-    const nat = reader.db.prepare(`SELECT DISTINCT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport FROM conntrack
-      WHERE proto = 'tcp' AND reply_dst IS NOT NULL AND orig_src IS NOT NULL AND (reply_dst != orig_src OR reply_dport != orig_sport)`);
-    for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number }>) d.addSnat(r);
+    const nat = reader.db.prepare(`SELECT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport, MIN(ts_ns) AS first, MAX(ts_ns) AS last FROM conntrack
+      WHERE proto = 'tcp' AND reply_dst IS NOT NULL AND orig_src IS NOT NULL AND (reply_dst != orig_src OR reply_dport != orig_sport)
+      GROUP BY orig_src, orig_sport, orig_dst, orig_dport, reply_src, reply_sport, reply_dst, reply_dport`);
+    for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first: number; last: number }>) d.addSnat(r);
   }
   const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
     inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);

@@ -91,8 +91,7 @@ export type StampedRecord = MonitorRecord & { ts: number };
  * several transactions (kube-proxy syncs back to back: the burst's first line belongs to the earlier one).
  * An endpoint's chain (nftables `endpoint-…__ip/port`, iptables-nft `KUBE-SEP-…`) is rewritten by every sync
  * of its service, so: removed = the first delete on that chain after its last add; added = its first add.
- * The stamp is that of the first line of its transaction: the lines of one transaction arrive together,
- * so a line belongs to the run of lines with gaps under `gapNs` before it.
+ * The stamp is that of the first line of the sync that made it (see below how lines are grouped).
  * null when the burst never names the chain (then the burst's first line stands).
  */
 export function changeStamp(records: StampedRecord[], chain: string, change: 'added' | 'removed', gapNs = 2e6): number | null {
@@ -107,6 +106,21 @@ export function changeStamp(records: StampedRecord[], chain: string, change: 'ad
     }
   }
   if (at < 0) return null;
-  while (at > 0 && records[at]!.ts - records[at - 1]!.ts < gapNs) at--;
-  return records[at]!.ts;
+  // transactions: runs of lines with gaps under gapNs. One sync commits each table at most once
+  // (iptables-restore: filter, then nat, tens of ms apart on a loaded node), so a transaction on a table
+  // the current sync has not touched yet belongs to that sync; one on a table it touched starts the next.
+  let syncStart = 0;
+  let tables = new Set<string>();
+  let groupStart = 0;
+  let groupTables = new Set<string>();
+  const closeGroup = () => {
+    if ([...groupTables].some((t) => tables.has(t))) { syncStart = groupStart; tables = new Set(); }
+    for (const t of groupTables) tables.add(t);
+  };
+  for (let i = 0; i <= at; i++) {
+    if (i > 0 && records[i]!.ts - records[i - 1]!.ts >= gapNs) { closeGroup(); groupStart = i; groupTables = new Set(); }
+    groupTables.add(`${records[i]!.family ?? ''} ${records[i]!.table ?? ''}`);
+  }
+  closeGroup();
+  return records[syncStart]!.ts;
 }
