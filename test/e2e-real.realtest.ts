@@ -88,6 +88,10 @@ const REAL_EXPECT: Record<string, Expectation> = {
   ...EXPECT,
   'prestop-exec': EXPECT.prestop!,
   'prestop-sleep-action': EXPECT.prestop!,
+  // SIGKILL after the rules dropped the pod; nothing in flight at the kill
+  'ignore-sigterm': { failures: 'none', cause: null, verdict: 'safe' },
+  // the terminating endpoint keeps serving (ProxyTerminatingEndpoints) until the new pod is ready
+  'local-policy': { failures: 'none', cause: null, verdict: 'safe' },
 };
 
 const SCENARIOS = (process.env.ROLLTRACE_REAL_SCENARIOS ?? 'race,iptables,prestop-exec,prestop-sleep-action').split(',');

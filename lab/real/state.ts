@@ -146,8 +146,13 @@ export function cleanupRealLab(prefix: string): RealCleanup {
     try { writeFileSync(join('/proc/sys', k), v); res.sysctls++; } catch { /* read-only */ }
   }
   for (const s of shimSockets) rmSync(s, { force: true });
-  // the shims made these (containerd's socket root is fixed); gone when empty
-  if (shimSockets.length) for (const d of ['/run/containerd/s', '/run/containerd']) { try { rmdirSync(d); } catch { /* in use or absent */ } }
+  // the shims made these under containerd's fixed /run/containerd (sockets, fifos, runc state); removed
+  // when empty (another lab's, or a system containerd's, are not)
+  if (res.cgroups) {
+    for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc/k8s.io', '/run/containerd/runc', '/run/containerd']) {
+      try { rmdirSync(d); } catch { /* in use, not empty or absent */ }
+    }
+  }
   for (const d of dirs) { if (existsSync(d)) { rmSync(d, { recursive: true, force: true }); res.dirs.push(d); } }
   return res;
 }
