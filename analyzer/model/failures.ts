@@ -53,18 +53,27 @@ export class FailureDetector {
    * node a connection's SYN leaves the bridge SNATed while its replies (de-NATed before the capture point
    * when br_netfilter is loaded) come back to the original client: without this, both halves look unanswered.
    */
-  readonly snat = new Map<string, Array<{ client: string; cport: number; from: number; to: number }>>();
+  readonly snat = new Map<string, Array<{ client: string; cport: number; from: number }>>();
 
-  /** first/last: the flow's first and last conntrack events (a NAT port is reused by later flows). */
-  addSnat(r: { orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first?: number; last?: number }): void {
+  /**
+   * first: the flow's first conntrack event. A mapping holds from then (less 1 s: conntrack stamps on
+   * receipt) until the next flow with the same NATed tuple begins (an unanswered SYN's entry lives on,
+   * and its retransmissions come seconds later).
+   */
+  addSnat(r: { orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first?: number }): void {
     const k = `${r.reply_dst}|${r.reply_dport}|${r.reply_src}|${r.reply_sport}`;
     const l = this.snat.get(k) ?? [];
-    l.push({ client: r.orig_src, cport: r.orig_sport, from: (r.first ?? -Infinity) - 1e9, to: (r.last ?? Infinity) + 1e9 });
+    l.push({ client: r.orig_src, cport: r.orig_sport, from: (r.first ?? -Infinity) - 1e9 });
+    l.sort((a, b) => a.from - b.from);
     this.snat.set(k, l);
   }
 
   private snatAt(k: string, ts: number) {
-    return this.snat.get(k)?.find((m) => ts >= m.from && ts <= m.to) ?? null;
+    const l = this.snat.get(k);
+    if (!l) return null;
+    let hit: (typeof l)[number] | null = null;
+    for (const m of l) if (m.from <= ts) hit = m;
+    return hit;
   }
 
   private add(c: Omit<Candidate, 'kinds' | 'via' | 'views' | 'evidence'> & { kind: FailureKind; via: string; view?: View | null; evidence: string }): void {
@@ -227,10 +236,10 @@ export function feedProbes(d: FailureDetector, reader: BundleReader): void {
 export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   if (!reader.has('packets')) return;
   if (reader.has('conntrack')) {
-    const nat = reader.db.prepare(`SELECT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport, MIN(ts_ns) AS first, MAX(ts_ns) AS last FROM conntrack
+    const nat = reader.db.prepare(`SELECT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport, MIN(ts_ns) AS first FROM conntrack
       WHERE proto = 'tcp' AND reply_dst IS NOT NULL AND orig_src IS NOT NULL AND (reply_dst != orig_src OR reply_dport != orig_sport)
       GROUP BY orig_src, orig_sport, orig_dst, orig_dport, reply_src, reply_sport, reply_dst, reply_dport`);
-    for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first: number; last: number }>) d.addSnat(r);
+    for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first: number }>) d.addSnat(r);
   }
   const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
     inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
