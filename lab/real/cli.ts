@@ -8,9 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../../schemas/errors.js';
-import { getScenario, SCENARIOS, type Scenario } from '../scenarios/index.js';
+import { getScenario, SCENARIOS, SERVICE_PORT, VIP, type Scenario } from '../scenarios/index.js';
 import { buildKubernetes, K8S_VERSION } from './build.js';
-import { paths, realLayout, type ProxyMode } from './config.js';
+import { NET, paths, realLayout, type ProxyMode } from './config.js';
+import { run } from '../sys.js';
 import { NodeProcs, prepareReal, startRealNode, type RealNode } from './node.js';
 import { containerdVersion, ensureContainerd } from './runtime.js';
 import { cleanupRealLab, RealState, sweepRealLabs, type RealCleanup } from './state.js';
@@ -56,7 +57,15 @@ export async function realSession(opts: { prefix: string; scenario: Scenario; mo
   np.kubectl(['apply', '-f', manifests]);
   const r = np.kubectl(['rollout', 'status', 'deploy/web', '--timeout=120s'], { allowFail: true });
   if (r.code !== 0) throw new Error(`real node: Deployment web did not roll out: ${r.stderr.trim() || r.stdout.trim()}`);
-  say('Deployment web rolled out');
+  // ready pods are not yet routed: wait for kube-proxy's rules (VIP from the node, NodePort from the client)
+  const sc = opts.scenario;
+  const routed = (ns: string, url: string) => run('nsenter', [`--net=/run/netns/${ns}`, '--', 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', url], { allowFail: true }).stdout === '200';
+  for (const t1 = Date.now(); ;) {
+    if (routed(node.nodeNs, `http://${VIP}:${SERVICE_PORT}/healthz`) && (!sc.nodePort || routed(node.clientNs, `http://${NET.nodeIp}:${sc.nodePort}/healthz`))) break;
+    if (Date.now() - t1 > 30000) throw new Error('real node: Service web not routed by kube-proxy 30 s after the rollout');
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  say('Deployment web rolled out and routed');
   return { node, np, stamps, scenario: opts.scenario };
 }
 
