@@ -269,8 +269,8 @@ export class NftablesSource implements Source {
       for (const e of diffReductions(this.prev, next, { ts_ns: ts, clock })) {
         // several syncs in one burst: stamp each endpoint change with the line that made it
         const chain = (e.attrs as { chain?: string }).chain;
-        if (chain && recs.length && (e.kind === 'endpoint-rule-removed' || e.kind === 'endpoint-rule-added')) {
-          const t = changeStamp(recs, chain, e.kind === 'endpoint-rule-added' ? 'added' : 'removed');
+        if (chain && recs.length && e.kind === 'endpoint-rule-removed') {
+          const t = changeStamp(recs, chain);
           if (t !== null) e.ts_ns = t;
         }
         this.emit(e);

@@ -87,40 +87,25 @@ export function isKubeRelevantTable(table: string | undefined): boolean {
 export type StampedRecord = MonitorRecord & { ts: number };
 
 /**
- * The receipt time of the monitor line that made an endpoint's rules appear or go, when a burst holds
- * several transactions (kube-proxy syncs back to back: the burst's first line belongs to the earlier one).
- * An endpoint's chain (nftables `endpoint-…__ip/port`, iptables-nft `KUBE-SEP-…`) is rewritten by every sync
- * of its service, so: removed = the first delete on that chain after its last add; added = its first add.
- * The stamp is that of the first line of the sync that made it (see below how lines are grouped).
- * null when the burst never names the chain (then the burst's first line stands).
+ * When one burst holds several kube-proxy syncs back to back, the burst's first line belongs to the
+ * earlier one: the receipt time of the monitor line that removed an endpoint. An endpoint's chain
+ * (nftables `endpoint-…__ip/port`, iptables-nft `KUBE-SEP-…`) is rewritten (flushed, then its rules added
+ * again) by every sync of its service, and only flushed or deleted by the sync that drops it. So: if the
+ * burst re-added the chain's rules before flushing it for good, an earlier sync in this burst kept the
+ * endpoint, and the removal is stamped with the run of lines (gaps under gapNs) holding that last flush,
+ * never before the lines that re-added it. Otherwise (one sync, possibly read in several chunks on a busy
+ * machine) null: the burst's first line stands. Additions keep the burst's first line too.
  */
-export function changeStamp(records: StampedRecord[], chain: string, change: 'added' | 'removed', gapNs = 2e6): number | null {
+export function changeStamp(records: StampedRecord[], chain: string, gapNs = 2e6): number | null {
+  let lastAdd = -1;
+  records.forEach((r, i) => { if (r.chain === chain && r.op === 'add') lastAdd = i; });
+  if (lastAdd < 0) return null;
   let at = -1;
-  if (change === 'added') at = records.findIndex((r) => r.chain === chain && r.op === 'add');
-  else {
-    let lastAdd = -1;
-    records.forEach((r, i) => { if (r.chain === chain && r.op === 'add') lastAdd = i; });
-    for (let i = lastAdd + 1; i < records.length && at < 0; i++) {
-      const r = records[i]!;
-      if (r.chain === chain && (r.op === 'delete' || r.op === 'flush')) at = i;
-    }
+  for (let i = lastAdd + 1; i < records.length && at < 0; i++) {
+    const r = records[i]!;
+    if (r.chain === chain && (r.op === 'delete' || r.op === 'flush')) at = i;
   }
   if (at < 0) return null;
-  // transactions: runs of lines with gaps under gapNs. One sync commits each table at most once
-  // (iptables-restore: filter, then nat, tens of ms apart on a loaded node), so a transaction on a table
-  // the current sync has not touched yet belongs to that sync; one on a table it touched starts the next.
-  let syncStart = 0;
-  let tables = new Set<string>();
-  let groupStart = 0;
-  let groupTables = new Set<string>();
-  const closeGroup = () => {
-    if ([...groupTables].some((t) => tables.has(t))) { syncStart = groupStart; tables = new Set(); }
-    for (const t of groupTables) tables.add(t);
-  };
-  for (let i = 0; i <= at; i++) {
-    if (i > 0 && records[i]!.ts - records[i - 1]!.ts >= gapNs) { closeGroup(); groupStart = i; groupTables = new Set(); }
-    groupTables.add(`${records[i]!.family ?? ''} ${records[i]!.table ?? ''}`);
-  }
-  closeGroup();
-  return records[syncStart]!.ts;
+  while (at > lastAdd + 1 && records[at]!.ts - records[at - 1]!.ts < gapNs) at--;
+  return records[at]!.ts;
 }
