@@ -2,8 +2,9 @@
  * Issue 9 acceptance on the real node (real kube-apiserver/etcd/controller-manager/scheduler, kubelet,
  * containerd/runc, kube-proxy): `lab up --real` gives a Ready node kubectl can roll, `lab down` leaves
  * nothing (also after a SIGKILLed run), and each scenario recorded by the real recorder agrees with the
- * truth read from the components' own records. Run with `npm run test:real` (root; the first run builds
- * Kubernetes, ~7 min on 2 cores). Not in the default `npm test` run until it has passed three times in a row.
+ * truth read from the components' own records. Part of `npm test`; alone with `npm run test:real` (root;
+ * the first run on a machine builds Kubernetes, ~7 min on 2 cores). Passed five runs in a row before it
+ * joined the default run.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
