@@ -144,22 +144,49 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--seed <n>', 'random seed', int('--seed'))
     .option('--keep', 'keep the lab up after the run (then `rolltrace lab down`)')
     .option('--patch <json|file>', 'strategic merge patch of the Deployment applied (and rolled out) before recording, e.g. an analysis\' recommendation.patch')
+    .option('--real', 'on the real node: real control plane, kubelet, containerd and kube-proxy (see docs/lab.md)')
     .action(async (opts) => {
+      if (opts.real) {
+        const { runRealRun } = await import('../lab/real/run.js');
+        setExit(await runRealRun(opts));
+        return;
+      }
       const { runLabRun } = await import('../lab/cli.js');
       setExit(await runLabRun(opts));
     });
   lab.command('up')
     .description('start a lab and keep it running for interactive recording')
     .option('--scenario <name>', 'scenario whose topology to build', 'race')
+    .option('--real', 'a real single-node Kubernetes (prints KUBECONFIG=<path>; stop with `lab down`)')
     .action(async (opts) => {
+      if (opts.real) {
+        const { runRealUp } = await import('../lab/real/cli.js');
+        setExit(await runRealUp(opts));
+        return;
+      }
       const { runLabUp } = await import('../lab/cli.js');
       setExit(await runLabUp(opts));
     });
   lab.command('down')
-    .description('remove every namespace, rule, cgroup and process a lab left behind')
-    .action(async () => {
+    .description('remove every namespace, rule, cgroup and process a lab left behind (fast and real labs)')
+    .option('--real', 'only the real labs')
+    .action(async (opts) => {
+      if (opts.real) {
+        const { runRealDown } = await import('../lab/real/cli.js');
+        setExit(runRealDown());
+        return;
+      }
       const { runLabDown } = await import('../lab/cli.js');
       setExit(await runLabDown());
+    });
+  lab.command('build')
+    .description('build (once per machine, cached) what the lab needs: --real builds Kubernetes from the Go module proxy')
+    .option('--real', 'the real node: Kubernetes binaries, containerd, the lab app')
+    .option('--force', 'rebuild even when cached')
+    .action(async (opts) => {
+      if (!opts.real) { process.stdout.write('the fast lab needs no build; use `rolltrace lab build --real` for the real node\n'); return; }
+      const { runRealBuild } = await import('../lab/real/cli.js');
+      setExit(await runRealBuild(opts));
     });
 
   program.command('demo')

@@ -132,5 +132,8 @@ export async function runLabDown(): Promise<number> {
   checkRoot();
   const r = sweepAll();
   process.stdout.write(`lab down: ${r.labs.length} lab(s), ${r.netns.length} netns, ${r.cgroups} cgroup(s), ${r.killed} process(es) removed\n`);
+  const { sweepRealLabs } = await import('./real/state.js');
+  const { describeCleanup } = await import('./real/cli.js');
+  process.stdout.write(`lab down: ${describeCleanup(sweepRealLabs())} removed\n`);
   return 0;
 }

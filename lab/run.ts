@@ -17,7 +17,7 @@ import { parseConntrackLine } from '../recorder/sources/conntrack/parse.js';
 import { CONNTRACK_ARGS } from '../recorder/sources/conntrack/index.js';
 import type { ConntrackRow } from '../schemas/rows.js';
 import { LabState } from './state.js';
-import { nowNs, sleep } from './sys.js';
+import { nowNs, settleRecorder, sleep } from './sys.js';
 import { buildTruth, type ClientResult, type SliceChange } from './truth.js';
 import { BACKEND_PORT, getScenario, NODE2_NAME, node2Out, NODE_NAME, SERVICE_PORT, VIP, type Scenario } from './scenarios/index.js';
 import type { Node2Net, NodeNet } from './node/netns.js';
@@ -221,12 +221,7 @@ export async function labMain(cfg: RunConfig): Promise<number> {
         rec.on('error', (e) => { process.stderr.write(`lab: recorder: ${e.message}\n`); r(null); });
       });
       const res = await Promise.race([exit, sleep(timeoutS * 1000).then(() => 'timeout' as const), stopped.then(() => 'stopped' as const)]);
-      if (res === 'timeout' || res === 'stopped') {
-        rec.kill('SIGINT');
-        const r2 = await Promise.race([exit, sleep(10000).then(() => null)]);
-        if (r2 === null) rec.kill('SIGKILL');
-        recorder.exitCode = r2; recorder.reason = res;
-      } else { recorder.exitCode = res; recorder.reason = res === 0 ? null : `exit ${res}`; }
+      Object.assign(recorder, await settleRecorder(rec, exit, res, 10000));
     } else {
       recorder.reason = 'recorder/record.ts not present: the lab restarted the Deployment and sent the traffic itself';
     }

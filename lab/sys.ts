@@ -1,5 +1,5 @@
 /** Small process helpers for the lab (root, Linux). */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
@@ -54,4 +54,17 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 export function pidAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+/**
+ * The recorder's end as the lab reports it: its exit code, or (timed out / the lab was stopped) SIGINT,
+ * then SIGKILL if it has not exited after graceMs.
+ */
+export async function settleRecorder(rec: ChildProcess, exit: Promise<number | null>, res: number | null | 'timeout' | 'stopped', graceMs: number):
+  Promise<{ exitCode: number | null; reason: string | null }> {
+  if (res !== 'timeout' && res !== 'stopped') return { exitCode: res, reason: res === 0 ? null : `exit ${res}` };
+  rec.kill('SIGINT');
+  const r2 = await Promise.race([exit, sleep(graceMs).then(() => null)]);
+  if (r2 === null) rec.kill('SIGKILL');
+  return { exitCode: r2, reason: res };
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // rolltrace setup: installs whatever is missing, then gets out of the way. Runs before `npm test` and
 // `npm run demo` (pretest/predemo). Node built-ins only: it must run before node_modules exists.
-//  1. system packages (apt-get) the recorder, the lab and the tests use
+//  1. system packages (apt-get) the recorder, the lab (fast and real: `node scripts/setup.mjs real`) and the tests use
 //  2. npm ci when node_modules is absent or older than package-lock.json
 //  3. rebuild `cap` (libpcap binding) when libpcap arrived after it was installed
 //  4. tracefs mounted for bpftrace
@@ -25,7 +25,11 @@ const CORE = {
 const TEST_ONLY = { tshark: 'tshark', chromium: 'chromium', skopeo: 'skopeo', umoci: 'umoci' };
 // `npm run bench` (setup.mjs bench): wrk loads the traced server in bench/tracing-overhead.ts, tshark is compared in analyze-vs-tshark
 const BENCH_ONLY = { wrk: 'wrk', tshark: 'tshark' };
-const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY } : purpose === 'bench' ? { ...CORE, ...BENCH_ONLY } : CORE;
+// the real node (`lab build|up|run --real`, lab/real/): etcd, runc and the CNI plugins from Debian, busybox
+// for the images, socat for the API relay. containerd comes from Debian trixie (lab/real/runtime.ts) and
+// Kubernetes is built from the Go module proxy (lab/real/build.ts), both on first use, cached.
+const REAL = { 'etcd-server': 'etcd', runc: 'runc', 'containernetworking-plugins': null, 'busybox-static': null, socat: 'socat', curl: 'curl', openssl: 'openssl' };
+const wanted = purpose === 'test' ? { ...CORE, ...TEST_ONLY, ...REAL } : purpose === 'bench' ? { ...CORE, ...BENCH_ONLY } : purpose === 'real' ? { ...CORE, ...REAL } : CORE;
 
 function installed(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });

@@ -48,20 +48,25 @@ function expectedCause(tf: Truth['failures'][number], exp: Expectation): Expecta
   if (tf.kind === 'closed-at-kill') return 'killed-in-flight';
   if (tf.kind === 'reset-at-close') return 'listener-closed';
   if (!tf.backendPod) return exp.cause === 'no-endpoint' ? 'no-endpoint' : exp.cause;
-  if (exp.cause === 'no-endpoint' && tf.kind === 'refused') return 'listener-closed';
+  // refused by, or (real node) timed out into, a pod the rules still sent it to
+  if (exp.cause === 'no-endpoint' && (tf.kind === 'refused' || tf.kind === 'timeout')) return 'listener-closed';
   return exp.cause;
 }
 
-/** intervals in which the truth's kube-proxy syncs routed the service to no endpoint at all */
+/**
+ * intervals in which the truth's kube-proxy syncs routed the scenario's service to no endpoint at all
+ * (only that service: a real node also programs `default/kubernetes`)
+ */
 export function noEndpointWindows(t: Truth): Array<[number, number]> {
   const eps = new Set<string>();
   const out: Array<[number, number]> = [];
   let emptySince: number | null = null;
+  const mine = (r: string) => r.startsWith(`${t.service.namespace}/${t.service.name}:`);
   for (const s of [...t.syncs].sort((x, y) => x.startNs - y.startNs)) {
     if (s.error) continue;
     const had = eps.size;
-    for (const r of s.removed) eps.delete(r);
-    for (const r of s.added) eps.add(r);
+    for (const r of s.removed) if (mine(r)) eps.delete(r);
+    for (const r of s.added) if (mine(r)) eps.add(r);
     if (had > 0 && eps.size === 0) emptySince = s.startNs;
     else if (emptySince !== null && eps.size > 0) { out.push([emptySince, s.endNs]); emptySince = null; }
   }

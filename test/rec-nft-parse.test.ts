@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   hasIptablesKubeChains, hasNftKubeProxyTable, parseNftRuleset, reduceNftRuleset,
 } from '../recorder/sources/nftables/nft-json.js';
-import { parseMonitorLine, parseMonitorText, summarizeBurst } from '../recorder/sources/nftables/monitor.js';
+import { changeStamp, parseMonitorLine, parseMonitorText, summarizeBurst } from '../recorder/sources/nftables/monitor.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave, splitWords } from '../recorder/sources/nftables/iptables.js';
 import {
   diffReductions, mergeReductions, serviceFromComment, serviceFromNftChain, type Reduction,
@@ -205,5 +205,35 @@ describe('iptables-save reduction (kube-proxy iptables mode)', () => {
   it('splits quoted words like iptables-save prints them', () => {
     expect(splitWords('-A X -m comment --comment "a \\"b\\" c" -j Y')).toEqual(['-A', 'X', '-m', 'comment', '--comment', 'a "b" c', '-j', 'Y']);
     expect(splitWords('-A X --comment "open')).toBeNull();
+  });
+});
+
+describe('changeStamp: which monitor line removed an endpoint (several syncs in one burst)', () => {
+  const ep2 = 'endpoint-CFQGW5QF-default/web/tcp/http__10.244.0.2/8080';
+  const ep5 = 'endpoint-4VJT4MCW-default/web/tcp/http__10.244.0.5/8080';
+  const ms = 1e6, us = 1e3;
+  const kp = (op: string, chain: string, ts: number) => ({ op, object: 'rule', family: 'ip', table: 'kube-proxy', chain, ts });
+  it('back-to-back syncs: sync 8 rewrites .2\'s chain (keeps it), sync 9 flushes it: stamped with sync 9\'s lines', () => {
+    const recs = [kp('delete', 'service-X', 100 * ms), kp('delete', ep2, 100 * ms + 5 * us), kp('add', ep5, 100 * ms + 9 * us), kp('add', ep2, 100 * ms + 12 * us),
+      kp('add', ep5, 100 * ms + 15 * us), kp('delete', 'service-X', 135 * ms), kp('delete', ep2, 135 * ms + 4 * us)];
+    expect(changeStamp(recs, ep2)).toBe(135 * ms);
+    // .5 was added and never flushed after: not a removal in this burst
+    expect(changeStamp(recs, ep5)).toBeNull();
+  });
+  it('one sync read in two chunks 60 ms apart (a busy machine): the burst\'s first line stands', () => {
+    const recs = [kp('delete', 'service-X', 100 * ms), kp('add', 'service-X', 100 * ms + 3 * us), kp('delete', ep2, 160 * ms), kp('delete', ep2, 160 * ms + 2 * us)];
+    expect(changeStamp(recs, ep2)).toBeNull();
+  });
+  it('iptables-restore commits filter then nat, tens of ms apart: the burst\'s first line stands', () => {
+    const sep = 'KUBE-SEP-QA4PSDNF5R2OJOPA';
+    const ipt = [
+      { op: 'delete', object: 'rule', family: 'ip', table: 'filter', chain: 'KUBE-SERVICES', ts: 100 * ms },
+      { op: 'delete', object: 'rule', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms },
+      { op: 'delete', object: 'chain', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms + 2 * us },
+    ];
+    expect(changeStamp(ipt, sep)).toBeNull();
+  });
+  it('null when the burst never touches the chain', () => {
+    expect(changeStamp([kp('delete', ep2, 1)], 'KUBE-SEP-NOPE')).toBeNull();
   });
 });

@@ -58,6 +58,34 @@ export class FailureDetector {
   private lastSweep = 0;
   /** kernel resets from a pod IP at an instant no pod's tenure covers: not attributed */
   readonly resetsOutsideTenure: string[] = [];
+  /**
+   * Source NAT seen by conntrack: the post-NAT tuple on the wire (client side as rewritten, e.g. the node's
+   * bridge address after kube-proxy's masquerade of off-cluster sources) -> the original client. On a real
+   * node a connection's SYN leaves the bridge SNATed while its replies (de-NATed before the capture point
+   * when br_netfilter is loaded) come back to the original client: without this, both halves look unanswered.
+   */
+  readonly snat = new Map<string, Array<{ client: string; cport: number; from: number }>>();
+
+  /**
+   * first: the flow's first conntrack event. A mapping holds from then (less 1 s: conntrack stamps on
+   * receipt) until the next flow with the same NATed tuple begins (an unanswered SYN's entry lives on,
+   * and its retransmissions come seconds later).
+   */
+  addSnat(r: { orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first?: number }): void {
+    const k = `${r.reply_dst}|${r.reply_dport}|${r.reply_src}|${r.reply_sport}`;
+    const l = this.snat.get(k) ?? [];
+    l.push({ client: r.orig_src, cport: r.orig_sport, from: (r.first ?? -Infinity) - 1e9 });
+    l.sort((a, b) => a.from - b.from);
+    this.snat.set(k, l);
+  }
+
+  private snatAt(k: string, ts: number) {
+    const l = this.snat.get(k);
+    if (!l) return null;
+    let hit: (typeof l)[number] | null = null;
+    for (const m of l) if (m.from <= ts) hit = m;
+    return hit;
+  }
 
   private add(c: Omit<Candidate, 'kinds' | 'via' | 'views' | 'evidence'> & { kind: FailureKind; via: string; view?: View | null; evidence: string }): void {
     const key = `${c.client}|${c.cport ?? '?'}`;
@@ -108,6 +136,7 @@ export class FailureDetector {
     if (ts === null) return;
     this.lastTs = Math.max(this.lastTs, ts);
     if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
+    if (this.snat.size && p.proto === 'tcp') p = this.unSnat(p);
     if (p.proto === 'tcp' && p.src && p.dst && p.sport !== null && p.dport !== null) {
       const f = p.tcp_flags ?? 0;
       const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`;
@@ -173,6 +202,19 @@ export class FailureDetector {
     }
   }
 
+  /** A packet of a source-NATed connection, seen with the original client's address and port. */
+  private unSnat(p: StoredPacketRow): StoredPacketRow {
+    const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`, rev = `${p.dst}|${p.dport}|${p.src}|${p.sport}`;
+    // a packet of a connection already tracked as it is on the wire stays as it is: a NAT port can be
+    // another connection's own (unNATed) port a moment later
+    if (this.conns.has(fwd) || this.conns.has(rev)) return p;
+    const c2s = this.snatAt(fwd, p.ts_ns);
+    if (c2s) return { ...p, src: c2s.client, sport: c2s.cport };
+    const s2c = this.snatAt(rev, p.ts_ns);
+    if (s2c) return { ...p, dst: s2c.client, dport: s2c.cport };
+    return p;
+  }
+
   /** SYNs unanswered for 3 s are timeouts; connections idle for 60 s are forgotten (bounded memory). */
   sweep(now: number, final: boolean): void {
     this.lastSweep = now;
@@ -229,6 +271,12 @@ export function feedProbes(d: FailureDetector, reader: BundleReader): void {
  */
 export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   if (!reader.has('packets')) return;
+  if (reader.has('conntrack')) {
+    const nat = reader.db.prepare(`SELECT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport, MIN(ts_ns) AS first FROM conntrack
+      WHERE proto = 'tcp' AND reply_dst IS NOT NULL AND orig_src IS NOT NULL AND (reply_dst != orig_src OR reply_dport != orig_sport)
+      GROUP BY orig_src, orig_sport, orig_dst, orig_dport, reply_src, reply_sport, reply_dst, reply_dport`);
+    for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first: number }>) d.addSnat(r);
+  }
   const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
     inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
   const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;

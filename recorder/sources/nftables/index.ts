@@ -28,7 +28,7 @@ import { ev, type Clock } from '../../../schemas/events.js';
 import type { NftSnapshotRow } from '../../../schemas/rows.js';
 import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave } from './iptables.js';
-import { isKubeRelevantTable, parseMonitorLine, summarizeBurst, type MonitorRecord } from './monitor.js';
+import { changeStamp, isKubeRelevantTable, parseMonitorLine, summarizeBurst, type StampedRecord } from './monitor.js';
 import { diffPaths, diffReductions, emptyReduction, mergeReductions, type Reduction } from './reduce.js';
 
 export const QUIET_MS = 30;
@@ -43,7 +43,7 @@ export interface NftSourceOptions {
 }
 
 
-interface Burst { firstTs: number; records: MonitorRecord[]; timer: NodeJS.Timeout | null }
+interface Burst { firstTs: number; records: StampedRecord[]; timer: NodeJS.Timeout | null }
 
 type Mode = 'monitor' | 'legacy-poll' | 'nft-poll';
 
@@ -54,6 +54,10 @@ export class NftablesSource implements Source {
   private mon: Worker | null = null;
   private monExit: Promise<void> | null = null;
   private burst: Burst | null = null;
+  /** monitor records of the bursts whose diff is not applied yet (a deferred snapshot keeps them) */
+  private pending: StampedRecord[] = [];
+  /** receipt time of the latest kube-relevant monitor line */
+  private lastLineTs = 0;
   private work: Promise<void> = Promise.resolve();
   private prev: Reduction = emptyReduction();
   private stopping = false;
@@ -191,9 +195,10 @@ export class NftablesSource implements Source {
     if (p.t === 'noise') return;
     if (p.t === 'malformed') { this.st.dropped++; this.sink?.dropped('nftables', 1); return; }
     if (!isKubeRelevantTable(p.r.table)) return;
+    this.lastLineTs = ts;
     if (!this.burst) this.burst = { firstTs: ts, records: [], timer: null };
     const b = this.burst;
-    b.records.push(p.r);
+    b.records.push({ ...p.r, ts });
     if (b.timer) clearTimeout(b.timer);
     if ((ts - b.firstTs) / 1e6 >= MAX_BURST_MS) { this.closeBurst(); return; }
     b.timer = setTimeout(() => this.closeBurst(), this.quietMs);
@@ -207,7 +212,8 @@ export class NftablesSource implements Source {
     this.st.bursts++;
     const attrs = summarizeBurst(b.records);
     this.emit(ev('rules-changed', b.firstTs, 'nftables', attrs.tables.join(',') || null, attrs));
-    void this.enqueue(() => this.snapshot('burst', b.firstTs, true));
+    const closedAt = nowNs();
+    void this.enqueue(() => { this.pending.push(...b.records); return this.snapshot('burst', b.firstTs, true, 'receipt', undefined, closedAt); });
   }
 
   private enqueue(f: () => Promise<void>): Promise<void> {
@@ -235,8 +241,15 @@ export class NftablesSource implements Source {
     this.sink?.nftSnapshot({ ts_ns: ts, format, reason, ruleset: text });
   }
 
-  /** Take a snapshot now; diff its reduction against the previous one; stamp changes `eventTs`. */
-  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string): Promise<void> {
+  /**
+   * Take a snapshot now; diff its reduction against the previous one; stamp changes `eventTs`.
+   * `burstClosedAt`: when a burst's snapshot may already hold a LATER transaction (a monitor line came
+   * after that burst closed: the snapshot ran while the next sync committed, as on a loaded real node where
+   * iptables-restore commits the filter and nat tables ~100 ms apart), its diff is not stamped with this
+   * burst's time: the next burst's snapshot takes the diff, stamped with that burst's first line. A change
+   * is then stamped at the latest at the transaction that made it, never before.
+   */
+  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string, burstClosedAt?: number): Promise<void> {
     const takenAt = nowNs();
     const nftText = fetched ?? await this.run(['nft', '-j', 'list', 'ruleset']);
     const model = parseNftRuleset(nftText);
@@ -252,11 +265,24 @@ export class NftablesSource implements Source {
       if (parsed.malformed) { this.st.dropped += parsed.malformed; this.sink?.dropped('nftables', parsed.malformed); }
       reds.push(reduceIptablesSave(parsed, 'iptables'));
     }
+    if (burstClosedAt !== undefined && this.lastLineTs > burstClosedAt) return;
     this.applyReduction(mergeReductions(...reds), diff, eventTs, clock);
   }
 
   private applyReduction(next: Reduction, diff: boolean, ts: number, clock: Clock): void {
-    if (diff) for (const e of [...diffReductions(this.prev, next, { ts_ns: ts, clock }), ...diffPaths(this.prev, next, { ts_ns: ts, clock })]) this.emit(e);
+    const recs = this.pending;
+    this.pending = [];
+    if (diff) {
+      // several syncs in one burst: stamp each endpoint removal (any path, and per path) with the line that made it
+      for (const e of [...diffReductions(this.prev, next, { ts_ns: ts, clock }), ...diffPaths(this.prev, next, { ts_ns: ts, clock })]) {
+        const chain = (e.attrs as { chain?: string | null }).chain;
+        if (chain && recs.length && (e.kind === 'endpoint-rule-removed' || e.kind === 'path-rule-removed')) {
+          const t = changeStamp(recs, chain);
+          if (t !== null) e.ts_ns = t;
+        }
+        this.emit(e);
+      }
+    }
     this.prev = next;
   }
 

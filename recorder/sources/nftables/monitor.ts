@@ -86,3 +86,29 @@ export function isKubeRelevantTable(table: string | undefined): boolean {
   if (!table) return true;
   return table === 'kube-proxy' || table === 'nat' || table === 'filter' || table === 'mangle';
 }
+
+export type StampedRecord = MonitorRecord & { ts: number };
+
+/**
+ * When one burst holds several kube-proxy syncs back to back, the burst's first line belongs to the
+ * earlier one: the receipt time of the monitor line that removed an endpoint. An endpoint's chain
+ * (nftables `endpoint-…__ip/port`, iptables-nft `KUBE-SEP-…`) is rewritten (flushed, then its rules added
+ * again) by every sync of its service, and only flushed or deleted by the sync that drops it. So: if the
+ * burst re-added the chain's rules before flushing it for good, an earlier sync in this burst kept the
+ * endpoint, and the removal is stamped with the run of lines (gaps under gapNs) holding that last flush,
+ * never before the lines that re-added it. Otherwise (one sync, possibly read in several chunks on a busy
+ * machine) null: the burst's first line stands. Additions keep the burst's first line too.
+ */
+export function changeStamp(records: StampedRecord[], chain: string, gapNs = 2e6): number | null {
+  let lastAdd = -1;
+  records.forEach((r, i) => { if (r.chain === chain && r.op === 'add') lastAdd = i; });
+  if (lastAdd < 0) return null;
+  let at = -1;
+  for (let i = lastAdd + 1; i < records.length && at < 0; i++) {
+    const r = records[i]!;
+    if (r.chain === chain && (r.op === 'delete' || r.op === 'flush')) at = i;
+  }
+  if (at < 0) return null;
+  while (at > lastAdd + 1 && records[at]!.ts - records[at - 1]!.ts < gapNs) at--;
+  return records[at]!.ts;
+}

@@ -8,7 +8,7 @@
  * ROLLTRACE_PACKETS_BACKEND=cap|tcpdump forces one.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { ev } from '../../../schemas/events.js';
 import type { Sink } from '../../bundle-writer.js';
@@ -20,9 +20,19 @@ import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
 
 const KERNEL_BUFFER_KIB = 32768;
 
+/**
+ * Interfaces of the recorder's network namespace, from /proc/net/dev (per netns of the reader). Not
+ * /sys/class/net: sysfs shows the namespace of whoever mounted it, and `nsenter --net=` (how one records
+ * inside a node's namespace without hiding the cgroup mounts, unlike `ip netns exec`) keeps the host's.
+ */
+export function netnsInterfaces(procNetDev = readFileSync('/proc/net/dev', 'utf8')): Set<string> {
+  return new Set(procNetDev.split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean));
+}
+
 export function defaultIfaces(opts: RecordOptions): string[] {
   if (opts.iface.length) return opts.iface;
-  for (const b of CNI_BRIDGES) if (existsSync(`/sys/class/net/${b}`)) return [b];
+  const have = netnsInterfaces();
+  for (const b of CNI_BRIDGES) if (have.has(b)) return [b];
   return ['any'];
 }
 
@@ -177,7 +187,8 @@ export function create(opts: RecordOptions): Source {
       const haveTcpdump = !v.error && v.status === 0;
       const capMod = forced === 'tcpdump' ? null : loadCap();
       if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root (raw capture)', clock: 'kernel' };
-      for (const i of ifaces) if (i !== 'any' && !existsSync(`/sys/class/net/${i}`)) return { ok: false, detail: `--iface ${i}: no such interface`, clock: 'kernel' };
+      const have = netnsInterfaces();
+      for (const i of ifaces) if (i !== 'any' && !have.has(i)) return { ok: false, detail: `--iface ${i}: no such interface`, clock: 'kernel' };
       const where = `${ifaces.join(',')}${opts.filter ? ` filter "${opts.filter}"` : ''}, snaplen ${snaplen}, kernel buffer ${KERNEL_BUFFER_KIB / 1024} MiB${opts.maxSize ? `, max ${opts.maxSize} MB` : ''}`;
       if (haveTcpdump && forced !== 'cap') {
         backend = 'tcpdump';

@@ -1,0 +1,3 @@
+module rolltrace.local/labapp
+
+go 1.22

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+// The real-node end-to-end tests alone (`npm run test:real`, root): real Kubernetes built from the Go
+// module proxy on first use. `npm test` runs them too.
+export default defineConfig({
+  test: {
+    include: ['test/e2e-real.test.ts'],
+    fileParallelism: false,
+    testTimeout: 420_000,
+    hookTimeout: 40 * 60_000,
+    reporters: ['default'],
+  },
+});
