@@ -203,6 +203,12 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
     row.inner_src = r[11] as string | null; row.inner_dst = r[12] as string | null; row.inner_sport = r[13] as number | null; row.inner_dport = r[14] as number | null;
     d.packet(row);
   }
+  // a chunked bundle indexes only some frames: the capture ran until its last frame, so SYNs still
+  // unanswered then are judged against that instant, as when every frame was a row
+  if (reader.hasChunks()) {
+    const t = (reader.db.prepare('SELECT max(last_ts_ns) AS t FROM packet_chunks').get() as { t: number | null }).t;
+    if (typeof t === 'number' && Number.isFinite(t)) d.lastTs = Math.max(d.lastTs, t);
+  }
 }
 
 /**
