@@ -40,7 +40,7 @@ describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle',
     for (const x of s) { expect(x.status).toBe('ok'); expect(x.clock).toBe('file'); }
     const by = Object.fromEntries(s.map((x) => [x.name, x]));
     expect(by['import:pcap']!.events).toBe(60);
-    expect(by['import:pcap']!.detail).toMatch(/pcap eth-ns\.pcap: 30 packets, 17 indexed; pcapng eth\.pcapng: 30 packets, 17 indexed/);
+    expect(by['import:pcap']!.detail).toMatch(/pcap eth-ns\.pcap: 30 packets, 13 indexed; pcapng eth\.pcapng: 30 packets, 13 indexed/);
     expect(by['import:strace']!.detail).toMatch(/461 lines, 10 events, 0 lines skipped/);
     expect(by['import:nft']!.detail).toMatch(/8 records, 1 bursts .*1 endpoint-rule changes.*replayed onto ruleset-before\.json/);
   });
@@ -50,10 +50,10 @@ describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle',
     const rows = db.prepare('SELECT * FROM timeline').all() as Array<{ ts_ns: number; source: string; kind: string }>;
     const meta = Object.fromEntries((db.prepare('SELECT key, value FROM meta').all() as Array<{ key: string; value: string }>).map((m) => [m.key, m.value]));
     db.close();
-    // the 34 indexed packets of 60 (schema 3: SYN/FIN/RST, first payload per direction, ICMP errors; every
+    // the 26 indexed packets of 60 (schema 3: SYN/RST, first payload per direction, FIN before payload, ICMP errors; every
     // frame is in packet_chunks), 10 strace events, rules-changed + endpoint-rule-removed, and the endpoint
     // leaving the cluster-IP path (per-path events)
-    expect(rows).toHaveLength(34 + 10 + 2 + rows.filter((x) => x.kind.startsWith('path-rule-')).length);
+    expect(rows).toHaveLength(26 + 10 + 2 + rows.filter((x) => x.kind.startsWith('path-rule-')).length);
     expect(rows.filter((x) => x.kind.startsWith('path-rule-')).length).toBeGreaterThan(0);
     for (let i = 1; i < rows.length; i++) expect(rows[i]!.ts_ns).toBeGreaterThanOrEqual(rows[i - 1]!.ts_ns);
     expect(new Set(rows.map((x) => x.source))).toEqual(new Set(['packets', 'import:strace', 'import:nft']));

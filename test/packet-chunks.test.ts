@@ -33,7 +33,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const open = (f: string) => new Database(f, { readonly: true });
 
-/** the index rule, written out independently of the header scan: on fully decoded frames */
+/** the index rule, written out independently of the header scan: on fully decoded frames (SYN, RST, first payload per direction, FIN of a direction without payload, ICMP unreachable) */
 function expectedIndex(file: string): number[] {
   const seen = new Set<string>();
   const out: number[] = [];
@@ -43,8 +43,9 @@ function expectedIndex(file: string): number[] {
     const fwd = `${d.src}|${d.sport}|${d.dst}|${d.dport}`;
     if (d.proto === 'tcp') {
       if (f & 2) { seen.delete(fwd); seen.delete(`${d.dst}|${d.dport}|${d.src}|${d.sport}`); }
-      if (f & 7) { out.push(i); return; }
-      if ((d.payload_len ?? 0) > 0 && !seen.has(fwd)) { seen.add(fwd); out.push(i); }
+      if (f & 6) { out.push(i); return; }
+      if ((d.payload_len ?? 0) > 0) { if (!seen.has(fwd)) { seen.add(fwd); out.push(i); } return; }
+      if ((f & 1) && !seen.has(fwd)) out.push(i);
       return;
     }
     if (d.proto === 'icmp' && d.icmp_type === 3) out.push(i);

@@ -92,7 +92,9 @@ export class FailureDetector {
       const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`;
       if ((f & TCP.SYN) && !(f & TCP.ACK)) {
         const c = this.conns.get(fwd);
-        if (!c) {
+        // a SYN on a connection that carried payload opens a new one on the same 4-tuple (a reused
+        // port; a chunked bundle's index drops the FINs that closed the old one); else it is a retransmission
+        if (!c || c.clientData || c.serverData) {
           this.conns.set(fwd, { client: p.src, cport: p.sport, server: p.dst, sport: p.dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts });
         } else c.last = ts;
         return;

@@ -1,8 +1,8 @@
 /**
  * The cheap packet path (schema 3): frames go to chunked pcap BLOBs with little per-frame work, and only
- * the frames the analysis reads are decoded into `packets` rows (the index): TCP segments with SYN, FIN
- * or RST, the first payload segment of each direction of a connection (tells a reset before the
- * response from one after it), ICMP/ICMPv6 errors. Deciding that is a header scan on the raw bytes (no
+ * the frames the analysis reads are decoded into `packets` rows (the index): TCP segments with SYN or
+ * RST, the first payload segment of each direction of a connection (tells a reset before the response
+ * from one after it), FINs of a direction that sent no payload yet, ICMP/ICMPv6 errors. Deciding that is a header scan on the raw bytes (no
  * strings, no objects) for the common frames; only the rare ones are decoded fully.
  *
  * Shared by the recorder (live capture, import) and the analyzer (redact, merge rewrite chunks), so it
@@ -32,7 +32,7 @@ const PCAP_NS = 0xa1b23c4d;
 const PCAP_US = 0xa1b2c3d4;
 
 /** scan verdicts */
-const SKIP = 0, INDEX = 1, DATA = 2, DECODE = 3;
+const SKIP = 0, INDEX = 1, DATA = 2, DECODE = 3, FIN = 4;
 
 function u16(d: Uint8Array, o: number): number { return (d[o]! << 8) | d[o + 1]!; }
 
@@ -78,9 +78,9 @@ function scan(linktype: number, d: Uint8Array, end: number, k: { a: number; b: n
       if (l4 + 14 > end) return DECODE;
       const flags = d[l4 + 13]!;
       k.a = o + 12; k.b = o + 20; k.l4 = l4; k.v6 = false; k.syn = (flags & 2) !== 0;
-      if (flags & 7) return INDEX;
+      if (flags & 6) return INDEX;
       const payload = u16(d, o + 2) - ihl - (d[l4 + 12]! >> 4) * 4;
-      return payload > 0 ? DATA : SKIP;
+      return payload > 0 ? DATA : flags & 1 ? FIN : SKIP;
     }
     if (proto === 1) {
       if (l4 >= end) return SKIP;
@@ -97,9 +97,9 @@ function scan(linktype: number, d: Uint8Array, end: number, k: { a: number; b: n
       if (l4 + 14 > end) return DECODE;
       const flags = d[l4 + 13]!;
       k.a = o + 8; k.b = o + 40; k.l4 = l4; k.v6 = true; k.syn = (flags & 2) !== 0;
-      if (flags & 7) return INDEX;
+      if (flags & 6) return INDEX;
       const payload = u16(d, o + 4) - (d[l4 + 12]! >> 4) * 4;
-      return payload > 0 ? DATA : SKIP;
+      return payload > 0 ? DATA : flags & 1 ? FIN : SKIP;
     }
     if (nh === 58) return l4 < end && d[l4]! < 128 ? INDEX : SKIP;
     if (nh === 17) return SKIP;
@@ -115,13 +115,20 @@ export class FrameIndexer {
   /** the bound on remembered directions: past it the set restarts (costs a few extra index rows, never a missing one) */
   static MAX_FLOWS = 500_000;
 
+  /** the connection direction as a short string: addresses and ports as 16-bit code units, no allocation but the string */
   private key(d: Uint8Array, rev: boolean): string {
     const k = this.k;
-    const b = Buffer.from(d.buffer, d.byteOffset, d.byteLength);
     const half = (k.b - k.a) / 2;
-    const s = b.toString('latin1', k.a, k.a + half), t = b.toString('latin1', k.a + half, k.b);
-    const sp = b.toString('latin1', k.l4, k.l4 + 2), dp = b.toString('latin1', k.l4 + 2, k.l4 + 4);
-    return rev ? t + dp + s + sp : s + sp + t + dp;
+    const s = k.a, t = k.a + half, p = k.l4;
+    const sp = (d[p]! << 8) | d[p + 1]!, dp = (d[p + 2]! << 8) | d[p + 3]!;
+    if (!k.v6) {
+      const a1 = (d[s]! << 8) | d[s + 1]!, a2 = (d[s + 2]! << 8) | d[s + 3]!, b1 = (d[t]! << 8) | d[t + 1]!, b2 = (d[t + 2]! << 8) | d[t + 3]!;
+      return rev ? String.fromCharCode(b1, b2, dp, a1, a2, sp) : String.fromCharCode(a1, a2, sp, b1, b2, dp);
+    }
+    const u: number[] = [];
+    const addr = (o: number) => { for (let i = 0; i < 16; i += 2) u.push((d[o + i]! << 8) | d[o + i + 1]!); };
+    if (rev) { addr(t); u.push(dp); addr(s); u.push(sp); } else { addr(s); u.push(sp); addr(t); u.push(dp); }
+    return String.fromCharCode(...u);
   }
 
   /** The decoded row when the frame belongs in the index, else null. */
@@ -129,6 +136,9 @@ export class FrameIndexer {
     const end = Math.min(caplen, d.length);
     const v = scan(linktype, d, end, this.k);
     if (v === SKIP) return null;
+    // a FIN after its direction's payload tells the analysis nothing (the connection answered); one
+    // before any payload may be a failure (FIN before the response) and is indexed
+    if (v === FIN) return this.dataSeen.has(this.key(d, false)) ? null : decodeFrame(linktype, d, caplen, len);
     if (v === DATA) {
       const key = this.key(d, false);
       if (this.dataSeen.has(key)) return null;
@@ -143,10 +153,18 @@ export class FrameIndexer {
     }
     const row = decodeFrame(linktype, d, caplen, len);
     const f = row.tcp_flags;
+    // unusual headers (IPv6 extension headers, unknown link types): indexed whole when TCP, never missing
     if (row.proto === 'tcp' && f !== null && ((f & 7) !== 0 || (row.payload_len ?? 0) > 0)) return row;
     if (row.icmp_type !== null && (row.inner_src !== null || (row.proto === 'icmp6' && row.icmp_type < 128))) return row;
     return null;
   }
+}
+
+/** the decoder's fresh row completed in place (no copy per indexed frame) */
+function asIndexRow(row: ReturnType<typeof decodeFrame>, ts_ns: number, iface: string | null, chunk: number, off: number, caplen: number): IndexRow {
+  const r = row as IndexRow;
+  r.ts_ns = ts_ns; r.iface = iface; r.data = null; r.chunk_id = chunk; r.chunk_off = off; r.caplen = caplen;
+  return r;
 }
 
 /** One open chunk: a pcap file being filled. */
@@ -210,7 +228,7 @@ export class FrameStore {
     this.frames++;
     this.bytes += 16 + n;
     const row = this.indexer.wants(linktype, data, n, len);
-    if (row) { this.indexed++; this.sink.index({ ...row, caplen: n, ts_ns, iface, data: null, chunk_id: c.id, chunk_off: off }); }
+    if (row) { this.indexed++; this.sink.index(asIndexRow(row, ts_ns, iface, c.id, off, n)); }
   }
 
   private close(key: string, c: Chunk, iface: string | null, linktype: number): void {
@@ -300,7 +318,7 @@ export class PcapStreamCutter {
       this.bytes += 16 + caplen;
       const frame = b.subarray(off + 16, off + 16 + caplen);
       const row = this.indexer.wants(this.linktype, frame, caplen, len);
-      if (row) { this.indexed++; this.sink.index({ ...row, ts_ns: ts, iface: this.iface, data: null, chunk_id: c.id, chunk_off: at }); }
+      if (row) { this.indexed++; this.sink.index(asIndexRow(row, ts, this.iface, c.id, at, caplen)); }
       off += 16 + caplen;
     }
     if (off < b.length) this.rest = Buffer.from(b.subarray(off));
