@@ -82,7 +82,8 @@ export async function captureBench(opts: { packets?: number; loops?: number; pps
     await Promise.all([td.done, rt.done]);
     const tdStats = /(\d+) packets captured[\s\S]*?(\d+) packets dropped by kernel/.exec(td.err);
     const db = new Database(out, { readonly: true });
-    const src = db.prepare("SELECT events, dropped FROM sources WHERE name = 'packets'").get() as { events: number; dropped: number } | undefined;
+    const src = db.prepare("SELECT status, detail, events, dropped FROM sources WHERE name = 'packets'").get() as { status: string; detail: string; events: number; dropped: number } | undefined;
+    if (src?.status !== 'ok') process.stderr.write(`rolltrace's packets source: ${src?.status}: ${src?.detail}\n${rt.err.slice(-1500)}\n`);
     const frames = (db.prepare('SELECT coalesce(sum(packets), 0) AS n FROM packet_chunks').get() as { n: number }).n;
     db.close();
     const rtT = timing(rt.err), tdT = timing(td.err);

@@ -20,8 +20,6 @@ import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
 
 const KERNEL_BUFFER_KIB = 32768;
-/** how often tcpdump's output buffer is flushed (SIGUSR2): the most a frame waits before the bundle can hold it */
-export const FLUSH_MS = 250;
 
 export function defaultIfaces(opts: RecordOptions): string[] {
   if (opts.iface.length) return opts.iface;
@@ -31,10 +29,10 @@ export function defaultIfaces(opts: RecordOptions): string[] {
 
 export function tcpdumpArgs(iface: string, snaplen: number, filter?: string): string[] {
   // --immediate-mode: without it TPACKET_V3 holds packets in a ring block for up to 1 s and SIGINT at stop loses them.
-  // No -U: packet-buffered output costs tcpdump a write() per frame (and node a read per few frames), the
-  // largest share of capture CPU at 400 kpps; tcpdump's stdio buffer is flushed every FLUSH_MS by SIGUSR2
-  // instead (tcpdump's SIGNAL_FLUSH_PCAP), and at exit.
-  const a = ['--immediate-mode', '-w', '-', '-n', '-s', String(snaplen), '-B', String(KERNEL_BUFFER_KIB), '-i', iface, '--time-stamp-precision', 'nano'];
+  // -U stays although it costs tcpdump a write() per frame: without it frames wait in tcpdump's stdio
+  // buffer indefinitely at low rates, and flushing that buffer by SIGUSR2 (tcpdump's SIGNAL_FLUSH_PCAP)
+  // is not async-signal-safe: at 400 kpps it corrupted the stream (measured with bench/capture-cpu.ts).
+  const a = ['-U', '--immediate-mode', '-w', '-', '-n', '-s', String(snaplen), '-B', String(KERNEL_BUFFER_KIB), '-i', iface, '--time-stamp-precision', 'nano'];
   if (filter) a.push(filter);
   return a;
 }
@@ -80,7 +78,6 @@ export function create(opts: RecordOptions): Source {
   let store: FrameStore | null = null;
   let chunkTimer: NodeJS.Timeout | null = null;
   const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); };
-  let flushTimer: NodeJS.Timeout | null = null;
 
   const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
 
@@ -187,7 +184,6 @@ export function create(opts: RecordOptions): Source {
   async function stopCapture(): Promise<void> {
     stopping = true;
     if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
-    if (flushTimer) { clearInterval(flushTimer); flushTimer = null; }
     if (!capped) await drain();
     for (const c of caps.splice(0)) retireCap(c);
     await Promise.all(children.splice(0).map((ch) => new Promise<void>((res) => {
@@ -237,8 +233,6 @@ export function create(opts: RecordOptions): Source {
       // live kernel drop counters: tcpdump prints its statistics on SIGUSR1
       statsTimer = setInterval(() => { for (const ch of children) if (ch.exitCode === null) ch.kill('SIGUSR1'); }, 2000);
       statsTimer.unref();
-      flushTimer = setInterval(() => { for (const ch of children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGUSR2'); }, FLUSH_MS);
-      flushTimer.unref();
     },
     async stop(): Promise<void> {
       await stopCapture();
