@@ -180,6 +180,13 @@ class Chunk {
     this.buf = Buffer.allocUnsafe(Math.max(size, 24));
     this.buf.set(header.subarray(0, 24), 0);
   }
+  /** a record of `n` bytes (header included) was written at `used` */
+  took(ts: number, n: number): void {
+    this.used += n;
+    if (this.packets === 0) this.first = ts;
+    this.last = ts;
+    this.packets++;
+  }
   ensure(n: number): void {
     if (this.used + n <= this.buf.length) return;
     const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.used + n));
@@ -221,10 +228,7 @@ export class FrameStore {
     c.buf.writeUInt32LE(n, off + 8);
     c.buf.writeUInt32LE(Math.max(len, n) >>> 0, off + 12);
     c.buf.set(n === data.length ? data : data.subarray(0, n), off + 16);
-    c.used += 16 + n;
-    if (c.packets === 0) c.first = ts_ns;
-    c.last = ts_ns;
-    c.packets++;
+    c.took(ts_ns, 16 + n);
     this.frames++;
     this.bytes += 16 + n;
     const row = this.indexer.wants(linktype, data, n, len);
@@ -310,10 +314,7 @@ export class PcapStreamCutter {
       c.ensure(16 + caplen);
       const at = c.used;
       b.copy(c.buf, at, off, off + 16 + caplen);
-      c.used += 16 + caplen;
-      if (c.packets === 0) c.first = ts;
-      c.last = ts;
-      c.packets++;
+      c.took(ts, 16 + caplen);
       this.frames++;
       this.bytes += 16 + caplen;
       const frame = b.subarray(off + 16, off + 16 + caplen);
