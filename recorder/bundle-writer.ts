@@ -65,6 +65,7 @@ export class BundleWriter implements Sink {
   private closed = false;
   private stmts: Record<Pending['t'] | 'meta' | 'source', Statement>;
   private chunkId = 0;
+  private queuedChunkBytes = 0;
   private srcState = new Map<string, SourceState>();
   private dirtySources = new Set<string>();
   /** bytes of packet data written, for --max-size */
@@ -149,7 +150,9 @@ export class BundleWriter implements Sink {
         this.packetBytes += c.data.length;
         this.queue.push({ t: 'chunk', r: c, s: source });
         this.count(source, c.packets);
-        if (this.queue.length >= 20000) this.flush();
+        // frames wait in memory at most a few chunks (bounded RSS however fast a pcap is read)
+        this.queuedChunkBytes += c.data.length;
+        if (this.queue.length >= 20000 || this.queuedChunkBytes >= 4 << 20) this.flush();
       },
       index: (r: IndexRow) => {
         if (this.closed) return;
@@ -214,6 +217,7 @@ export class BundleWriter implements Sink {
     if (!this.db.open) return;
     const batch = this.queue;
     this.queue = [];
+    this.queuedChunkBytes = 0;
     try {
       this.db.transaction(() => {
         for (const p of batch) this.writeRow(p);

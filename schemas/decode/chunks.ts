@@ -237,7 +237,7 @@ export class FrameStore {
 
   private close(key: string, c: Chunk, iface: string | null, linktype: number): void {
     this.open.delete(key);
-    this.sink.chunk({ id: c.id, iface, linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: Buffer.from(c.buf.subarray(0, c.used)) });
+    this.sink.chunk({ id: c.id, iface, linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) });
   }
 
   /** Close every open chunk (call at least every second while recording, and at the end). */
@@ -335,7 +335,7 @@ export class PcapStreamCutter {
     const c = this.chunk;
     if (!c || c.packets === 0) return;
     this.chunk = null;
-    this.sink.chunk({ id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: Buffer.from(c.buf.subarray(0, c.used)) });
+    this.sink.chunk({ id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) });
   }
 
   /** End of stream: close the chunk; leftover bytes are a cut-off record. */
