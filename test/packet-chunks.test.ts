@@ -210,3 +210,18 @@ describe('migration 003', () => {
     again.close();
   });
 });
+
+describe('timeline --packets on chunks', () => {
+  it('lists every frame, not only the index', () => {
+    const small = join(dir, 'small.rtb');
+    expect(cli(['import', '--out', small, '--pcap', join(ROOT, 'fixtures', 'pcap', 'eth-ns.pcap')]).code).toBe(0);
+    const all = cli(['timeline', small, '--source', 'packets', '--packets']);
+    const some = cli(['timeline', small, '--source', 'packets']);
+    expect(all.code, all.stderr).toBe(0);
+    expect(some.code, some.stderr).toBe(0);
+    const lines = (s: string) => s.split('\n').filter((l) => /\[packets\]/.test(l)).length;
+    expect(lines(all.stdout)).toBe(30);
+    // without --packets: the index's SYN/FIN/RST and ICMP error rows (its first-payload rows are not shown)
+    expect(lines(some.stdout)).toBe(9);
+  });
+});
