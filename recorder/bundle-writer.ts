@@ -97,9 +97,9 @@ export class BundleWriter implements Sink {
       probe: d.prepare(`INSERT INTO probe_requests(start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
         VALUES (@start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`),
     };
-    // the flow index of `packets` is built once at close (a fifth of the write cost while capturing);
+    // the ports index of `packets` is built once at close (a fifth of the write cost while capturing);
     // a bundle whose recorder was killed lacks it and is still read, by table scans
-    d.exec('DROP INDEX IF EXISTS packets_flow');
+    d.exec('DROP INDEX IF EXISTS packets_ports');
     this.chunkId = (d.prepare('SELECT coalesce(max(id), 0) AS n FROM packet_chunks').get() as { n: number }).n;
     const flushMs = Math.min(Math.max(opts.flushMs ?? 100, 10), 250);
     this.timer = setInterval(() => this.flush(), flushMs);
@@ -263,7 +263,7 @@ export class BundleWriter implements Sink {
     if (!this.endedNs) this.setMeta(META_KEYS.endedNs, String(Date.now() * 1e6));
     else this.setMeta(META_KEYS.endedNs, String(this.endedNs));
     this.setMeta(META_KEYS.closedCleanly, '1');
-    this.db.exec('CREATE INDEX IF NOT EXISTS packets_flow ON packets(src, sport, dst, dport)');
+    this.db.exec('CREATE INDEX IF NOT EXISTS packets_ports ON packets(sport, dport)');
     this.db.pragma('wal_checkpoint(TRUNCATE)');
     const integrity = String(this.db.pragma('integrity_check', { simple: true }));
     this.db.pragma('journal_mode = DELETE');

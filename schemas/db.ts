@@ -74,6 +74,8 @@ export function migrateCopyForRead(db: DB, file: string): void {
       })();
     } catch (e) {
       const msg = String((e as Error)?.message ?? e).replace(/[\r\n]+/g, ' ').slice(0, 200);
+      // a damaged page met on the way (003 indexes `packets`) is the bundle's damage, said as everywhere else
+      if (/malformed|not a database|corrupt/i.test(msg)) throw new InputError(`${file}: damaged bundle (${msg})`);
       throw new InputError(`${file}: cannot read bundle schema v${raw} (upgrading to v${m.version} failed: ${msg})`);
     }
   }
