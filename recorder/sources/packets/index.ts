@@ -20,6 +20,9 @@ import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
 
 const KERNEL_BUFFER_KIB = 32768;
+/** reads smaller than this pause reading for GATHER_MS (the most a frame waits more) */
+const SMALL_READ = 16 * 1024;
+const GATHER_MS = 5;
 
 export function defaultIfaces(opts: RecordOptions): string[] {
   if (opts.iface.length) return opts.iface;
@@ -114,7 +117,14 @@ export function create(opts: RecordOptions): Source {
           cutter.push(chunk);
           packets += cutter.frames - before;
           bytes += chunk.length;
-          if (bytes >= maxBytes) { cutter.flush(); cap(); }
+          if (bytes >= maxBytes) { cutter.flush(); cap(); return; }
+          // a small read means the recorder is ahead of the traffic: let frames gather in the pipe (and
+          // the kernel's 32 MiB ring behind it) for a few ms, so each read carries many (tcpdump -U
+          // writes one frame per write(); a read per frame cost more than the frame's whole processing)
+          if (chunk.length < SMALL_READ && !stopping) {
+            child.stdout!.pause();
+            setTimeout(() => child.stdout!.resume(), GATHER_MS).unref();
+          }
           return;
         }
         for (const r of parser.push(chunk)) emit(r.ts_ns, iface, r.linktype, r.data, r.caplen, r.len);
