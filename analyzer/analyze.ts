@@ -43,6 +43,15 @@ function stage<T>(name: string, warnings: string[], fallback: T, fn: () => T, fi
   }
 }
 
+/** meta.sources_live_ns (record, schema 3): source -> when it was live; null when absent or malformed */
+function liveSince(reader: BundleReader): Record<string, number> | null {
+  const j = reader.metaJson<unknown>(META_KEYS.sourcesLiveNs);
+  if (!j || typeof j !== 'object' || Array.isArray(j)) return null;
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(j as Record<string, unknown>)) if (typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+  return Object.keys(out).length ? out : null;
+}
+
 export async function analyzeBundle(reader: BundleReader): Promise<Analysis> {
   return analyzeDetailed(reader).analysis;
 }
@@ -110,7 +119,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   warnings.push(...facts.warnings);
   const id = stage('pod identities', warnings, new Identity(), () => buildIdentity(reader, endNs ?? Number.MAX_SAFE_INTEGER), file);
   if (!id.hasKube) warnings.push('no Pod objects from the kube source: pods are named by IP');
-  const seqs = stage('pod sequences', warnings, [] as PodSequence[], () => podSequences(id, facts, startNs ?? 0, node), file);
+  const seqs = stage('pod sequences', warnings, [] as PodSequence[], () => podSequences(id, facts, startNs ?? 0, node, liveSince(reader)), file);
   const seqByKey = new Map(seqs.map((s) => [s.pod.key, s]));
   // one detector, fed by separate stages: a source that cannot be read costs only its own candidates
   const det = new FailureDetector();

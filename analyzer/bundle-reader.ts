@@ -10,6 +10,8 @@ import type {
 } from '../schemas/rows.js';
 import { META_KEYS } from '../schemas/rows.js';
 import { parseJsonBounded } from '../schemas/json.js';
+import { chunkFrames } from '../schemas/decode/chunks.js';
+import { decodeFrame } from '../schemas/decode/packet.js';
 
 export const CORE_TABLES = ['meta', 'sources', 'events', 'packets', 'conntrack', 'k8s_objects', 'nft_snapshots', 'probe_requests'] as const;
 export type CoreTable = (typeof CORE_TABLES)[number];
@@ -28,6 +30,9 @@ export const OVERSIZE = 'oversize';
 const bounded = (col: string, max: number) => `CASE WHEN length(${col}) > ${max} THEN '${OVERSIZE}' ELSE ${col} END AS ${col}`;
 /** identifiers (source, kind, names: short in any real bundle) cut to `max` characters instead of copied whole */
 const capped = (col: string, max = 1024) => `CASE WHEN typeof(${col}) = 'text' AND length(${col}) > ${max} THEN substr(${col}, 1, ${max}) ELSE ${col} END AS ${col}`;
+
+const PACKET_COLS = `id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack, payload_len,
+      icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport`;
 
 export class BundleReader {
   readonly db: DB;
@@ -88,6 +93,7 @@ export class BundleReader {
   /** [min, max] ts_ns over every timestamped table, or null when the bundle holds nothing */
   timeRange(): { start: number; end: number } | null {
     const parts: string[] = [];
+    if (this.has('packet_chunks')) parts.push('SELECT min(first_ts_ns) AS a, max(last_ts_ns) AS b FROM packet_chunks');
     for (const [t, c] of [['events', 'ts_ns'], ['packets', 'ts_ns'], ['conntrack', 'ts_ns'], ['k8s_objects', 'ts_ns'], ['nft_snapshots', 'ts_ns'], ['probe_requests', 'start_ns']] as const) {
       if (this.has(t)) parts.push(`SELECT min(${c}) AS a, max(${c}) AS b FROM ${t}`);
     }
@@ -127,13 +133,54 @@ export class BundleReader {
   }
   badAttrs = 0;
 
-  /** Packets in capture order. `withData: false` skips the frame bytes (much faster). */
+  /** Does the bundle keep its frames in packet_chunks (schema 3), so that `packets` is only their index? */
+  hasChunks(): boolean {
+    if (this.chunked === null) this.chunked = this.has('packet_chunks') && this.db.prepare('SELECT 1 FROM packet_chunks LIMIT 1').get() !== undefined;
+    return this.chunked;
+  }
+  private chunked: boolean | null = null;
+
+  /** Frames stored in packet_chunks (and their count): every packet captured, where `packets` holds only the index. */
+  frameCount(): number {
+    const n = this.hasChunks() ? (this.db.prepare('SELECT coalesce(sum(packets), 0) AS n FROM packet_chunks').get() as { n: number }).n : 0;
+    const legacy = this.has('packets') ? (this.db.prepare(`SELECT count(*) AS n FROM packets${this.hasChunks() ? ' WHERE chunk_id IS NULL' : ''}`).get() as { n: number }).n : 0;
+    return n + legacy;
+  }
+
+  /**
+   * Packets in capture order. `withData: false` (or `where`) reads the `packets` table: in a chunked
+   * bundle that is the index (SYN/FIN/RST, first payload per direction, ICMP errors). With data, every
+   * frame is read: from packet_chunks, decoded on the way (chunks in time order per interface), then any
+   * row that holds its own bytes (bundles before schema 3).
+   */
   *packets(opts: TimeRange & { withData?: boolean; where?: string } = {}): IterableIterator<StoredPacketRow> {
+    if (opts.withData !== false && !opts.where && this.hasChunks()) {
+      yield* this.chunkPackets(opts);
+      if (!this.has('packets')) return;
+      const w = this.where('ts_ns', opts, ['chunk_id IS NULL']);
+      yield* this.db.prepare(`SELECT ${PACKET_COLS}, data FROM packets${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<StoredPacketRow>;
+      return;
+    }
     if (!this.has('packets')) return;
-    const cols = `id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack, payload_len,
-      icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport${opts.withData === false ? ', NULL AS data' : ', data'}`;
     const w = this.where('ts_ns', opts, opts.where ? [opts.where] : []);
-    yield* this.db.prepare(`SELECT ${cols} FROM packets${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<StoredPacketRow>;
+    yield* this.db.prepare(`SELECT ${PACKET_COLS}${opts.withData === false ? ', NULL AS data' : ', data'} FROM packets${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<StoredPacketRow>;
+  }
+
+  private *chunkPackets(opts: TimeRange): IterableIterator<StoredPacketRow> {
+    const conds: string[] = [];
+    const params: number[] = [];
+    if (opts.since !== undefined) { conds.push('last_ts_ns >= ?'); params.push(opts.since); }
+    if (opts.until !== undefined) { conds.push('first_ts_ns <= ?'); params.push(opts.until); }
+    let id = 0;
+    const st = this.db.prepare(`SELECT id, iface, linktype, data FROM packet_chunks${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''} ORDER BY first_ts_ns, id`);
+    for (const c of st.iterate(...params) as IterableIterator<{ id: number; iface: string | null; linktype: number; data: Uint8Array | null }>) {
+      if (!(c.data instanceof Uint8Array)) continue;
+      for (const f of chunkFrames(c.data)) {
+        id++;
+        if ((opts.since !== undefined && f.ts_ns < opts.since) || (opts.until !== undefined && f.ts_ns > opts.until)) continue;
+        yield { id, ts_ns: f.ts_ns, iface: c.iface, ...decodeFrame(c.linktype, f.data, f.caplen, f.len), data: f.data };
+      }
+    }
   }
 
   *conntrack(opts: TimeRange = {}): IterableIterator<ConntrackRow & { id: number }> {

@@ -111,7 +111,9 @@ function* kubeItems(reader: BundleReader, o: TimelineOptions): IterableIterator<
 
 function* packetItems(reader: BundleReader, o: TimelineOptions): IterableIterator<TimelineItem> {
   const where = o.allPackets ? undefined : "((proto = 'tcp' AND (tcp_flags & 7) != 0) OR (proto = 'icmp' AND icmp_type IN (3, 11, 12)) OR (proto = 'icmp6' AND icmp_type < 128))";
-  for (const p of reader.packets({ since: o.since, until: o.until, withData: false, where })) {
+  // --packets on a chunked bundle (schema 3): every frame, decoded from the chunks (the table is only the index)
+  const rows = o.allPackets && reader.hasChunks() ? reader.packets({ since: o.since, until: o.until }) : reader.packets({ since: o.since, until: o.until, withData: false, where });
+  for (const p of rows) {
     const ts = sane(p.ts_ns);
     if (ts === null) continue;
     const subject0 = `${endpoint(p.src, p.sport)}>${endpoint(p.dst, p.dport)}`;

@@ -13,6 +13,9 @@ const BENCHES: Record<string, string[]> = {
   'tracing-overhead': [],
   'capture-rate': [],
   'analyze-vs-tshark': [],
+  // issue 12: capture CPU per packet vs tcpdump -w (tcpreplay over a veth), import/analyze/size/RSS of a 1M-packet pcap vs tcpdump -r and tshark
+  'capture-cpu': ['--packets', '200000', '--loops', '5'],
+  offline: ['--packets', '1000000'],
 };
 
 // `NAME [its options]...`: a known name starts a group, what follows it (until the next name) is passed on

@@ -9,6 +9,7 @@ import type { Statement } from 'better-sqlite3';
 import { createBundleDb, type DB } from '../schemas/db.js';
 import type { RtEvent } from '../schemas/events.js';
 import type { Clock, SourceStatus } from '../schemas/events.js';
+import type { ChunkSink, IndexRow, PacketChunkRow } from '../schemas/decode/chunks.js';
 import {
   META_KEYS, type ConntrackRow, type K8sObjectRow, type NftSnapshotRow, type PacketRow, type ProbeRequestRow,
 } from '../schemas/rows.js';
@@ -16,7 +17,8 @@ import {
 /** a queued row and the source it counts for */
 type Pending = { s: string } & (
   | { t: 'event'; r: RtEvent }
-  | { t: 'packet'; r: PacketRow }
+  | { t: 'packet'; r: PacketRow & { chunk_id?: number | null; chunk_off?: number | null } }
+  | { t: 'chunk'; r: PacketChunkRow }
   | { t: 'conntrack'; r: ConntrackRow }
   | { t: 'k8s'; r: K8sObjectRow }
   | { t: 'nft'; r: NftSnapshotRow }
@@ -48,6 +50,11 @@ export interface Sink {
   probeRequest(p: ProbeRequestRow, source?: string): void;
   /** count records a source lost (unparsable lines, kernel drops it learnt of) */
   dropped(source: string, n: number): void;
+  /**
+   * The chunked packet path (schema 3): chunks and index rows of `source`, which counts frames, not rows.
+   * A sink without it (tests' in-memory sinks) is handed one decoded row per frame.
+   */
+  chunkSink?(source: string): ChunkSink;
 }
 
 export class BundleWriter implements Sink {
@@ -57,6 +64,8 @@ export class BundleWriter implements Sink {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private stmts: Record<Pending['t'] | 'meta' | 'source', Statement>;
+  private chunkId = 0;
+  private queuedChunkBytes = 0;
   private srcState = new Map<string, SourceState>();
   private dirtySources = new Set<string>();
   /** bytes of packet data written, for --max-size */
@@ -76,8 +85,9 @@ export class BundleWriter implements Sink {
       event: d.prepare('INSERT INTO events(ts_ns, source, kind, subject, attrs) VALUES (?, ?, ?, ?, ?)'),
       // positional: the per-packet path binds 23 values without building an object per row
       packet: d.prepare(`INSERT INTO packets(ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport,
-        tcp_flags, seq, ack, payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+        tcp_flags, seq, ack, payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data, chunk_id, chunk_off)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      chunk: d.prepare('INSERT INTO packet_chunks(id, iface, linktype, first_ts_ns, last_ts_ns, packets, data) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       conntrack: d.prepare(`INSERT INTO conntrack(ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport,
         reply_src, reply_dst, reply_sport, reply_dport, flags, zone, raw) VALUES (@ts_ns, @type, @proto, @state, @orig_src,
         @orig_dst, @orig_sport, @orig_dport, @reply_src, @reply_dst, @reply_sport, @reply_dport, @flags, @zone, @raw)`),
@@ -87,6 +97,10 @@ export class BundleWriter implements Sink {
       probe: d.prepare(`INSERT INTO probe_requests(start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
         VALUES (@start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`),
     };
+    // the ports index of `packets` is built once at close (a fifth of the write cost while capturing);
+    // a bundle whose recorder was killed lacks it and is still read, by table scans
+    d.exec('DROP INDEX IF EXISTS packets_ports');
+    this.chunkId = (d.prepare('SELECT coalesce(max(id), 0) AS n FROM packet_chunks').get() as { n: number }).n;
     const flushMs = Math.min(Math.max(opts.flushMs ?? 100, 10), 250);
     this.timer = setInterval(() => this.flush(), flushMs);
     this.timer.unref();
@@ -128,6 +142,25 @@ export class BundleWriter implements Sink {
   k8sObject(o: K8sObjectRow, source = 'kube'): void { this.push({ t: 'k8s', r: o, s: source }); }
   nftSnapshot(s: NftSnapshotRow, source = 'nftables'): void { this.push({ t: 'nft', r: s, s: source }); }
   probeRequest(p: ProbeRequestRow, source = 'probe'): void { this.push({ t: 'probe', r: p, s: source }); }
+  chunkSink(source: string): ChunkSink {
+    return {
+      nextChunkId: () => ++this.chunkId,
+      chunk: (c) => {
+        if (this.closed) return;
+        this.packetBytes += c.data.length;
+        this.queue.push({ t: 'chunk', r: c, s: source });
+        this.count(source, c.packets);
+        // frames wait in memory at most a few chunks (bounded RSS however fast a pcap is read)
+        this.queuedChunkBytes += c.data.length;
+        if (this.queue.length >= 20000 || this.queuedChunkBytes >= 4 << 20) this.flush();
+      },
+      index: (r: IndexRow) => {
+        if (this.closed) return;
+        this.queue.push({ t: 'packet', r, s: source });
+        if (this.queue.length >= 20000) this.flush();
+      },
+    };
+  }
   /** For writers that attribute rows to a source other than the default (import:*). */
   countAs(source: string, n: number): void { this.count(source, n); }
   dropped(source: string, n: number): void {
@@ -153,7 +186,12 @@ export class BundleWriter implements Sink {
         const data = r.data ? Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength) : null;
         st.packet.run(Math.round(r.ts_ns), r.iface, r.linktype, r.caplen, r.len, r.l3, r.src, r.dst, r.proto, r.sport, r.dport,
           r.tcp_flags, r.seq, r.ack, r.payload_len, r.icmp_type, r.icmp_code, r.inner_src, r.inner_dst, r.inner_proto,
-          r.inner_sport, r.inner_dport, data);
+          r.inner_sport, r.inner_dport, data, r.chunk_id ?? null, r.chunk_off ?? null);
+        break;
+      }
+      case 'chunk': {
+        const c = p.r;
+        st.chunk.run(c.id, c.iface, c.linktype, Math.round(c.first_ts_ns), Math.round(c.last_ts_ns), c.packets, c.data);
         break;
       }
       case 'conntrack': st.conntrack.run({ ...p.r, ts_ns: Math.round(p.r.ts_ns) }); break;
@@ -179,6 +217,7 @@ export class BundleWriter implements Sink {
     if (!this.db.open) return;
     const batch = this.queue;
     this.queue = [];
+    this.queuedChunkBytes = 0;
     try {
       this.db.transaction(() => {
         for (const p of batch) this.writeRow(p);
@@ -209,6 +248,7 @@ export class BundleWriter implements Sink {
     this.flush();
     const r = this.db.prepare(`SELECT min(a) AS a, max(b) AS b FROM (
       SELECT min(ts_ns) AS a, max(ts_ns) AS b FROM events UNION ALL SELECT min(ts_ns), max(ts_ns) FROM packets
+      UNION ALL SELECT min(first_ts_ns), max(last_ts_ns) FROM packet_chunks
       UNION ALL SELECT min(ts_ns), max(ts_ns) FROM conntrack UNION ALL SELECT min(ts_ns), max(ts_ns) FROM k8s_objects
       UNION ALL SELECT min(ts_ns), max(ts_ns) FROM nft_snapshots UNION ALL SELECT min(start_ns), max(end_ns) FROM probe_requests)`).get() as { a: number | null; b: number | null };
     return r.a === null || r.b === null ? null : { start: r.a, end: r.b };
@@ -223,6 +263,7 @@ export class BundleWriter implements Sink {
     if (!this.endedNs) this.setMeta(META_KEYS.endedNs, String(Date.now() * 1e6));
     else this.setMeta(META_KEYS.endedNs, String(this.endedNs));
     this.setMeta(META_KEYS.closedCleanly, '1');
+    this.db.exec('CREATE INDEX IF NOT EXISTS packets_ports ON packets(sport, dport)');
     this.db.pragma('wal_checkpoint(TRUNCATE)');
     const integrity = String(this.db.pragma('integrity_check', { simple: true }));
     this.db.pragma('journal_mode = DELETE');

@@ -4,7 +4,7 @@
  * who arrive with a pcap attached to an incident get an analysis without having run the recorder.
  * Each artifact goes through the same pure parsers the live sources use.
  */
-import { createReadStream, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, openSync, readSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { removeBundleFiles } from '../schemas/db.js';
@@ -13,7 +13,7 @@ import { META_KEYS, type K8sObjectRow } from '../schemas/rows.js';
 import { ev } from '../schemas/events.js';
 import { BundleWriter } from './bundle-writer.js';
 import { CaptureStreamParser } from './decode/pcapfile.js';
-import { decodeFrame } from './decode/packet.js';
+import { FrameStore, PcapStreamCutter } from '../schemas/decode/chunks.js';
 import { boundedLines, MAX_DOCUMENT_BYTES, MAX_LINE_BYTES, readBoundedLines, refuseBinary, type LineStats } from './import/lines.js';
 import { MAX_JSON_DEPTH, parseJsonBounded } from '../schemas/json.js';
 
@@ -50,26 +50,35 @@ export interface ImportSummary { source: string; file: string; rows: number; ski
 
 async function importPcap(w: BundleWriter, file: string): Promise<ImportSummary> {
   const src = 'import:pcap';
-  const p = new CaptureStreamParser({ iface: basename(file) });
-  let rows = 0;
-  const emit = (recs: ReturnType<CaptureStreamParser['push']>) => {
-    for (const r of recs) {
-      const d = decodeFrame(r.linktype, r.data, r.caplen, r.len);
-      w.packet({ ...d, ts_ns: r.ts_ns, iface: r.iface, data: r.data }, src);
-      rows++;
-    }
-  };
+  const sink = w.chunkSink(src);
+  // classic pcap: cut into chunks verbatim (header scan only); pcapng: parsed, then re-framed as pcap chunks
+  const fd = openSync(file, 'r');
+  const head = Buffer.alloc(4);
+  try { readSync(fd, head, 0, 4, 0); } finally { closeSync(fd); }
+  const classic = PcapStreamCutter.isClassicPcap(head);
+  const cutter = classic ? new PcapStreamCutter(sink, basename(file)) : null;
+  const p = classic ? null : new CaptureStreamParser({ iface: basename(file) });
+  const store = classic ? null : new FrameStore(sink);
   try {
-    for await (const chunk of createReadStream(file)) emit(p.push(chunk as Buffer));
-    p.end();
+    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
+      if (cutter) cutter.push(chunk as Buffer);
+      else for (const r of p!.push(chunk as Buffer)) store!.frame(r.iface, r.linktype, r.ts_ns, r.caplen, r.len, r.data);
+    }
+    cutter?.end();
+    p?.end();
+    store?.flush();
   } catch (e) {
     if (e instanceof Error && e.name === 'InputError' && !e.message.includes(file)) throw new InputError(`--pcap ${file}: ${e.message}`);
     throw e;
   }
-  if (p.format === null) throw new InputError(`--pcap ${file}: empty or not a pcap/pcapng capture`);
-  w.dropped(src, p.malformed);
-  addDetail(w, src, `${p.format} ${basename(file)}: ${rows} packets${p.malformed ? `, ${p.malformed} malformed records skipped` : ''}`);
-  return { source: src, file, rows, skipped: p.malformed };
+  const format = cutter ? cutter.format : p!.format;
+  if (format === null) throw new InputError(`--pcap ${file}: empty or not a pcap/pcapng capture`);
+  const malformed = cutter ? cutter.malformed : p!.malformed;
+  const rows = cutter ? cutter.frames : store!.frames;
+  const indexed = cutter ? cutter.indexed : store!.indexed;
+  w.dropped(src, malformed);
+  addDetail(w, src, `${format} ${basename(file)}: ${rows} packets, ${indexed} indexed${malformed ? `, ${malformed} malformed records skipped` : ''}`);
+  return { source: src, file, rows, skipped: malformed };
 }
 
 /** `-o file -ff` writes one file per process, named PREFIX.PID, whose lines carry no pid. */

@@ -266,15 +266,21 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   try {
     w.setMeta(META_KEYS.startedNs, String(nowNs()));
     startedMs = Date.now();
-    for (const p of ready) {
+    // every source starts at once (bpftrace's compile alongside the rest); the rollout source last, once
+    // the others are live. Each one's live-since instant goes to meta.sources_live_ns: the analysis names
+    // what happened before a source was live as a blind spot.
+    const liveNs: Record<string, number> = {};
+    const startOne = async (p: PlannedSource): Promise<void> => {
       if (stopReason) {
         w.setSource(p.name, { status: 'stopped-early', detail: `not started: stop requested (${stopReason}) before it started` });
-        continue;
+        return;
       }
       const r: Running = { plan: p, source: p.source!, failed: null };
       try {
         await withTimeout(p.source!.start(w, ctx), 30000, 'start');
         running.push(r);
+        liveNs[p.name] = nowNs();
+        w.setMeta(META_KEYS.sourcesLiveNs, JSON.stringify(liveNs));
       } catch (e) {
         const reason = `failed to start: ${firstLine(e)}`;
         w.setSource(p.name, { status: 'failed', detail: reason });
@@ -282,7 +288,9 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
         try { await withTimeout(p.source!.stop(), 5000, 'stop'); } catch { /* best effort */ }
         sourceFailed(p.name, reason);
       }
-    }
+    };
+    await Promise.all(ready.filter((p) => p.name !== 'rollout').map(startOne));
+    for (const p of ready.filter((x) => x.name === 'rollout')) await startOne(p);
     if (running.length === 0 && !stopReason) requestStop('every source failed to start');
     if (!stopReason) {
       const lines = [`recording${opts.duration ? ` for ${opts.duration} s` : ''}${opts.untilRolloutComplete ? ' until the rollout completes' : ''}; Ctrl-C stops`];

@@ -64,7 +64,9 @@ export function migrateCopyForRead(db: DB, file: string): void {
   }
   for (const m of loadMigrations()) {
     if (m.version <= from) continue;
-    const sql = m.sql.replace(/\bCREATE\s+(TABLE|INDEX|VIEW|TRIGGER)\s+(?!IF\s+NOT\s+EXISTS)/gi, 'CREATE $1 IF NOT EXISTS ');
+    const sql = m.sql.replace(/\bCREATE\s+(TABLE|INDEX|VIEW|TRIGGER)\s+(?!IF\s+NOT\s+EXISTS)/gi, 'CREATE $1 IF NOT EXISTS ')
+      // and a column a migration adds that the bundle already has is kept, not added twice
+      .replace(/^\s*ALTER\s+TABLE\s+([a-z_0-9]+)\s+ADD\s+COLUMN\s+([a-z_0-9]+)\b[^;]*;/gim, (stmt, t: string, c: string) => (hasColumn(db, t, c) ? '' : stmt));
     try {
       db.transaction(() => {
         db.exec(sql);
@@ -72,9 +74,15 @@ export function migrateCopyForRead(db: DB, file: string): void {
       })();
     } catch (e) {
       const msg = String((e as Error)?.message ?? e).replace(/[\r\n]+/g, ' ').slice(0, 200);
+      // a damaged page met on the way (003 indexes `packets`) is the bundle's damage, said as everywhere else
+      if (/malformed|not a database|corrupt/i.test(msg)) throw new InputError(`${file}: damaged bundle (${msg})`);
       throw new InputError(`${file}: cannot read bundle schema v${raw} (upgrading to v${m.version} failed: ${msg})`);
     }
   }
+}
+
+function hasColumn(db: DB, table: string, column: string): boolean {
+  try { return (db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as Array<{ name: string }>).some((r) => r.name === column); } catch { return false; }
 }
 
 export interface CreateOptions {

@@ -1,7 +1,7 @@
 /**
  * docs/bundle.md is generated from the comments in schemas/migrations/*.sql: `-- table NAME: text` or
  * `-- view NAME: text` introduces a table/view, `-- col: text` (or `-- a, b: text`) after a column
- * documents it. `npm run docs:bundle` rewrites the file; test/docs-bundle.test.ts checks they agree.
+ * documents it; `ALTER TABLE t ADD COLUMN c ... -- c: text` documents c in t's section. `npm run docs:bundle` rewrites the file; test/docs-bundle.test.ts checks they agree.
  */
 import { loadMigrations, SCHEMA_VERSION } from './db.js';
 
@@ -16,6 +16,13 @@ export function parseSchemaDocs(): Doc[] {
       if (head) {
         cur = { kind: head[1] as 'table' | 'view', name: head[2]!, text: head[3]!.trim(), columns: [], migration: m.name };
         docs.push(cur);
+        continue;
+      }
+      // a column added later documents itself on its table's section
+      const alter = /^ALTER\s+TABLE\s+([a-z_0-9]+)\s+ADD\s+COLUMN\s+([a-z_0-9]+)\b.*--\s*[a-z_0-9]+:\s*(.+)$/i.exec(line.trim());
+      if (alter) {
+        const t = docs.find((d) => d.name === alter[1]);
+        if (t) t.columns.push({ name: alter[2]!, text: `${alter[3]!.trim()} _(${m.name})_` });
         continue;
       }
       if (!cur) continue;

@@ -112,6 +112,7 @@ export const META_KEYS = {
   clockOffsets: 'clock_offsets', // JSON object e.g. {"monotonic_to_realtime_ns": 1700000000000000000}
   receiptStamped: 'receipt_stamped_sources', // JSON array of source names
   startedNs: 'started_ns',
+  sourcesLiveNs: 'sources_live_ns', // JSON object source -> instant (ns) it was live (record); before it, that source was blind
   endedNs: 'ended_ns',
   closedCleanly: 'closed_cleanly', // "1" once finalized; absent or "0" after a crash
   createdBy: 'created_by', // record, import, merge, redact, lab

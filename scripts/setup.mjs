@@ -23,8 +23,8 @@ const CORE = {
 // the test suite also reads back exports with tshark, renders the HTML report in Chromium, and checks
 // the node image (npm run image, which installs debootstrap itself) with skopeo and umoci
 const TEST_ONLY = { tshark: 'tshark', chromium: 'chromium', skopeo: 'skopeo', umoci: 'umoci' };
-// `npm run bench` (setup.mjs bench): wrk loads the traced server in bench/tracing-overhead.ts, tshark is compared in analyze-vs-tshark
-const BENCH_ONLY = { wrk: 'wrk', tshark: 'tshark' };
+// `npm run bench` (setup.mjs bench): wrk loads the traced server in bench/tracing-overhead.ts, tshark is compared in analyze-vs-tshark and offline, tcpreplay offers the packets in capture-cpu
+const BENCH_ONLY = { wrk: 'wrk', tshark: 'tshark', tcpreplay: 'tcpreplay' };
 // the real node (`lab build|up|run --real`, lab/real/): etcd, runc and the CNI plugins from Debian, busybox
 // for the images, socat for the API relay. containerd comes from Debian trixie (lab/real/runtime.ts) and
 // Kubernetes is built from the Go module proxy (lab/real/build.ts), both on first use, cached.

@@ -40,7 +40,7 @@ describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle',
     for (const x of s) { expect(x.status).toBe('ok'); expect(x.clock).toBe('file'); }
     const by = Object.fromEntries(s.map((x) => [x.name, x]));
     expect(by['import:pcap']!.events).toBe(60);
-    expect(by['import:pcap']!.detail).toMatch(/pcap eth-ns\.pcap: 30 packets; pcapng eth\.pcapng: 30 packets/);
+    expect(by['import:pcap']!.detail).toMatch(/pcap eth-ns\.pcap: 30 packets, 13 indexed; pcapng eth\.pcapng: 30 packets, 13 indexed/);
     expect(by['import:strace']!.detail).toMatch(/461 lines, 10 events, 0 lines skipped/);
     expect(by['import:nft']!.detail).toMatch(/8 records, 1 bursts .*1 endpoint-rule changes.*replayed onto ruleset-before\.json/);
   });
@@ -50,25 +50,29 @@ describe('rolltrace import: pcap + pcapng + strace + nft monitor in one bundle',
     const rows = db.prepare('SELECT * FROM timeline').all() as Array<{ ts_ns: number; source: string; kind: string }>;
     const meta = Object.fromEntries((db.prepare('SELECT key, value FROM meta').all() as Array<{ key: string; value: string }>).map((m) => [m.key, m.value]));
     db.close();
-    // 60 packets, 10 strace events, rules-changed + endpoint-rule-removed, and the endpoint leaving the
-    // cluster-IP path (per-path events)
-    expect(rows).toHaveLength(60 + 10 + 2 + rows.filter((x) => x.kind.startsWith('path-rule-')).length);
+    // the 26 indexed packets of 60 (schema 3: SYN/RST, first payload per direction, FIN before payload, ICMP errors; every
+    // frame is in packet_chunks), 10 strace events, rules-changed + endpoint-rule-removed, and the endpoint
+    // leaving the cluster-IP path (per-path events)
+    expect(rows).toHaveLength(26 + 10 + 2 + rows.filter((x) => x.kind.startsWith('path-rule-')).length);
     expect(rows.filter((x) => x.kind.startsWith('path-rule-')).length).toBeGreaterThan(0);
     for (let i = 1; i < rows.length; i++) expect(rows[i]!.ts_ns).toBeGreaterThanOrEqual(rows[i - 1]!.ts_ns);
     expect(new Set(rows.map((x) => x.source))).toEqual(new Set(['packets', 'import:strace', 'import:nft']));
-    // interleaved: the first and last rows are packets, the strace and nft events fall between packets
-    expect(rows[0]!.source).toBe('packets');
+    // interleaved: the strace and nft events fall within the captured frames' span (the capture's first
+    // frames are payload segments the index leaves in the chunks), indexed packets follow them
     expect(rows[rows.length - 1]!.source).toBe('packets');
     const idx = (s: string) => rows.map((x, i) => (x.source === s ? i : -1)).filter((i) => i >= 0);
-    const pk = idx('packets');
+    const db2 = open(file);
+    const span = db2.prepare('SELECT min(first_ts_ns) AS a, max(last_ts_ns) AS b FROM packet_chunks').get() as { a: number; b: number };
+    db2.close();
     for (const s of ['import:strace', 'import:nft']) {
-      const ix = idx(s);
-      expect(pk.some((p) => p > ix[0]!)).toBe(true);
-      expect(pk.some((p) => p < ix[0]!)).toBe(true);
+      const first = rows[idx(s)[0]!]!.ts_ns;
+      expect(first).toBeGreaterThan(span.a);
+      expect(first).toBeLessThan(span.b);
     }
     expect(idx('import:nft')[0]).toBeLessThan(idx('import:strace')[0]!); // nft at .2, strace from .45
-    expect(Number(meta.started_ns)).toBe(rows[0]!.ts_ns);
-    expect(Number(meta.ended_ns)).toBe(rows[rows.length - 1]!.ts_ns);
+    // the recording spans every frame, indexed or not
+    expect(Number(meta.started_ns)).toBe(span.a);
+    expect(Number(meta.ended_ns)).toBe(Math.max(span.b, rows[rows.length - 1]!.ts_ns));
     expect(meta.created_by).toBe('import');
     expect(JSON.parse(meta.receipt_stamped_sources!)).toEqual(['import:nft']);
   });
@@ -225,7 +229,7 @@ describe('rolltrace import --force that fails', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(existsSync(file)).toBe(true);
     const db = open(file);
-    expect((db.prepare('SELECT count(*) AS n FROM packets').get() as { n: number }).n).toBe(30);
+    expect((db.prepare('SELECT sum(packets) AS n FROM packet_chunks').get() as { n: number }).n).toBe(30);
     db.close();
     expect(cli(['verify', file]).code).toBe(0);
     expect(readdirSync(dir).filter((f) => f.includes('.importing-'))).toEqual([]);

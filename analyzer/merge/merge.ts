@@ -20,6 +20,8 @@ import { InputError } from '../../schemas/errors.js';
 import { META_KEYS, type EventRow, type K8sObjectRow } from '../../schemas/rows.js';
 import { asInputError, copyError } from '../analyze.js';
 import { BundleReader } from '../bundle-reader.js';
+import { FrameStore } from '../../schemas/decode/chunks.js';
+import { dbChunkSink } from '../chunk-sink.js';
 
 export interface OffsetStats { samples: number; offset_ns: number; median_abs_dev_ns: number | null; min_ns: number | null; max_ns: number | null; note?: string }
 
@@ -147,14 +149,23 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
       const insNft = db.prepare('INSERT INTO nft_snapshots(ts_ns, format, reason, ruleset) VALUES (@ts_ns, @format, @reason, @ruleset)');
       const insProbe = db.prepare(`INSERT INTO probe_requests(start_ns, end_ns, local_addr, local_port, remote, outcome, status, error)
         VALUES (@start_ns, @end_ns, @local_addr, @local_port, @remote, @outcome, @status, @error)`);
+      const chunks = dbChunkSink(db);
       readers.forEach((r, i) => {
         const node = nodes[i]!;
         const off = offsets[node]!;
+        // chunked inputs (schema 3) merge into chunks, each node's frames on `node/iface`, the index rebuilt
+        const store = r.hasChunks() ? new FrameStore(chunks) : null;
         for (const p of r.packets()) {
+          if (store && p.data instanceof Uint8Array) {
+            store.frame(`${node}/${p.iface ?? 'unknown'}`, p.linktype, p.ts_ns - off, p.data.length, p.len, p.data);
+            rows.packets!++;
+            continue;
+          }
           const { id: _id, ...rest } = p;
           insPkt.run({ ...rest, ts_ns: p.ts_ns - off, iface: `${node}/${p.iface ?? 'unknown'}`, data: p.data ? Buffer.from(p.data as Uint8Array) : null });
           rows.packets!++;
         }
+        store?.flush();
         // every row names its node (analyze reads which node DNATed a connection from it)
         for (const c of r.conntrack()) { const { id: _id, ...rest } = c; insCt.run({ ...rest, ts_ns: c.ts_ns - off, raw: c.raw === null ? `[${node}]` : `[${node}] ${c.raw}` }); rows.conntrack!++; }
         for (const s of r.nftSnapshots()) { const { id: _id, ...rest } = s; insNft.run({ ...rest, ts_ns: s.ts_ns - off, reason: `${node}:${s.reason ?? ''}` }); rows.nft_snapshots!++; }

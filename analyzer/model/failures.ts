@@ -142,7 +142,9 @@ export class FailureDetector {
       const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`;
       if ((f & TCP.SYN) && !(f & TCP.ACK)) {
         const c = this.conns.get(fwd);
-        if (!c) {
+        // a SYN on a connection that carried payload opens a new one on the same 4-tuple (a reused
+        // port; a chunked bundle's index drops the FINs that closed the old one); else it is a retransmission
+        if (!c || c.clientData || c.serverData) {
           this.conns.set(fwd, { client: p.src, cport: p.sport, server: p.dst, sport: p.dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts });
         } else c.last = ts;
         return;
@@ -286,6 +288,12 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
     row.payload_len = r[8] as number | null; row.icmp_type = r[9] as number | null; row.icmp_code = r[10] as number | null;
     row.inner_src = r[11] as string | null; row.inner_dst = r[12] as string | null; row.inner_sport = r[13] as number | null; row.inner_dport = r[14] as number | null;
     d.packet(row);
+  }
+  // a chunked bundle indexes only some frames: the capture ran until its last frame, so SYNs still
+  // unanswered then are judged against that instant, as when every frame was a row
+  if (reader.hasChunks()) {
+    const t = (reader.db.prepare('SELECT max(last_ts_ns) AS t FROM packet_chunks').get() as { t: number | null }).t;
+    if (typeof t === 'number' && Number.isFinite(t)) d.lastTs = Math.max(d.lastTs, t);
   }
 }
 

@@ -56,7 +56,24 @@ export function belongs(id: Identity, pod: PodInfo, pid: number | null, netns: n
   return false;
 }
 
-export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: string | null): PodSequence[] {
+/** which sources can see what: a change before the source was live is a blind spot, not an absence */
+const SEES_RULES = ['nftables'];
+const SEES_LISTENERS = ['strace', 'ebpf'];
+
+/**
+ * Evidence naming a blind spot: the sources that could see `what` were all live only after `from`
+ * (termination began), so it may have happened before they could see it. null when one was live in time
+ * or the bundle does not say when its sources went live (import, older recorders).
+ */
+export function blindSpot(liveNs: Record<string, number> | null, sources: string[], from: number | null, what: string): string | null {
+  if (!liveNs || from === null) return null;
+  const live = sources.filter((s) => typeof liveNs[s] === 'number');
+  if (!live.length || live.some((s) => liveNs[s]! <= from)) return null;
+  const first = live.reduce((a, b) => (liveNs[a]! <= liveNs[b]! ? a : b));
+  return `blind spot: ${what} may have happened before ${live.join('/')} was live (from ${iso(liveNs[first]!)}, ${ms(liveNs[first]! - from)} ms after termination began at ${iso(from)}); the recording cannot tell, so the verdict stays unknown for this reason`;
+}
+
+export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: string | null, liveNs: Record<string, number> | null = null): PodSequence[] {
   const out: PodSequence[] = [];
   for (const pod of id.pods.values()) {
     const ev: string[] = [];
@@ -169,6 +186,14 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
       const graceS = pod.graceSeconds;
       ev.push(`ignored SIGTERM: the process neither exited nor closed its listener in the ${ms(sigkill - sigterm)} ms between SIGTERM (${iso(sigterm)}) and SIGKILL (${iso(sigkill)})${graceS !== null ? `, the end of its ${graceS}s grace period` : ''}: the app ignores SIGTERM or drains longer than the grace period; connections open at the SIGKILL were cut`);
       verdict = 'ignored-sigterm';
+    }
+    if (ruleRes.at === null) {
+      const blind = blindSpot(liveNs, SEES_RULES, termStart, `the removal of ${ips.join(', ') || 'its IP'}'s endpoint rules`);
+      if (blind) ev.push(blind);
+    }
+    if (listenerClosed === null) {
+      const blind = blindSpot(liveNs, SEES_LISTENERS, termStart, 'the listener close');
+      if (blind) ev.push(blind);
     }
     if (ruleRes.at === null && ruleRes.open) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: a service still routed to it when the recording ended, so the instant it stopped being routed is not in the bundle`);
     else if (ruleRes.at === null) ev.push(`${verdict === 'unknown' ? 'verdict unknown' : 'exposure unknown'}: no endpoint-rule-removed event for ${ips.join(', ') || 'its IP'} after termination began (nftables source missing, or recording ended first)`);

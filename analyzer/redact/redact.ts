@@ -15,6 +15,8 @@ import { MAX_JSON_DEPTH, parseJsonBounded } from '../../schemas/json.js';
 import { META_KEYS } from '../../schemas/rows.js';
 import type { BundleReader } from '../bundle-reader.js';
 import { pseudonymizeFrame, stripPayload } from './packet.js';
+import { FrameStore } from '../../schemas/decode/chunks.js';
+import { dbChunkSink } from '../chunk-sink.js';
 import { Pseudonymizer } from './pseudonymize.js';
 
 export const MASK = '[redacted]';
@@ -211,7 +213,18 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
       payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data)
       VALUES (@id, @ts_ns, @iface, @linktype, @caplen, @len, @l3, @src, @dst, @proto, @sport, @dport, @tcp_flags, @seq, @ack,
       @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`);
+    // a chunked bundle (schema 3) stays chunked: every frame cut and pseudonymized, the index rebuilt from the new bytes
+    const store = reader.hasChunks() ? new FrameStore(dbChunkSink(db)) : null;
     for (const k of reader.packets()) {
+      if (store && k.data) {
+        const src = k.data instanceof Uint8Array ? k.data : new Uint8Array(k.data as ArrayBuffer);
+        const kept = Buffer.from(stripPayload(src, k.linktype));
+        c.payloadBytesDropped += src.length - kept.length;
+        if (p) pseudonymizeFrame(kept, k.linktype, p.ip);
+        c.packets++;
+        store.frame(k.iface, k.linktype, k.ts_ns, kept.length, k.len, kept);
+        continue;
+      }
       let data: Buffer | null = null;
       if (k.data) {
         const src = k.data instanceof Uint8Array ? k.data : new Uint8Array(k.data as ArrayBuffer);
@@ -223,6 +236,8 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
       c.packets++;
       insPkt.run({ ...k, src: ip(k.src), dst: ip(k.dst), inner_src: ip(k.inner_src), inner_dst: ip(k.inner_dst), caplen: data ? data.length : 0, data });
     }
+
+    store?.flush();
 
     const insCt = db.prepare(`INSERT INTO conntrack(id, ts_ns, type, proto, state, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst,
       reply_sport, reply_dport, flags, zone, raw) VALUES (@id, @ts_ns, @type, @proto, @state, @orig_src, @orig_dst, @orig_sport, @orig_dport,

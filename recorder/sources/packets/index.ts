@@ -15,10 +15,14 @@ import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { decodeFrame } from '../../decode/packet.js';
 import { CaptureStreamParser } from '../../decode/pcapfile.js';
+import { FrameStore, PcapStreamCutter } from '../../../schemas/decode/chunks.js';
 import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
 
 const KERNEL_BUFFER_KIB = 32768;
+/** reads smaller than this pause reading for GATHER_MS (the most a frame waits more) */
+const SMALL_READ = 16 * 1024;
+const GATHER_MS = 5;
 
 /**
  * Interfaces of the recorder's network namespace, from /proc/net/dev (per netns of the reader). Not
@@ -37,7 +41,10 @@ export function defaultIfaces(opts: RecordOptions): string[] {
 }
 
 export function tcpdumpArgs(iface: string, snaplen: number, filter?: string): string[] {
-  // --immediate-mode: without it TPACKET_V3 holds packets in a ring block for up to 1 s and SIGINT at stop loses them
+  // --immediate-mode: without it TPACKET_V3 holds packets in a ring block for up to 1 s and SIGINT at stop loses them.
+  // -U stays although it costs tcpdump a write() per frame: without it frames wait in tcpdump's stdio
+  // buffer indefinitely at low rates, and flushing that buffer by SIGUSR2 (tcpdump's SIGNAL_FLUSH_PCAP)
+  // is not async-signal-safe: at 400 kpps it corrupted the stream (measured with bench/capture-cpu.ts).
   const a = ['-U', '--immediate-mode', '-w', '-', '-n', '-s', String(snaplen), '-B', String(KERNEL_BUFFER_KIB), '-i', iface, '--time-stamp-precision', 'nano'];
   if (filter) a.push(filter);
   return a;
@@ -79,12 +86,18 @@ export function create(opts: RecordOptions): Source {
   const drops = new Map<string, number>();
   let statsTimer: NodeJS.Timeout | null = null;
   const stderrBuf = new Map<string, string>();
+  /** the chunked path (schema 3): one cutter per tcpdump stream, one store for the cap backend; closed every 250 ms */
+  const cutters: PcapStreamCutter[] = [];
+  let store: FrameStore | null = null;
+  let chunkTimer: NodeJS.Timeout | null = null;
+  const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); };
 
   const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
 
   function emit(ts_ns: number, iface: string, linktype: number, data: Uint8Array, caplen: number, len: number): void {
     if (capped || !sink) return;
-    sink.packet({ ts_ns, iface, ...decodeFrame(linktype, data, caplen, len), data });
+    if (store) store.frame(iface, linktype, ts_ns, caplen, len, data);
+    else sink.packet({ ts_ns, iface, ...decodeFrame(linktype, data, caplen, len), data });
     packets++;
     bytes += data.length;
     if (bytes >= maxBytes) cap();
@@ -103,8 +116,27 @@ export function create(opts: RecordOptions): Source {
     const child = spawn(bin, tcpdumpArgs(iface, snaplen, opts.filter), { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     const parser = new CaptureStreamParser({ iface });
+    // tcpdump -w - writes classic pcap: cut into chunks with a header scan, no per-frame decode
+    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name), iface) : null;
+    if (cutter) cutters.push(cutter);
     child.stdout!.on('data', (chunk: Buffer) => {
       try {
+        if (cutter) {
+          if (capped) return;
+          const before = cutter.frames;
+          cutter.push(chunk);
+          packets += cutter.frames - before;
+          bytes += chunk.length;
+          if (bytes >= maxBytes) { cutter.flush(); cap(); return; }
+          // a small read means the recorder is ahead of the traffic: let frames gather in the pipe (and
+          // the kernel's 32 MiB ring behind it) for a few ms, so each read carries many (tcpdump -U
+          // writes one frame per write(); a read per frame cost more than the frame's whole processing)
+          if (chunk.length < SMALL_READ && !stopping) {
+            child.stdout!.pause();
+            setTimeout(() => child.stdout!.resume(), GATHER_MS).unref();
+          }
+          return;
+        }
         for (const r of parser.push(chunk)) emit(r.ts_ns, iface, r.linktype, r.data, r.caplen, r.len);
       } catch (e) {
         // the parser counted the bad record; the stream cannot be resynchronised, so this capture ends here
@@ -112,7 +144,10 @@ export function create(opts: RecordOptions): Source {
         child.kill('SIGKILL');
       }
     });
-    child.stdout!.on('end', () => { parser.end(); malformed += parser.malformed; });
+    child.stdout!.on('end', () => {
+      if (cutter) { cutter.end(); malformed += cutter.malformed; return; }
+      parser.end(); malformed += parser.malformed;
+    });
     let ready: () => void = () => {};
     const listening = new Promise<void>((res) => { ready = res; });
     const timer = setTimeout(() => { ctx?.log(`packets: tcpdump on ${iface} not listening after 10 s`); ready(); }, 10000);
@@ -203,6 +238,12 @@ export function create(opts: RecordOptions): Source {
     },
     async start(s: Sink, c: RecordContext): Promise<void> {
       sink = s; ctx = c;
+      if (s.chunkSink) {
+        if (backend === 'cap') store = new FrameStore(s.chunkSink(name));
+        // the bundle writer commits every ≤ 250 ms: close chunks as often, so a kill loses at most ~0.5 s of frames
+        chunkTimer = setInterval(flushChunks, 250);
+        chunkTimer.unref();
+      }
       if (backend === 'cap') {
         const mod = loadCap();
         if (!mod) throw new Error('cap module not loadable');
@@ -216,6 +257,8 @@ export function create(opts: RecordOptions): Source {
     },
     async stop(): Promise<void> {
       await stopCapture();
+      if (chunkTimer) { clearInterval(chunkTimer); chunkTimer = null; }
+      flushChunks();
       if (sink) {
         if (kernelDrops()) sink.dropped(name, kernelDrops());
         if (malformed) sink.dropped(name, malformed);

@@ -1,0 +1,118 @@
+/**
+ * Bench (issue 12 goal 1): capture CPU per packet and drops, `rolltrace record` (packets source only)
+ * vs `tcpdump -w FILE`, both capturing the same traffic at once, in the same run: tcpreplay --topspeed
+ * (the highest rate it reaches here) loops the synthetic rollout capture over a veth between two
+ * network namespaces this bench creates and removes. CPU is user+sys of each whole process tree
+ * (rolltrace's includes its tcpdump child) from GNU time. Run as root, after `npm run build`:
+ *   npx tsx bench/capture-cpu.ts [--packets N] [--loops L] [--pps R]
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { writeSynthPcap } from '../test/helpers/synth-pcap.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = join(ROOT, 'bin', 'rolltrace.mjs');
+const SNAP = 128;
+
+interface Proc { child: ChildProcess; err: string; done: Promise<number> }
+function start(args: string[]): Proc {
+  const child = spawn(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const p: Proc = { child, err: '', done: new Promise((res) => child.on('close', (c) => res(c ?? -1))) };
+  child.stderr!.on('data', (d) => { p.err += d; });
+  return p;
+}
+const waitFor = (p: Proc, re: RegExp, ms: number) => new Promise<boolean>((res) => {
+  const t0 = Date.now();
+  const i = setInterval(() => { if (re.test(p.err)) { clearInterval(i); res(true); } else if (Date.now() - t0 > ms) { clearInterval(i); res(false); } }, 20);
+});
+/** the pid of the one child of `pid` (GNU time -> the measured command) */
+function childOf(pid: number): number | null {
+  try { const c = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0]; return c ? Number(c) : null; } catch { return null; }
+}
+function timing(err: string): { cpu: number; rssMb: number } {
+  const m = /RT_TIME ([\d.]+) ([\d.]+) ([\d.]+) (\d+)/.exec(err);
+  return m ? { cpu: Number(m[2]) + Number(m[3]), rssMb: Number(m[4]) / 1024 } : { cpu: NaN, rssMb: NaN };
+}
+
+export interface CaptureResult {
+  offered: number; seconds: number; pps: number;
+  tcpdump: { captured: number; dropped: number; cpu: number };
+  rolltrace: { captured: number; dropped: number; cpu: number; rssMb: number; bundleMb: number };
+}
+
+export async function captureBench(opts: { packets?: number; loops?: number; pps?: number } = {}): Promise<CaptureResult> {
+  if (process.getuid?.() !== 0) throw new Error('capture bench needs root (namespaces, capture)');
+  for (const t of ['tcpreplay', 'tcpdump']) if (spawnSync('which', [t]).status !== 0) throw new Error(`${t} missing (apt-get install tcpreplay tcpdump)`);
+  const R = randomBytes(2).toString('hex');
+  const A = `rt-cc-${R}-a`, B = `rt-cc-${R}-b`, VA = `rtcc${R}a`, VB = `rtcc${R}b`;
+  const sh = (...a: string[]) => execFileSync(a[0]!, a.slice(1), { stdio: 'pipe' }).toString();
+  const dir = mkdtempSync(join(tmpdir(), 'rt-capture-cpu-'));
+  const procs: Proc[] = [];
+  try {
+    sh('ip', 'netns', 'add', A); sh('ip', 'netns', 'add', B);
+    sh('ip', 'link', 'add', VA, 'netns', A, 'type', 'veth', 'peer', 'name', VB, 'netns', B);
+    sh('ip', '-n', A, 'link', 'set', VA, 'up'); sh('ip', '-n', B, 'link', 'set', VB, 'up');
+    const pcap = join(dir, 'replay.pcap');
+    const n = opts.packets ?? 200_000;
+    const loops = opts.loops ?? 5;
+    writeSynthPcap(pcap, n, 3);
+    const offeredFrames = Number(spawnSync('sh', ['-c', `tcpdump -nn -r ${pcap} 2>/dev/null | wc -l`], { encoding: 'utf8' }).stdout.trim()) * loops;
+    const out = join(dir, 'r.rtb');
+    // both at the same snaplen and kernel buffer as the packets source
+    const td = start(['ip', 'netns', 'exec', B, '/usr/bin/time', '-f', 'RT_TIME %e %U %S %M', 'tcpdump', '-w', join(dir, 't.pcap'), '-n', '-s', String(SNAP), '-B', '32768', '-i', VB]);
+    procs.push(td);
+    const rt = start(['ip', 'netns', 'exec', B, '/usr/bin/time', '-f', 'RT_TIME %e %U %S %M', process.execPath, BIN, 'record', '--out', out, '--iface', VB, '--snaplen', String(SNAP),
+      '--no-strace', '--no-ebpf', '--no-nft', '--no-conntrack', '--no-kube']);
+    procs.push(rt);
+    if (!(await waitFor(td, /listening on/, 10000))) throw new Error(`tcpdump did not start: ${td.err}`);
+    if (!(await waitFor(rt, /^recording/m, 20000))) throw new Error(`rolltrace record did not start: ${rt.err.slice(-500)}`);
+    const speed = opts.pps ? ['--pps', String(opts.pps)] : ['--topspeed'];
+    const t0 = Date.now();
+    const rep = spawnSync('ip', ['netns', 'exec', A, 'tcpreplay', '-q', '-i', VA, ...speed, '-l', String(loops), pcap], { encoding: 'utf8' });
+    const seconds = (Date.now() - t0) / 1000;
+    if (rep.status !== 0) throw new Error(`tcpreplay failed: ${rep.stderr}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    // SIGINT to the measured commands (not GNU time, which waits for them)
+    for (const p of [td, rt]) { const c = childOf(p.child.pid!); if (c) process.kill(c, 'SIGINT'); }
+    await Promise.all([td.done, rt.done]);
+    const tdStats = /(\d+) packets captured[\s\S]*?(\d+) packets dropped by kernel/.exec(td.err);
+    const db = new Database(out, { readonly: true });
+    const src = db.prepare("SELECT status, detail, events, dropped FROM sources WHERE name = 'packets'").get() as { status: string; detail: string; events: number; dropped: number } | undefined;
+    if (src?.status !== 'ok') process.stderr.write(`rolltrace's packets source: ${src?.status}: ${src?.detail}\n${rt.err.slice(-1500)}\n`);
+    const frames = (db.prepare('SELECT coalesce(sum(packets), 0) AS n FROM packet_chunks').get() as { n: number }).n;
+    db.close();
+    const rtT = timing(rt.err), tdT = timing(td.err);
+    return {
+      offered: offeredFrames, seconds, pps: Math.round(offeredFrames / seconds),
+      tcpdump: { captured: Number(tdStats?.[1] ?? NaN), dropped: Number(tdStats?.[2] ?? NaN), cpu: tdT.cpu },
+      rolltrace: { captured: frames, dropped: src?.dropped ?? NaN, cpu: rtT.cpu, rssMb: rtT.rssMb, bundleMb: Number(spawnSync('stat', ['-c', '%s', out], { encoding: 'utf8' }).stdout) / 1e6 },
+    };
+  } finally {
+    for (const p of procs) if (p.child.exitCode === null) { const c = childOf(p.child.pid!); if (c) try { process.kill(c, 'SIGKILL'); } catch { /* gone */ } }
+    for (const ns of [A, B]) try { sh('ip', 'netns', 'del', ns); } catch { /* gone */ }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function printCapture(r: CaptureResult): boolean {
+  const us = (cpu: number, n: number) => (cpu / n) * 1e6;
+  const tdUs = us(r.tcpdump.cpu, r.tcpdump.captured), rtUs = us(r.rolltrace.cpu, r.rolltrace.captured);
+  const ratio = rtUs / tdUs;
+  const noDrops = !(r.tcpdump.dropped === 0 && r.tcpdump.captured >= r.offered) || (r.rolltrace.dropped === 0 && r.rolltrace.captured >= r.tcpdump.captured);
+  console.log(`\ncapture: tcpreplay offered ${r.offered} frames in ${r.seconds.toFixed(1)} s (${r.pps} pps) over a veth; both capturing at once, snaplen ${SNAP}`);
+  console.log(`  tcpdump -w           captured ${r.tcpdump.captured}, dropped ${r.tcpdump.dropped}, CPU ${r.tcpdump.cpu.toFixed(2)} s = ${tdUs.toFixed(2)} µs/packet`);
+  console.log(`  rolltrace record     captured ${r.rolltrace.captured}, dropped ${r.rolltrace.dropped}, CPU ${r.rolltrace.cpu.toFixed(2)} s = ${rtUs.toFixed(2)} µs/packet (node + its tcpdump), peak RSS ${r.rolltrace.rssMb.toFixed(0)} MB, bundle ${r.rolltrace.bundleMb.toFixed(1)} MB`);
+  console.log(`  CPU per packet       ${ratio.toFixed(2)}× tcpdump -w   goal ≤ 3×: ${ratio <= 3 ? 'met' : 'NOT met'}; no drops where tcpdump has none: ${noDrops ? 'met' : 'NOT met'}`);
+  return ratio <= 3 && noDrops;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const argv = process.argv.slice(2);
+  const arg = (k: string) => (argv.includes(k) ? Number(argv[argv.indexOf(k) + 1]) : undefined);
+  printCapture(await captureBench({ packets: arg('--packets'), loops: arg('--loops'), pps: arg('--pps') }));
+}

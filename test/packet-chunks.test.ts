@@ -1,0 +1,227 @@
+/**
+ * The chunked packet path (schema 3): every frame kept byte for byte in packet_chunks, `packets` as the
+ * index the analysis reads; export, redact and merge read and write chunks; the failure detector finds
+ * the same failures from the index as from every frame.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { cli, ROOT } from './helpers/cli.js';
+import { writeSynthPcap, type SynthStats } from './helpers/synth-pcap.js';
+import { parseCapture } from '../schemas/decode/pcapfile.js';
+import { decodeFrame } from '../schemas/decode/packet.js';
+import { chunkFrames, PcapStreamCutter, type IndexRow, type PacketChunkRow } from '../schemas/decode/chunks.js';
+import { BundleReader } from '../analyzer/bundle-reader.js';
+import { FailureDetector, scanPackets } from '../analyzer/model/failures.js';
+import type { StoredPacketRow } from '../schemas/rows.js';
+
+let dir: string;
+let pcap: string;
+let bundle: string;
+let synth: SynthStats;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'rt-chunks-'));
+  pcap = join(dir, 'synth.pcap');
+  synth = writeSynthPcap(pcap, 20_000, 7);
+  bundle = join(dir, 'synth.rtb');
+  const r = cli(['import', '--out', bundle, '--pcap', pcap]);
+  expect(r.code, r.stderr).toBe(0);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const open = (f: string) => new Database(f, { readonly: true });
+
+/** the index rule, written out independently of the header scan: on fully decoded frames (SYN, RST, first payload per direction, FIN of a direction without payload, ICMP unreachable) */
+function expectedIndex(file: string): number[] {
+  const seen = new Set<string>();
+  const out: number[] = [];
+  parseCapture(readFileSync(file)).records.forEach((r, i) => {
+    const d = decodeFrame(r.linktype, r.data, r.caplen, r.len);
+    const f = d.tcp_flags ?? 0;
+    const fwd = `${d.src}|${d.sport}|${d.dst}|${d.dport}`;
+    if (d.proto === 'tcp') {
+      if (f & 2) { seen.delete(fwd); seen.delete(`${d.dst}|${d.dport}|${d.src}|${d.sport}`); }
+      if (f & 6) { out.push(i); return; }
+      if ((d.payload_len ?? 0) > 0) { if (!seen.has(fwd)) { seen.add(fwd); out.push(i); } return; }
+      if ((f & 1) && !seen.has(fwd)) out.push(i);
+      return;
+    }
+    if (d.proto === 'icmp' && d.icmp_type === 3) out.push(i);
+  });
+  return out;
+}
+
+describe('import into chunks', () => {
+  it('keeps every frame byte for byte and indexes exactly the frames the analysis reads', () => {
+    const recs = parseCapture(readFileSync(pcap)).records;
+    expect(recs.length).toBe(synth.packets);
+    const db = open(bundle);
+    const chunks = db.prepare('SELECT * FROM packet_chunks ORDER BY id').all() as PacketChunkRow[];
+    const frames = chunks.flatMap((c) => [...chunkFrames(c.data)].map((f) => ({ ...f, chunk: c.id })));
+    expect(chunks.reduce((a, c) => a + c.packets, 0)).toBe(recs.length);
+    expect(frames.length).toBe(recs.length);
+    frames.forEach((f, i) => {
+      expect(f.ts_ns).toBe(recs[i]!.ts_ns);
+      expect(Buffer.compare(Buffer.from(f.data), Buffer.from(recs[i]!.data))).toBe(0);
+    });
+    // the chunk BLOBs hold the pcap's bytes plus one 24-byte header per chunk
+    const blob = chunks.reduce((a, c) => a + c.data.length, 0);
+    expect(blob).toBe(readFileSync(pcap).length - 24 + 24 * chunks.length);
+    const idx = db.prepare('SELECT * FROM packets ORDER BY id').all() as Array<IndexRow & { id: number }>;
+    db.close();
+    const want = expectedIndex(pcap);
+    expect(idx.length).toBe(want.length);
+    expect(idx.length).toBeLessThan(recs.length / 2);
+    const at = new Map(frames.map((f, i) => [`${f.chunk}:${f.off}`, i]));
+    idx.forEach((row, k) => {
+      const i = at.get(`${row.chunk_id}:${row.chunk_off}`);
+      expect(i).toBe(want[k]);
+      expect(row.data).toBeNull();
+      expect(row).toMatchObject({ ...decodeFrame(recs[i!]!.linktype, recs[i!]!.data, recs[i!]!.caplen, recs[i!]!.len), ts_ns: recs[i!]!.ts_ns });
+    });
+  });
+
+  it('the stream cutter gives the same chunks and index however the stream is split', () => {
+    const bytes = readFileSync(pcap);
+    const run = (step: number) => {
+      const chunks: PacketChunkRow[] = []; const index: IndexRow[] = []; let id = 0;
+      const c = new PcapStreamCutter({ chunk: (x) => chunks.push(x), index: (x) => index.push(x), nextChunkId: () => ++id }, 'eth0', 64 * 1024);
+      for (let o = 0; o < bytes.length; o += step) c.push(bytes.subarray(o, o + step));
+      c.end();
+      return { chunks: chunks.map((x) => Buffer.from(x.data).toString('base64')), index: index.map((x) => `${x.chunk_id}:${x.chunk_off}`), malformed: c.malformed };
+    };
+    const a = run(bytes.length), b = run(997);
+    expect(b).toEqual(a);
+    expect(a.chunks.length).toBeGreaterThan(3);
+    expect(a.malformed).toBe(0);
+  });
+});
+
+describe('analysis from the index', () => {
+  it('finds the same failures as a detector fed every frame', async () => {
+    const all = new FailureDetector();
+    parseCapture(readFileSync(pcap)).records.forEach((r, i) => {
+      all.packet({ id: i + 1, ts_ns: r.ts_ns, iface: 'synth.pcap', ...decodeFrame(r.linktype, r.data, r.caplen, r.len), data: null } as StoredPacketRow);
+    });
+    all.sweep(all.lastTs, true);
+    const reader = await BundleReader.open(bundle);
+    const idx = new FailureDetector();
+    try { scanPackets(idx, reader); } finally { reader.close(); }
+    idx.sweep(idx.lastTs, true);
+    const summary = (d: FailureDetector) => d.candidates().map((c) => `${c.client}:${c.cport} ${[...c.kinds].join(',')} ${c.ts}`).sort();
+    expect(summary(idx)).toEqual(summary(all));
+    const kinds = summary(all).join('\n');
+    // candidates of one client ip:port within 5 s are one (reused ports): at most one per generated failure
+    for (const [k, n] of [['syn-rst', synth.refused], ['rst-before-response', synth.resetBeforeResponse], ['icmp-unreachable', synth.unreachable]] as const) {
+      const got = (kinds.match(new RegExp(k, 'g')) ?? []).length;
+      expect(got).toBeGreaterThan(0);
+      expect(got).toBeLessThanOrEqual(n);
+    }
+  });
+});
+
+describe('export, redact and merge on chunks', () => {
+  it('export --pcap writes every frame of the chunks', () => {
+    const out = join(dir, 'x.pcapng');
+    const r = cli(['export', bundle, '--pcap', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const got = parseCapture(readFileSync(out)).records;
+    const want = parseCapture(readFileSync(pcap)).records;
+    expect(got.length).toBe(want.length);
+    for (let i = 0; i < want.length; i += 97) {
+      expect(got[i]!.ts_ns).toBe(want[i]!.ts_ns);
+      expect(Buffer.from(got[i]!.data).equals(Buffer.from(want[i]!.data))).toBe(true);
+    }
+  });
+
+  it('redact keeps the chunked layout, cuts payloads and pseudonymizes frames and index alike', () => {
+    const out = join(dir, 'red.rtb');
+    const r = cli(['redact', bundle, '--out', out, '--pseudonymize']);
+    expect(r.code, r.stderr).toBe(0);
+    const db = open(out);
+    const n = (db.prepare('SELECT sum(packets) AS n FROM packet_chunks').get() as { n: number }).n;
+    const rows = db.prepare('SELECT src, dst, chunk_id, chunk_off, data FROM packets').all() as Array<{ src: string; dst: string; chunk_id: number; data: unknown }>;
+    const chunks = db.prepare('SELECT data FROM packet_chunks').all() as Array<{ data: Buffer }>;
+    db.close();
+    expect(n).toBe(synth.packets);
+    expect(rows.length).toBe(expectedIndex(pcap).length);
+    for (const x of rows) { expect(x.data).toBeNull(); expect(x.chunk_id).not.toBeNull(); }
+    const addrs = new Set(rows.flatMap((x) => [x.src, x.dst]));
+    expect([...addrs].some((a) => a.startsWith('10.244.') || a.startsWith('10.42.'))).toBe(false);
+    // no payload byte (the generator fills payloads with 'a') and no original address survives in the frames
+    const orig = Buffer.from([10, 244, 0]);
+    for (const c of chunks) for (const f of chunkFrames(c.data)) {
+      const ip = Buffer.from(f.data).subarray(14);
+      expect(ip.subarray(12, 15).equals(orig) || ip.subarray(16, 19).equals(orig)).toBe(false);
+      if (ip[9] === 6) expect(f.caplen).toBe(14 + 20 + 20);
+    }
+  });
+
+  it('merge puts both nodes\' frames in chunks on node/iface and rebuilds the index', async () => {
+    const a = join(dir, 'a.rtb'), b = join(dir, 'b.rtb');
+    copyFileSync(bundle, a); copyFileSync(bundle, b);
+    for (const [f, node] of [[a, 'node-a'], [b, 'node-b']] as const) {
+      const db = new Database(f);
+      db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('hostname', ?)").run(node);
+      db.close();
+    }
+    const out = join(dir, 'm.rtb');
+    const r = cli(['merge', a, b, '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const db = open(out);
+    const byIface = db.prepare('SELECT iface, sum(packets) AS n FROM packet_chunks GROUP BY iface ORDER BY iface').all();
+    const idx = (db.prepare('SELECT count(*) AS n FROM packets WHERE chunk_id IS NOT NULL').get() as { n: number }).n;
+    db.close();
+    expect(byIface).toEqual([{ iface: 'node-a/synth.pcap', n: synth.packets }, { iface: 'node-b/synth.pcap', n: synth.packets }]);
+    expect(idx).toBe(2 * expectedIndex(pcap).length);
+  });
+});
+
+describe('migration 003', () => {
+  it('a schema-2 bundle whose rows hold their bytes still reads and exports them', async () => {
+    const old = join(dir, 'v2.rtb');
+    copyFileSync(join(ROOT, 'fixtures', 'bundles', 'race-synthetic.rtb'), old);
+    const recs = parseCapture(readFileSync(join(ROOT, 'fixtures', 'pcap', 'eth-ns.pcap'))).records;
+    const db = new Database(old);
+    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    db.exec('DELETE FROM packets');
+    const ins = db.prepare(`INSERT INTO packets(ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack, payload_len,
+      icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, data) VALUES (@ts_ns, 'eth0', @linktype, @caplen, @len, @l3, @src, @dst,
+      @proto, @sport, @dport, @tcp_flags, @seq, @ack, @payload_len, @icmp_type, @icmp_code, @inner_src, @inner_dst, @inner_proto, @inner_sport, @inner_dport, @data)`);
+    for (const r of recs) ins.run({ ts_ns: r.ts_ns, ...decodeFrame(r.linktype, r.data, r.caplen, r.len), data: Buffer.from(r.data) });
+    db.close();
+    const reader = await BundleReader.open(old);
+    try {
+      expect(reader.schemaVersion).toBe(2);
+      expect(reader.hasChunks()).toBe(false);
+      expect(reader.has('packet_chunks')).toBe(true);
+      expect(reader.frameCount()).toBe(recs.length);
+    } finally { reader.close(); }
+    const out = join(dir, 'v2.pcapng');
+    const r = cli(['export', old, '--pcap', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const got = parseCapture(readFileSync(out)).records;
+    expect(got.map((x) => Buffer.from(x.data).toString('hex'))).toEqual(recs.map((x) => Buffer.from(x.data).toString('hex')));
+    // the original file is untouched: still schema 2
+    const again = open(old);
+    expect(again.pragma('user_version', { simple: true })).toBe(2);
+    again.close();
+  });
+});
+
+describe('timeline --packets on chunks', () => {
+  it('lists every frame, not only the index', () => {
+    const small = join(dir, 'small.rtb');
+    expect(cli(['import', '--out', small, '--pcap', join(ROOT, 'fixtures', 'pcap', 'eth-ns.pcap')]).code).toBe(0);
+    const all = cli(['timeline', small, '--source', 'packets', '--packets']);
+    const some = cli(['timeline', small, '--source', 'packets']);
+    expect(all.code, all.stderr).toBe(0);
+    expect(some.code, some.stderr).toBe(0);
+    const lines = (s: string) => s.split('\n').filter((l) => /\[packets\]/.test(l)).length;
+    expect(lines(all.stdout)).toBe(30);
+    // without --packets: the index's SYN/FIN/RST and ICMP error rows (its first-payload rows are not shown)
+    expect(lines(some.stdout)).toBe(9);
+  });
+});
