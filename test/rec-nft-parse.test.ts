@@ -224,14 +224,32 @@ describe('changeStamp: which monitor line removed an endpoint (several syncs in 
     const recs = [kp('delete', 'service-X', 100 * ms), kp('add', 'service-X', 100 * ms + 3 * us), kp('delete', ep2, 160 * ms), kp('delete', ep2, 160 * ms + 2 * us)];
     expect(changeStamp(recs, ep2)).toBeNull();
   });
-  it('iptables-restore commits filter then nat, tens of ms apart: the burst\'s first line stands', () => {
+  it('iptables-restore commits filter then nat, tens of ms apart: the nat commit that deletes the KUBE-SEP chain', () => {
     const sep = 'KUBE-SEP-QA4PSDNF5R2OJOPA';
     const ipt = [
       { op: 'delete', object: 'rule', family: 'ip', table: 'filter', chain: 'KUBE-SERVICES', ts: 100 * ms },
-      { op: 'delete', object: 'rule', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms },
-      { op: 'delete', object: 'chain', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms + 2 * us },
+      { op: 'delete', object: 'rule', family: 'ip', table: 'nat', chain: 'KUBE-SVC-X', ts: 145 * ms },
+      { op: 'delete', object: 'rule', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms + 3 * us },
+      { op: 'delete', object: 'chain', family: 'ip', table: 'nat', chain: sep, ts: 145 * ms + 5 * us },
     ];
-    expect(changeStamp(ipt, sep)).toBeNull();
+    // routing changes only with the nat commit (KUBE-SVC → KUBE-SEP): never the filter commit before it
+    expect(changeStamp(ipt, sep)).toBe(145 * ms);
+    // a burst that starts with that nat commit keeps its first line
+    expect(changeStamp(ipt.slice(1), sep)).toBeNull();
+  });
+  it('a real node under load: a no-change sync (filter, nat) and the next sync (filter, nat deleting the chain) in one burst', () => {
+    // captured on the lab's real node (iptables mode): sync 4 committed at 59.744/59.749 s, sync 5 (which
+    // dropped 10.244.0.2) ran 59.769-59.811 s; the removal had been stamped 25.8 ms before sync 5 began
+    const sep = 'KUBE-SEP-QA4PSDNF5R2OJOPA';
+    const r = (table: string, chain: string, op: string, t: number, object = 'rule') => ({ op, object, family: 'ip', table, chain, ts: t });
+    const recs = [
+      r('filter', 'KUBE-SERVICES', 'delete', 59_743 * ms), r('filter', 'KUBE-SERVICES', 'add', 59_743 * ms + 20 * us),
+      r('nat', 'KUBE-SVC-X', 'delete', 59_749 * ms), r('nat', 'KUBE-SVC-X', 'add', 59_749 * ms + 30 * us),
+      r('filter', 'KUBE-SERVICES', 'delete', 59_785 * ms), r('filter', 'KUBE-SERVICES', 'add', 59_785 * ms + 15 * us),
+      r('nat', 'KUBE-SVC-X', 'delete', 59_801 * ms), r('nat', 'KUBE-SVC-X', 'add', 59_801 * ms + 10 * us),
+      r('nat', sep, 'delete', 59_801 * ms + 40 * us), r('nat', sep, 'delete', 59_801 * ms + 50 * us, 'chain'),
+    ];
+    expect(changeStamp(recs, sep)).toBe(59_801 * ms);
   });
   it('null when the burst never touches the chain', () => {
     expect(changeStamp([kp('delete', ep2, 1)], 'KUBE-SEP-NOPE')).toBeNull();

@@ -58,6 +58,8 @@ export class NftablesSource implements Source {
   private pending: StampedRecord[] = [];
   /** receipt time of the latest kube-relevant monitor line */
   private lastLineTs = 0;
+  /** kube-relevant monitor lines processed so far (stamps come from the worker, processing may lag them) */
+  private linesSeen = 0;
   private work: Promise<void> = Promise.resolve();
   private prev: Reduction = emptyReduction();
   private stopping = false;
@@ -196,6 +198,7 @@ export class NftablesSource implements Source {
     if (p.t === 'malformed') { this.st.dropped++; this.sink?.dropped('nftables', 1); return; }
     if (!isKubeRelevantTable(p.r.table)) return;
     this.lastLineTs = ts;
+    this.linesSeen++;
     if (!this.burst) this.burst = { firstTs: ts, records: [], timer: null };
     const b = this.burst;
     b.records.push({ ...p.r, ts });
@@ -213,7 +216,8 @@ export class NftablesSource implements Source {
     const attrs = summarizeBurst(b.records);
     this.emit(ev('rules-changed', b.firstTs, 'nftables', attrs.tables.join(',') || null, attrs));
     const closedAt = nowNs();
-    void this.enqueue(() => { this.pending.push(...b.records); return this.snapshot('burst', b.firstTs, true, 'receipt', undefined, closedAt); });
+    const seenAtClose = this.linesSeen;
+    void this.enqueue(() => { this.pending.push(...b.records); return this.snapshot('burst', b.firstTs, true, 'receipt', undefined, closedAt, seenAtClose); });
   }
 
   private enqueue(f: () => Promise<void>): Promise<void> {
@@ -249,7 +253,7 @@ export class NftablesSource implements Source {
    * burst's time: the next burst's snapshot takes the diff, stamped with that burst's first line. A change
    * is then stamped at the latest at the transaction that made it, never before.
    */
-  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string, burstClosedAt?: number): Promise<void> {
+  private async snapshot(reason: string, eventTs: number, diff: boolean, clock: Clock = 'receipt', fetched?: string, burstClosedAt?: number, seenAtClose?: number): Promise<void> {
     const takenAt = nowNs();
     const nftText = fetched ?? await this.run(['nft', '-j', 'list', 'ruleset']);
     const model = parseNftRuleset(nftText);
@@ -265,7 +269,9 @@ export class NftablesSource implements Source {
       if (parsed.malformed) { this.st.dropped += parsed.malformed; this.sink?.dropped('nftables', parsed.malformed); }
       reds.push(reduceIptablesSave(parsed, 'iptables'));
     }
-    if (burstClosedAt !== undefined && this.lastLineTs > burstClosedAt) return;
+    // a line stamped after the burst closed, or processed after it (its worker stamp can precede the close
+    // when the main thread lags): the snapshot may hold that later transaction; the next burst takes the diff
+    if (burstClosedAt !== undefined && (this.lastLineTs > burstClosedAt || (seenAtClose !== undefined && this.linesSeen > seenAtClose))) return;
     this.applyReduction(mergeReductions(...reds), diff, eventTs, clock);
   }
 

@@ -102,7 +102,7 @@ export type StampedRecord = MonitorRecord & { ts: number };
 export function changeStamp(records: StampedRecord[], chain: string, gapNs = 2e6): number | null {
   let lastAdd = -1;
   records.forEach((r, i) => { if (r.chain === chain && r.op === 'add') lastAdd = i; });
-  if (lastAdd < 0) return null;
+  if (lastAdd < 0) return iptablesNatStamp(records, chain, gapNs);
   let at = -1;
   for (let i = lastAdd + 1; i < records.length && at < 0; i++) {
     const r = records[i]!;
@@ -111,4 +111,19 @@ export function changeStamp(records: StampedRecord[], chain: string, gapNs = 2e6
   if (at < 0) return null;
   while (at > lastAdd + 1 && records[at]!.ts - records[at - 1]!.ts < gapNs) at--;
   return records[at]!.ts;
+}
+
+/**
+ * iptables-nft: one kube-proxy sync commits the filter table, then the nat table, tens of ms apart, and
+ * only the nat commit changes where a service routes (KUBE-SVC → KUBE-SEP). When a burst holds another
+ * sync's commits before the one that deletes an endpoint's KUBE-SEP chain (a no-change sync rewrites its
+ * filter and nat rules too), the burst's first line is that earlier sync: the removal is stamped with the
+ * run of nat lines (gaps under gapNs) holding the chain's first delete or flush. null when the chain is
+ * not an iptables nat chain of this burst, or when that run starts the burst (its first line stands).
+ */
+function iptablesNatStamp(records: StampedRecord[], chain: string, gapNs: number): number | null {
+  let at = records.findIndex((r) => r.chain === chain && r.table === 'nat' && (r.op === 'delete' || r.op === 'flush'));
+  if (at < 0) return null;
+  while (at > 0 && records[at - 1]!.table === 'nat' && records[at]!.ts - records[at - 1]!.ts < gapNs) at--;
+  return at === 0 ? null : records[at]!.ts;
 }
