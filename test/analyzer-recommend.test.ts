@@ -147,6 +147,24 @@ describe('a process that ignores SIGTERM', () => {
     expect(html).toContain('<td>SIGKILL</td>');
   });
 
+  it('a SIGKILL to another process of the pod after its main process exited normally is not an ignored SIGTERM', async () => {
+    // real node, preStop exec: the app closes and exits 0 at SIGTERM, then runc SIGKILLs what is left in the
+    // container (the hook's sleep) a millisecond later
+    const { a } = await analyze('prestop-exec-leftover', {
+      closeAfter: 10, // the preStop sleep: the rule is gone before the close, the verdict is safe
+      extra: (w) => {
+        const sleepPid = OLD.pid + 1;
+        const t = at(2.0305 + 10 + 0.003); // within 5 ms of the listener close, as seen on the real node
+        w.event(ev('process-attached', at(0.02), 'strace', `pid:${sleepPid}`, { pid: sleepPid, comm: 'sleep', pod_uid: OLD.uid, netns: OLD.netns }));
+        w.event(ev('signal', t, 'ebpf', `pid:${sleepPid}`, { pid: sleepPid, signo: 9, signame: 'SIGKILL', phase: 'generated', sender_comm: 'runc', pod_uid: OLD.uid }));
+      },
+    });
+    const p = a.pods.find((q) => q.name === OLD.name)!;
+    expect(p.evidence.join('\n')).toMatch(/process 4100 exited .* code 0/);
+    expect(p.verdict).toBe('safe');
+    expect(p.evidence.join('\n')).not.toMatch(/ignored SIGTERM/);
+  });
+
   it('a listener closed at SIGTERM is not an ignored SIGTERM, even if SIGKILL follows', async () => {
     const { a } = await analyze('killed-after-close', { killed: true });
     expect(a.pods[0]!.verdict).not.toBe('ignored-sigterm');

@@ -71,11 +71,11 @@ describe('reports on a lab race bundle', () => {
     expect(md).toContain(`## Failures (${analysis.failures.length})`);
   });
 
-  it('pcapng: tshark reads as many packets as the bundle holds', async () => {
+  it('pcapng: tshark reads as many packets as the bundle holds (every captured frame, not only the index rows)', async () => {
     const out = join(dir, 'race.pcapng');
     const r = await BundleReader.open(bundle);
     let n: number;
-    try { n = r.count('packets'); await exportPcap(r, out, analysis); } finally { r.close(); }
+    try { n = r.frameCount(); await exportPcap(r, out, analysis); } finally { r.close(); }
     const lines = execFileSync('tshark', ['-r', out, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8' }).split('\n').filter(Boolean);
     expect(lines).toHaveLength(n);
   });

@@ -125,8 +125,13 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     let exitEv = chosenClose?.pid != null ? exitsMine.find((x) => x.pid === chosenClose.pid) : undefined;
     if (!exitEv && exitsMine.length) exitEv = exitsMine.reduce((a, b) => (b.ts > a.ts ? b : a));
     if (exitEv) ev.push(`process ${exitEv.pid} exited at ${iso(exitEv.ts)}${exitEv.signal ? ` killed by ${exitEv.signal}` : exitEv.code !== null ? ` code ${exitEv.code}` : ''} [${exitEv.source}]`);
-    const killed = mySignals.find((s) => s.signame === 'SIGKILL');
-    const exitSignal = exitEv?.signal ?? (killed ? 'SIGKILL' : null);
+    // the SIGKILL that counts is the one to the process that held the listener (or exited last): runc also
+    // SIGKILLs what is left in the container (a preStop exec's sleep) after the main process exited normally
+    const kills = mySignals.filter((s) => s.signame === 'SIGKILL');
+    const keyPid = chosenClose?.pid ?? exitEv?.pid ?? null;
+    const killed = keyPid !== null ? kills.find((s) => s.pid === keyPid) : kills[0];
+    const exitedNormally = !!exitEv && !exitEv.signal && exitEv.code !== null && (keyPid === null || exitEv.pid === keyPid);
+    const exitSignal = exitEv?.signal ?? (killed && !exitedNormally ? 'SIGKILL' : null);
     if (killed && !exitEv?.signal) ev.push(`SIGKILL to pid ${killed.pid} at ${iso(killed.ts)} [${killed.source}]`);
     // ---- endpoint slice (as received)
     const sl = f.sliceChanges.filter((c) => ips.includes(c.ip) && (c.podUid === null || pod.uid === null || c.podUid === pod.uid) && inTenure(c.ts));
