@@ -279,8 +279,11 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
       GROUP BY orig_src, orig_sport, orig_dst, orig_dport, reply_src, reply_sport, reply_dst, reply_dport`);
     for (const r of nat.iterate() as IterableIterator<{ orig_src: string; orig_sport: number; reply_src: string; reply_sport: number; reply_dst: string; reply_dport: number; first: number }>) d.addSnat(r);
   }
+  // in capture order across interfaces (the packets_ts index): rows are inserted per interface (a chunk of
+  // one interface's frames at a time, or one capture process each), so id order can put one interface's
+  // whole handshake before the other interface's SYN of the same connection, which then looks unanswered
   const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
-    inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY id`).raw(true);
+    inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).raw(true);
   const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;
   for (const r of st.iterate() as IterableIterator<unknown[]>) {
     row.ts_ns = r[0] as number; row.iface = r[1] as string | null; row.src = r[2] as string | null; row.dst = r[3] as string | null;
