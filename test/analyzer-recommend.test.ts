@@ -155,7 +155,7 @@ describe('a process that ignores SIGTERM', () => {
       extra: (w) => {
         const sleepPid = OLD.pid + 1;
         const t = at(2.0305 + 10 + 0.003); // within 5 ms of the listener close, as seen on the real node
-        w.event(ev('process-attached', at(0.02), 'strace', `pid:${sleepPid}`, { pid: sleepPid, comm: 'sleep', pod_uid: OLD.uid, netns: OLD.netns }));
+        w.event(ev('process-attached', at(0.02), 'strace', `pid:${sleepPid}`, { pid: sleepPid, comm: 'sleep', pod_uid: OLD.uid, netns: OLD.netns, addrs: [] }));
         w.event(ev('signal', t, 'ebpf', `pid:${sleepPid}`, { pid: sleepPid, signo: 9, signame: 'SIGKILL', phase: 'generated', sender_comm: 'runc', pod_uid: OLD.uid }));
       },
     });

@@ -125,6 +125,6 @@ export function resolveStraceMode(requested: StraceMode, ebpf: { ready: boolean;
 /** The cost line printed in the preflight and stored in the source's detail (measured by bench/run.ts). */
 export function straceModeCost(mode: StraceMode): string {
   return mode === 'lazy'
-    ? 'mode lazy: no cost until a pod terminates, then its processes run strace-slowed (~0.25x requests/s in bench/tracing-overhead.ts) until they exit'
-    : 'mode all: every traced process runs strace-slowed (~0.25x requests/s in bench/tracing-overhead.ts) for the whole recording';
+    ? 'mode lazy: no cost until a pod terminates, then its processes run strace-slowed (0.04x requests/s for a busy Node server in bench/tracing-overhead.ts) until they exit'
+    : 'mode all: every traced process runs strace-slowed (0.04x requests/s for a busy Node server in bench/tracing-overhead.ts) for the whole recording';
 }
