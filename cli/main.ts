@@ -200,8 +200,24 @@ export function buildProgram(setExit: (code: number) => void): Command {
   return program;
 }
 
+/**
+ * A reader that goes away (`rolltrace analyze B | head`) closes our stdout/stderr: EPIPE. Like tcpdump
+ * on SIGPIPE, a command whose job is its output stops quietly; `record` and `lab` (which hold data being
+ * recorded) keep going and finish their bundle, their further output dropped. Never a stack trace.
+ */
+function quietOnClosedPipe(argv: string[]): void {
+  const keepGoing = ['record', 'lab'].includes(operands(argv)[0] ?? '');
+  for (const s of [process.stdout, process.stderr]) {
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      if (!keepGoing) process.exit(process.exitCode ?? 0);
+    });
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
+  quietOnClosedPipe(argv);
   const program = buildProgram((c) => { code = c; });
   try {
     await program.parseAsync(argv);
