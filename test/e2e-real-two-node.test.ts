@@ -16,6 +16,7 @@ import type { Truth } from '../lab/truth.js';
 import { buildKubernetes } from '../lab/real/build.js';
 import { cleanupRealLab, realLeftovers } from '../lab/real/state.js';
 import { cliAsync as cli } from './helpers/cli.js';
+import { mergedBothOrders } from './e2e-truth.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'e2e-real-two-node-'));
 let keep = false;
@@ -27,7 +28,6 @@ afterAll(() => {
 beforeAll(async () => { await buildKubernetes({ say: (s) => console.log(`[build] ${s}`) }); }, 40 * 60_000);
 
 const REMOTE_CLIENT = '10.244.1.2';
-const stripOrder = (a: Analysis) => ({ ...a, excerpts: undefined, recommendation: { ...a.recommendation, verify: [] } });
 /** ISO with µs -> epoch ns */
 const atNs = (iso: string) => Date.parse(iso) * 1e6 + Number(iso.slice(23, 26)) * 1e3;
 
@@ -58,13 +58,7 @@ describe('the real node with a second node: remote clients, both nodes recorded 
     // every failed flow in node 2's conntrack is one the remote client logged
     expect(truth.node2!.unmatchedConntrack).toBe(0);
 
-    const ab = join(dir, 'ab.rtb'), ba = join(dir, 'ba.rtb');
-    expect((await cli(['merge', out, out2, '--out', ab])).code).toBe(0);
-    expect((await cli(['merge', out2, out, '--out', ba])).code).toBe(0);
-    const x = JSON.parse((await cli(['analyze', ab, '--format', 'json'])).stdout) as Analysis;
-    const y = JSON.parse((await cli(['analyze', ba, '--format', 'json'])).stdout) as Analysis;
-    expect(stripOrder(y)).toEqual(stripOrder(x));
-    expect(x.bundle.nodes).toEqual(['lab-node', 'lab-node2']);
+    const x = await mergedBothOrders(cli, out, out2, dir);
 
     // failures: node 1's (its conntrack: the probe through node 1's rules) and the remote client's (its own
     // log, each connection and backend from node 2's conntrack), one by one by client ip:port
