@@ -177,7 +177,7 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
       const exitCode = await rec2.done(20000);
       say('recorder-done', { node: node2!.name, exitCode });
       process.stderr.write(readFileSync(rec2.log, 'utf8'));
-      if (exitCode !== 0) recorder.reason = `node 2's recorder: exit ${exitCode}`;
+      if (exitCode !== 0) { recorder.reason = `node 2's recorder: exit ${exitCode}`; code = 1; }
     }
     // the truth needs every old pod's end: wait until none is terminating
     for (const t1 = Date.now(); !stopping && Date.now() - t1 < 60000;) {
