@@ -53,6 +53,8 @@ export interface TruthFailure {
   kind: 'refused' | 'closed-at-kill' | 'reset-at-close' | 'timeout' | 'error';
   /** where the lab learnt it */
   from: 'conntrack' | 'client-log';
+  /** two-node scenarios: the node whose rules DNATed it, when not the first (the remote client's failures) */
+  node?: string;
 }
 
 export interface Truth {
@@ -70,7 +72,9 @@ export interface Truth {
   allPods: Array<{ namespace: string; name: string; uid: string; ip: string; startedNs: number; listeningNs: number | null; readyNs: number | null }>;
   syncs: SyncRecord[];
   /** two-node scenarios: the second node's kube-proxy syncs, and per terminated pod (by uid) the sync that stopped routing to it there */
-  node2?: { node: string; syncs: SyncRecord[]; ruleRemoved: Record<string, { syncStartNs: number; syncEndNs: number; seq: number } | null> };
+  node2?: { node: string; syncs: SyncRecord[]; ruleRemoved: Record<string, { syncStartNs: number; syncEndNs: number; seq: number } | null>;
+    /** real node: failed flows in node 2's conntrack that match no failure the remote client logged */
+    unmatchedConntrack?: number };
   failures: TruthFailure[];
   /** enobufs: conntrack's "We have hit ENOBUFS" warnings (the kernel dropped events the lab never saw) */
   conntrack: { events: number; skipped: number; enobufs: number };
@@ -78,7 +82,7 @@ export interface Truth {
 
 export interface SliceChange { ts_ns: number; type: string; endpoints: Array<{ ip: string; ready: boolean; serving: boolean; terminating: boolean }> }
 
-export interface ClientResult { ts_ns: number; ok: boolean; error?: string; client?: string; target: string }
+export interface ClientResult { ts_ns: number; start_ns?: number; ok: boolean; error?: string; client?: string; target: string }
 
 export interface TruthInput {
   scenario: string; seed: number; node: string; mode: 'nftables' | 'iptables';

@@ -24,11 +24,14 @@ const served = [
 ];
 
 describe('source NAT on the bridge', () => {
-  it('without conntrack\'s NAT view, a served request looks like an unanswered SYN (the bug the real node showed)', () => {
+  it('without conntrack\'s NAT view, a refused SYN looks like an unanswered SYN of the bridge address (the bug the real node showed)', () => {
     const d = new FailureDetector();
+    // a served request is told by the client's own ACK (it got a SYN-ACK), whatever address the SYN-ACK had
     for (const p of served) d.packet(p);
+    d.packet(pkt(2e9, '10.244.0.1', 64986, '10.244.0.2', 8080, TCP.SYN));
+    d.packet(pkt(2e9 + 50e3, '10.244.0.2', 8080, '192.168.77.1', 22456, TCP.RST | TCP.ACK));
     d.sweep(10e9, true);
-    expect(d.candidates().map((c) => [c.client, c.cport, [...c.kinds]])).toEqual([['10.244.0.1', 64985, ['syn-timeout']]]);
+    expect(d.candidates().map((c) => [c.client, c.cport, [...c.kinds]])).toEqual([['10.244.0.1', 64986, ['syn-timeout']]]);
   });
 
   it('with it, the connection is one flow of the original client and nothing failed', () => {

@@ -5,6 +5,8 @@
 import type { Analysis, AnalysisFailure } from '../schemas/analysis.js';
 import { nsFromIso } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
+import { join } from 'node:path';
+import { expect } from 'vitest';
 
 /** listener close: the analysis must be within 5 ms of the backend's own log line */
 export const LISTENER_TOLERANCE_NS = 5e6;
@@ -155,4 +157,20 @@ export function compareWithTruth(a: Analysis, t: Truth, exp: Expectation): { pro
   if (exp.failures === 'some' && !t.failures.length) problems.push('the truth has no failure, the scenario expects some');
   summary.push(`failures: truth ${t.failures.length}, analysis ${a.failures.length} (${[...new Set(a.failures.map((f) => f.cause))].join(',') || '-'})`);
   return { problems, summary };
+}
+
+/**
+ * Two nodes' bundles merged in both orders (`merge A B`, `merge B A`) and analyzed: the analyses must agree
+ * (up to the bundle-specific verify commands and excerpts); returns the first, with both nodes in it.
+ */
+export async function mergedBothOrders(cli: (args: string[]) => Promise<{ code: number; stdout: string }>, out1: string, out2: string, dir: string): Promise<Analysis> {
+  const ab = join(dir, 'ab.rtb'), ba = join(dir, 'ba.rtb');
+  expect((await cli(['merge', out1, out2, '--out', ab])).code).toBe(0);
+  expect((await cli(['merge', out2, out1, '--out', ba])).code).toBe(0);
+  const x = JSON.parse((await cli(['analyze', ab, '--format', 'json'])).stdout) as Analysis;
+  const y = JSON.parse((await cli(['analyze', ba, '--format', 'json'])).stdout) as Analysis;
+  const stripOrder = (a: Analysis) => ({ ...a, excerpts: undefined, recommendation: { ...a.recommendation, verify: [] } });
+  expect(stripOrder(y)).toEqual(stripOrder(x));
+  expect(x.bundle.nodes).toEqual(['lab-node', 'lab-node2']);
+  return x;
 }

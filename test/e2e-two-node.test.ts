@@ -13,6 +13,7 @@ import type { Analysis } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
 import { cliAsync, ROOT } from './helpers/cli.js';
 import { leftovers } from './lab-scenario-helpers.js';
+import { mergedBothOrders } from './e2e-truth.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'e2e-two-node-'));
 let keep = false;
@@ -21,7 +22,6 @@ afterAll(() => { if (!keep) rmSync(dir, { recursive: true, force: true }); else 
 const cli = cliAsync;
 
 const REMOTE_CLIENT = '10.244.1.2';
-const stripOrder = (a: Analysis) => ({ ...a, excerpts: undefined, recommendation: { ...a.recommendation, verify: [] } });
 
 describe('two nodes: remote clients, both nodes recorded and merged', () => {
   it('merged in either order, the analysis matches the truth', async () => {
@@ -39,13 +39,7 @@ describe('two nodes: remote clients, both nodes recorded and merged', () => {
     expect(truth.recorder.exitCode).toBe(0);
     expect(leftovers(prefix!, truth)).toEqual([]);
 
-    const ab = join(dir, 'ab.rtb'); const ba = join(dir, 'ba.rtb');
-    expect((await cli(['merge', out, out2, '--out', ab])).code).toBe(0);
-    expect((await cli(['merge', out2, out, '--out', ba])).code).toBe(0);
-    const x = JSON.parse((await cli(['analyze', ab, '--format', 'json'])).stdout) as Analysis;
-    const y = JSON.parse((await cli(['analyze', ba, '--format', 'json'])).stdout) as Analysis;
-    expect(stripOrder(y)).toEqual(stripOrder(x));
-    expect(x.bundle.nodes).toEqual(['lab-node', 'lab-node2']);
+    const x = await mergedBothOrders(cli, out, out2, dir);
 
     // truth: refused connections through node 1's rules (its conntrack) and the remote client's own errors
     const local = truth.failures.filter((f) => f.from === 'conntrack');

@@ -12,6 +12,7 @@ import { ociDocuments } from '../lab/real/images.js';
 import { realManifests } from '../lab/real/workload.js';
 import { aptOptions } from '../lab/real/runtime.js';
 import { realScenario } from '../lab/real/run.js';
+import { node2KubeProxyConfig, node2Object } from '../lab/real/node2.js';
 import { SCENARIOS } from '../lab/scenarios/index.js';
 
 const goMod = readFileSync('fixtures/k8s/kubernetes-v1.33.13.go.mod', 'utf8');
@@ -89,6 +90,20 @@ describe('real node configuration', () => {
     expect(kubeProxyConfig(l, 'nftables')).toMatchObject({ mode: 'nftables', conntrack: { maxPerCore: 0, min: 0 }, hostnameOverride: 'lab-node' });
     expect(kubeProxyConfig(l, 'iptables')).toMatchObject({ mode: 'iptables' });
     expect(kubeProxyArgs(l)).toEqual(expect.arrayContaining(['--v=4', '--vmodule=proxier=9']));
+  });
+
+  it('node 2 (two-node): node 1\'s kube-proxy config with its own name and a slower minSyncPeriod; a Node object nothing is scheduled to', () => {
+    for (const mode of ['nftables', 'iptables'] as const) {
+      const base = kubeProxyConfig(l, mode);
+      const c = node2KubeProxyConfig(base);
+      expect(c).toMatchObject({ mode, hostnameOverride: 'lab-node2', clientConnection: base.clientConnection, clusterCIDR: '10.244.0.0/16',
+        nftables: { minSyncPeriod: '2s' }, iptables: { minSyncPeriod: '2s', masqueradeAll: false } });
+      expect(base).toMatchObject({ hostnameOverride: 'lab-node', nftables: { minSyncPeriod: '1s' } });
+    }
+    const n = node2Object({ node2LinkIp: '192.168.78.2', podCIDR: '10.244.1.0/24' }) as any;
+    expect(n.metadata.name).toBe('lab-node2');
+    expect(n.spec).toEqual({ podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24'], unschedulable: true });
+    expect(n.status.addresses).toContainEqual({ type: 'InternalIP', address: '192.168.78.2' });
   });
 
   it('apt for trixie uses a private state: the machine\'s sources stay as they are', () => {

@@ -4,6 +4,7 @@ import { EbpfParser, decodeSockaddr, unescapeHex } from '../recorder/sources/ebp
 import { parseTracepointFormat } from '../recorder/sources/ebpf/format.js';
 import { buildProgram } from '../recorder/sources/ebpf/program.js';
 import { measureMonotonicToRealtime } from '../recorder/sources/ebpf/clock.js';
+import { PodCgroupIndex } from '../recorder/sources/ebpf/index.js';
 
 const F = (p: string) => readFileSync(new URL(`../fixtures/bpftrace/${p}`, import.meta.url), 'utf8');
 const fmt = (n: string) => parseTracepointFormat(F(`format-${n}.txt`));
@@ -124,5 +125,22 @@ describe('parser on real bpftrace 0.17 output', () => {
     expect(o.uncertaintyNs).toBeGreaterThan(0);
     // the tightest of 5 samples is a pair of adjacent clock reads: far below a millisecond unless the measurement is broken
     expect(o.uncertaintyNs).toBeLessThan(5e6);
+  });
+});
+
+describe('pod cgroups over a recording (real node: the second pod\'s listener close had no pod)', () => {
+  it('a cgroup removed before its last event is parsed keeps its pod: rescans add, never forget', () => {
+    // real two-node run: app pid 13216 in cgroup 115944 (pod 7b12dcce-…); runc removed the cgroup as the app
+    // exited, a rescan (a pod changed) ran 8 ms before bpftrace's line of the listener close was parsed
+    const UID = '7b12dcce-f921-4757-8925-2ef0e9012e49';
+    const scans = [new Map([[115925, 'other-pod'], [115944, UID]]), new Map([[115925, 'other-pod'], [116001, 'new-pod']])];
+    const idx = new PodCgroupIndex(() => scans.shift()!);
+    idx.rescan();
+    idx.rescan();
+    const p = new EbpfParser({ offsetNs: OFFSET, podOfCgroup: (id) => idx.get(id), podOfPid: () => null });
+    const [closed] = p.line('RT\tSK\t870918557999\t10\t7\t8080\t2\t0.0.0.0\t::ffff:0.0.0.0\t13216\t115944\t4026532177\tapp');
+    expect(closed).toMatchObject({ kind: 'listener-closed', attrs: { pid: 13216, cgroup_id: 115944, pod_uid: UID } });
+    expect(idx.get(116001)).toBe('new-pod');
+    expect(idx.get(1)).toBeNull();
   });
 });

@@ -152,6 +152,10 @@ export class FailureDetector {
       const c2s = this.conns.get(fwd);
       if (c2s) {
         c2s.last = ts;
+        // the client acknowledging proves a SYN-ACK reached it, also one no capture here saw as such: on a
+        // node that DNATs a remote client's SYN the bridge sees the SYN-ACK only de-NATed (from the VIP), and
+        // the link it came in on may start capturing a few ms later (real node 2: the first connection)
+        if (c2s.synAck === null && (f & TCP.ACK) && !(f & TCP.RST)) c2s.synAck = ts;
         if ((p.payload_len ?? 0) > 0) { c2s.clientData = true; c2s.lastClient = ts; }
         if (f & (TCP.RST | TCP.FIN)) {
           if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.conns.delete(fwd);

@@ -14,7 +14,7 @@ import { InputError } from '../../schemas/errors.js';
 import type { ConntrackRow } from '../../schemas/rows.js';
 import { parseConntrackLine } from '../../recorder/sources/conntrack/parse.js';
 import { CONNTRACK_ARGS } from '../../recorder/sources/conntrack/index.js';
-import { BACKEND_PORT, getScenario, NODE_NAME, SCENARIOS, SERVICE_PORT, VIP, type Scenario } from '../scenarios/index.js';
+import { BACKEND_PORT, getScenario, NODE2_NAME, NODE_NAME, node2Out, SCENARIOS, SERVICE_PORT, VIP, type Scenario } from '../scenarios/index.js';
 import { buildTruth, type ClientResult, type SliceChange, type Truth } from '../truth.js';
 import { nowNs, settleRecorder, sleep } from '../sys.js';
 import { k8sBin } from './build.js';
@@ -23,6 +23,7 @@ import { newRealPrefix, realSession, type RealSession } from './cli.js';
 import { cleanupRealLab, RealState } from './state.js';
 import { containerdRecords, kubeletRecords, kubeProxySyncs, parseKlog, parseStamps, realKubeletEvents, unansweredFlows, type Stamp } from './truth.js';
 import type { RealPreStop } from './workload.js';
+import { node2Truth, startNode2Recorder, startRealNode2, type RealNode2 } from './node2.js';
 import { packageRoot } from '../../schemas/version.js';
 
 /** where lab/ and recorder/ live: the repository (tsx) or dist/ (compiled) */
@@ -96,6 +97,9 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
   let code = 0;
   const ct: ConntrackRow[] = [];
   let ctSkipped = 0, ctEnobufs = 0;
+  // two-node: node 2 and its own conntrack reader
+  let node2: RealNode2 | null = null;
+  const ct2: ConntrackRow[] = [];
   const slices: SliceChange[] = [];
   const clientResults: ClientResult[] = [];
   const recorder = { ran: false, exitCode: null as number | null, reason: null as string | null };
@@ -105,12 +109,19 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
     session = await realSession({ prefix, scenario: sc, mode: opts.mode, preStop: found.preStop });
     const nodeNs = session.node.nodeNs;
     // the lab's own conntrack reader (the kernel's records), with the recorder's arguments and parser
-    const ctp = startIn(nodeNs, 'conntrack', CONNTRACK_ARGS);
-    createInterface({ input: ctp.stdout! }).on('line', (line) => {
-      const r = parseConntrackLine(line);
-      if (r.t === 'row') ct.push(r.row); else if (r.t === 'malformed') ctSkipped++;
-    });
-    createInterface({ input: ctp.stderr! }).on('line', (line) => { if (/ENOBUFS|losing events/i.test(line)) ctEnobufs++; });
+    const readConntrack = (ns: string, rows: ConntrackRow[]) => {
+      const ctp = startIn(ns, 'conntrack', CONNTRACK_ARGS);
+      createInterface({ input: ctp.stdout! }).on('line', (line) => {
+        const r = parseConntrackLine(line);
+        if (r.t === 'row') rows.push(r.row); else if (r.t === 'malformed') ctSkipped++;
+      });
+      createInterface({ input: ctp.stderr! }).on('line', (line) => { if (/ENOBUFS|losing events/i.test(line)) ctEnobufs++; });
+    };
+    readConntrack(nodeNs, ct);
+    if (sc.secondNode) {
+      node2 = await startRealNode2({ state, np: session.np, mode: session.node.mode, say: (s) => process.stderr.write(`[lab --real] ${s}\n`) });
+      readConntrack(node2.nodeNs, ct2);
+    }
     // the EndpointSlices as the API server serves them, stamped on receipt
     const sw = startIn(nodeNs, k8sBin('kubectl'), ['--kubeconfig', p.kubeconfigNode, 'get', 'endpointslices', '-n', 'default',
       '-l', 'kubernetes.io/service-name=web', '--watch', '--output-watch-events', '-o', 'json']);
@@ -130,18 +141,24 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
       clients.push(c);
     };
     if (sc.client && sc.nodePort) traffic(session.node.clientNs, `http://${NET.nodeIp}:${sc.nodePort}/`, true);
+    // the remote client: a pod on node 2 sending to the VIP, DNATed by node 2's kube-proxy to node 1's pods
+    if (node2) traffic(node2.clientNs, `http://${VIP}:${SERVICE_PORT}/`, true, sc.secondNode!.intervalMs);
     if (sc.slowTraffic) traffic(nodeNs, `http://${VIP}:${SERVICE_PORT}${sc.slowTraffic.path}`, false, sc.slowTraffic.intervalMs, sc.slowTraffic.timeoutMs);
     await sleep(clients.length ? 1000 : 300);
 
     const recordArgs = [join(repoRoot, 'bin/rolltrace.mjs'), 'record', '--out', out, '--kubeconfig', p.kubeconfigNode, '--namespace', 'default',
       '--deployment', 'web', '--restart', '--probe', `http://${VIP}:${SERVICE_PORT}/`, '--rate', '20', '--until-rollout-complete',
       '--iface', 'cni0', '--iface', 'eth0', '--settle', '3', '--quiet'];
+    // node 2's recorder first: it waits for the rollout node 1's recorder starts
+    const rec2 = node2 ? await startNode2Recorder({ state, node2, out: node2Out(out), repoRoot, nodePath: process.execPath, logs: p.logs }) : null;
+    if (rec2) say('recorder', { node: node2!.name, cmd: rec2.cmd });
     say('recorder', { cmd: `nice -n -10 nsenter --net=/run/netns/${nodeNs} node ${recordArgs.join(' ')}` });
     const recLogPath = join(p.logs, 'recorder.log');
     const recLog = openSync(recLogPath, 'w');
     // at a higher priority than the node's own processes: its sources stamp on receipt (nft monitor), and a
     // busy machine otherwise delays the read by tens of ms (what a loaded node's operator would do too)
-    const rec = spawn('nice', ['-n', '-10', 'nsenter', `--net=/run/netns/${nodeNs}`, '--', process.execPath, ...recordArgs], { cwd: repoRoot, stdio: ['ignore', recLog, recLog] });
+    const rec = spawn('nice', ['-n', '-10', 'nsenter', `--net=/run/netns/${nodeNs}`, '--', process.execPath, ...recordArgs], { cwd: repoRoot, stdio: ['ignore', recLog, recLog],
+      ...(node2 ? { env: { ...process.env, NODE_NAME } } : {}) });
     closeSync(recLog);
     if (rec.pid) state.pid(rec.pid);
     recorder.ran = true;
@@ -156,6 +173,12 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
     }
     Object.assign(recorder, await settleRecorder(rec, exit, res, 15000));
     process.stderr.write(readFileSync(recLogPath, 'utf8'));
+    if (rec2) {
+      const exitCode = await rec2.done(20000);
+      say('recorder-done', { node: node2!.name, exitCode });
+      process.stderr.write(readFileSync(rec2.log, 'utf8'));
+      if (exitCode !== 0) { recorder.reason = `node 2's recorder: exit ${exitCode}`; code = 1; }
+    }
     // the truth needs every old pod's end: wait until none is terminating
     for (const t1 = Date.now(); !stopping && Date.now() - t1 < 60000;) {
       const r = session.np.kubectl(['get', 'pods', '-n', 'default', '-o', 'jsonpath={range .items[*]}{.metadata.deletionTimestamp}{"\\n"}{end}'], { allowFail: true });
@@ -178,7 +201,7 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
     if (truthPath && session) {
       try {
         const truth = realTruth({ sc, mode: session.node.mode, startNs, endNs, recorder, logs: p.logs, stampsDir: session.stamps,
-          slices, ct, ctSkipped, ctEnobufs, clientResults });
+          slices, ct, ctSkipped, ctEnobufs, clientResults, ...(node2 ? { node2: { ct: ct2, clientIp: node2.clientIp } } : {}) });
         writeFileSync(truthPath, JSON.stringify(truth, null, 2) + '\n');
         // the records the truth was read from, for whoever checks it: <truth>.logs/
         const keepDir = `${truthPath}.logs`;
@@ -199,6 +222,8 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
 export function realTruth(i: {
   sc: Scenario; mode: ProxyMode; startNs: number; endNs: number; recorder: Truth['recorder']; logs: string; stampsDir: string;
   slices: SliceChange[]; ct: ConntrackRow[]; ctSkipped: number; ctEnobufs: number; clientResults: ClientResult[];
+  /** two-node: node 2's conntrack and its client pod's address (its kube-proxy's log is in `logs`) */
+  node2?: { ct: ConntrackRow[]; clientIp: string };
 }): Truth {
   const year = new Date(i.startNs / 1e6).getFullYear();
   const read = (f: string) => { try { return readFileSync(join(i.logs, f), 'utf8'); } catch { return ''; } };
@@ -209,7 +234,8 @@ export function realTruth(i: {
   const service = { namespace: 'default', name: 'web', vip: VIP, port: SERVICE_PORT, nodePort: i.sc.nodePort, externalTrafficPolicy: i.sc.externalTrafficPolicy };
   const truth = buildTruth({ scenario: i.sc.name, seed: 1, node: NODE_NAME, mode: i.mode, service, startNs: i.startNs, endNs: i.endNs,
     recorder: i.recorder, kubelet, syncs, slices: i.slices, conntrack: { events: i.ct, skipped: i.ctSkipped, enobufs: i.ctEnobufs },
-    clientResults: i.clientResults, backendPort: BACKEND_PORT });
+    clientResults: i.clientResults, backendPort: BACKEND_PORT,
+    ...(i.node2 ? { node2: { node: NODE2_NAME, syncs: kubeProxySyncs(parseKlog(read('kube-proxy-node2.log'), year)) } } : {}) });
   // SYNs that nobody ever answered (the pod's network was gone): conntrack has NEW and nothing after
   const isService = (ip: string, port: number) => (ip === VIP && port === SERVICE_PORT) || (i.sc.nodePort != null && port === i.sc.nodePort);
   const ipToPod = new Map(truth.allPods.map((x) => [x.ip, `${x.namespace}/${x.name}`]));
@@ -227,6 +253,7 @@ export function realTruth(i: {
     if (twin) used.add(twin);
     return !twin;
   });
+  if (i.node2 && truth.node2) truth.node2.unmatchedConntrack = node2Truth(truth, { ct: i.node2.ct, clientIp: i.node2.clientIp, clientResults: i.clientResults, isService, endNs: i.endNs });
   truth.failures.sort((a, b) => a.atNs - b.atNs);
   return truth;
 }

@@ -44,6 +44,20 @@ export function generateForThisKernel(): { program: Program; formats: Record<str
   return { program: buildProgram({ ...formats, btf: existsSync('/sys/kernel/btf/vmlinux') }), formats };
 }
 
+/**
+ * cgroup id -> pod uid over a whole recording: each scan adds, none forgets. An event is parsed after the
+ * fact, and a pod's last events (its listener closing as the app exits) are read after runc removed the
+ * container's cgroup: a rescan in between (any pod change) dropped it, and the real node's second pod's
+ * listener close was recorded with no pod (the analysis then had no close, no exit, verdict unknown).
+ * cgroup ids are not reused (kernfs allocates them cyclically over 2^31 with a generation above).
+ */
+export class PodCgroupIndex {
+  private readonly map = new Map<number, string>();
+  constructor(private readonly scan: () => Map<number, string> = scanPodCgroups) {}
+  rescan(): void { for (const [id, uid] of this.scan()) this.map.set(id, uid); }
+  get(id: number): string | null { return this.map.get(id) ?? null; }
+}
+
 /** cgroup v2 id (= directory inode) -> pod uid, for every kubepods directory. */
 export function scanPodCgroups(): Map<number, string> {
   const out = new Map<number, string>();
@@ -78,7 +92,7 @@ export function create(_opts: RecordOptions): Source {
   let program: Program | null = null;
   let resetReasons: Map<number, string> | undefined;
   let offset = { offsetNs: 0, uncertaintyNs: 0, samples: 0 };
-  let podCgroups = new Map<number, string>();
+  let podCgroups = new PodCgroupIndex();
   let dir: string | null = null;
   const bin = process.env.ROLLTRACE_BPFTRACE ?? 'bpftrace';
 
@@ -110,12 +124,13 @@ export function create(_opts: RecordOptions): Source {
         resetReasons = g.formats.sendReset?.symbols.get('reason');
         offset = measureMonotonicToRealtime();
       }
-      podCgroups = scanPodCgroups();
-      ctx.onPodsChanged(() => { podCgroups = scanPodCgroups(); });
+      podCgroups = new PodCgroupIndex();
+      podCgroups.rescan();
+      ctx.onPodsChanged(() => podCgroups.rescan());
       parser = new EbpfParser({
         offsetNs: offset.offsetNs,
         resetReasons,
-        podOfCgroup: (id) => podCgroups.get(id) ?? null,
+        podOfCgroup: (id) => podCgroups.get(id),
         podOfPid: (pid) => cgroupOf(pid)?.podUid ?? null,
       });
       dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));

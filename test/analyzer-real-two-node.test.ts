@@ -1,0 +1,41 @@
+/**
+ * The real node's second node (lab run --real --scenario two-node): node 2's bundle as its recorder wrote it
+ * (real kube-proxy's DNAT in node 2's netns, captured on cni0 and n1link) and the truth of that run (the remote
+ * client's own log, each failure's connection and backend from node 2's conntrack).
+ *
+ * What the real run taught: node 2's capture of the link started 24 ms after the bridge's, so the first
+ * connection's SYN-ACK was captured only de-NATed on the bridge (from the VIP, not from the pod the SYN was
+ * DNATed to): a connection the client completed (it sent its request, the pod answered) was reported as a
+ * "SYN never answered" failure. The client's ACK proves the SYN-ACK reached it.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { analyzeBundle } from '../analyzer/analyze.js';
+import { BundleReader } from '../analyzer/bundle-reader.js';
+import type { Truth } from '../lab/truth.js';
+
+const FIX = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'multinode');
+
+describe('real two-node: node 2 recorded alone', () => {
+  it('every failure of the remote client, as its log and node 2\'s conntrack say, and no other', async () => {
+    const truth = JSON.parse(readFileSync(join(FIX, 'real-two-node.truth.json'), 'utf8')) as Truth;
+    const r = await BundleReader.open(join(FIX, 'real-two-node-node2.rtb.gz'));
+    let a;
+    try { a = await analyzeBundle(r); } finally { r.close(); }
+    const remote = truth.failures.filter((f) => f.node === 'lab-node2');
+    expect(remote).toHaveLength(28);
+    expect(a.bundle.node).toBe('lab-node2');
+    // node 2 sees only its own clients' connections
+    expect(a.failures.map((f) => f.client).sort()).toEqual(remote.map((f) => f.client).sort());
+    for (const t of remote) {
+      const f = a.failures.find((x) => x.client === t.client)!;
+      expect(f.backend.pod, t.client).toBe(t.backendPod);
+      expect(f.node).toBe('lab-node2');
+      expect(f.evidence.join('\n')).toMatch(new RegExp(`conntrack: ${t.client} -> 10.96.0.10:80 DNAT to ${t.backendIp}:8080`));
+    }
+    // the connection whose SYN-ACK was captured only de-NATed, at the start of the capture, succeeded
+    expect(a.failures.find((f) => f.client === '10.244.1.2:59156')).toBeUndefined();
+  });
+});
