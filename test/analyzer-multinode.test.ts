@@ -219,7 +219,7 @@ describe('5. receipt-stamped kube events vs kernel-stamped instants', () => {
 });
 
 /** node2's bundle: the same API watch events (received at the same instants: no clock offset), its own rules (removed at +3.2 s) and a client that its kube-proxy DNATs to the old pod */
-async function node2Bundle(from: string, path: string): Promise<string> {
+async function node2Bundle(from: string, path: string, extra?: (w: BundleWriter) => void): Promise<string> {
   const r = await BundleReader.open(from);
   const w = new BundleWriter(path, { createdBy: 'test', overwrite: true });
   try {
@@ -237,6 +237,7 @@ async function node2Bundle(from: string, path: string): Promise<string> {
       w.conntrack({ ts_ns: t + 20_000, type: 'NEW', proto: 'tcp', state: 'SYN_SENT', orig_src: REMOTE, orig_dst: VIP, orig_sport: 47000 + i, orig_dport: 80, reply_src: OLD.ip, reply_dst: REMOTE, reply_sport: 8080, reply_dport: 47000 + i, flags: null, zone: null, raw: `tcp 6 120 SYN_SENT src=${REMOTE}` });
       w.packet(pkt(t + 10_000, REMOTE, 47000 + i, VIP, 80, TCP.SYN, 0, 'cni0'));
     });
+    extra?.(w);
   } finally { r.close(); w.close(); }
   return path;
 }
@@ -262,6 +263,16 @@ describe('6. merge order', () => {
     for (const f of remote) { expect(f.node).toBe('node2'); expect(f.cause).toBe('listener-closed'); expect(f.evidence.join('\n')).toMatch(/DNATed on node2/); }
     expect(p.nodes!.find((n) => n.node === 'node2')!.failedConnections).toBe(3);
     expect(x.recommendation.why).toMatch(/1200 ms \(default\/web-7b685bbcdd-cktdt on node2/);
+  });
+
+  it('a source off on one node only: the warning names that node first, whatever the other node\'s detail', async () => {
+    const a = scenario(tmp('node1s'), { extra: (w) => w.setSource('ebpf', { status: 'ok', clock: 'kernel', detail: `bpftrace ${'x'.repeat(200)}` }) });
+    const b = await node2Bundle(a, tmp('node2s'), (w) => w.setSource('ebpf', { status: 'disabled', clock: 'kernel', detail: '--no-ebpf' }));
+    for (const files of [[a, b], [b, a]]) {
+      const m = tmp('ms'); await mergeBundles(files, m);
+      const x = await analyze(m);
+      expect((x.warnings ?? []).find((s) => s.startsWith('source ebpf'))).toMatch(/^source ebpf disabled: node2: disabled \(--no-ebpf\); node1: ok/);
+    }
   });
 
   it('a connection from another node\'s own address (masqueraded there) is that node\'s routing, not a kubelet probe', async () => {

@@ -173,18 +173,22 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
       });
 
       // ---- sources: one row per source, counts summed, per-node detail
-      const bySrc = new Map<string, { status: string; detail: string[]; events: number; dropped: number; clock: Set<string> }>();
+      // a node where the source is not ok is named first: the analysis's warning quotes the detail's start
+      const bySrc = new Map<string, { status: string; detail: Array<{ ok: boolean; text: string }>; events: number; dropped: number; clock: Set<string> }>();
       readers.forEach((r, i) => {
         for (const s of r.sources()) {
           const m = bySrc.get(s.name) ?? { status: s.status, detail: [], events: 0, dropped: 0, clock: new Set<string>() };
           if (m.status === 'ok' && s.status !== 'ok') m.status = s.status;
-          m.detail.push(`${nodes[i]}: ${s.status}${s.detail ? ` (${s.detail})` : ''}`);
+          m.detail.push({ ok: s.status === 'ok', text: `${nodes[i]}: ${s.status}${s.detail ? ` (${s.detail})` : ''}` });
           m.events += s.events; m.dropped += s.dropped; m.clock.add(s.clock);
           bySrc.set(s.name, m);
         }
       });
       const insSrc = db.prepare('INSERT OR REPLACE INTO sources(name, status, detail, events, dropped, clock) VALUES (?, ?, ?, ?, ?, ?)');
-      for (const [name, m] of bySrc) insSrc.run(name, m.status, m.detail.join('; '), m.events, m.dropped, [...m.clock].join(','));
+      for (const [name, m] of bySrc) {
+        const detail = [...m.detail.filter((d) => !d.ok), ...m.detail.filter((d) => d.ok)].map((d) => d.text).join('; ');
+        insSrc.run(name, m.status, detail, m.events, m.dropped, [...m.clock].join(','));
+      }
 
       // ---- meta
       const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
