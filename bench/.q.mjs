@@ -1,0 +1,10 @@
+import Database from 'better-sqlite3';
+const db = new Database(process.argv[2], { readonly: true });
+const cols = `ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_sport, inner_dport`;
+const q = (name, sql, mode='iterate') => { const t = process.hrtime.bigint(); const c0 = process.cpuUsage(); let n = 0; const st = db.prepare(sql).raw(true); if (mode==='all') n = st.all().length; else for (const r of st.iterate()) n++; const c = process.cpuUsage(c0); console.log(name, n, Number(process.hrtime.bigint()-t)/1e6|0, 'ms wall', (c.user+c.system)/1000|0, 'ms cpu'); };
+q('order ts', `SELECT ${cols} FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`);
+q('rowid', `SELECT ${cols} FROM packets WHERE proto IN ('tcp','icmp','icmp6')`);
+q('rowid all', `SELECT ${cols} FROM packets WHERE proto IN ('tcp','icmp','icmp6')`, 'all');
+q('rowid ts only', `SELECT ts_ns, id FROM packets`);
+q('order ts again', `SELECT ${cols} FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`);
+console.log(db.prepare(`EXPLAIN QUERY PLAN SELECT ${cols} FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).all());
