@@ -12,6 +12,7 @@ import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { parseCgroupLine } from '../../procfs/parse.js';
 import { cgroupOf } from '../../procfs/index.js';
+import { Btf, kernelOffsets, type KernelOffsets } from './btf.js';
 import { measureMonotonicToRealtime } from './clock.js';
 import { parseTracepointFormat, type TpFormat } from './format.js';
 import { EbpfParser } from './parse.js';
@@ -32,6 +33,8 @@ function readFormat(root: string, ev: string): TpFormat | null {
   try { return parseTracepointFormat(readFileSync(join(root, 'events', ev, 'format'), 'utf8')); } catch { return null; }
 }
 
+const BTF_PATH = '/sys/kernel/btf/vmlinux';
+
 export function generateForThisKernel(): { program: Program; formats: Record<string, TpFormat | null> } | { error: string } {
   const root = tracefsRoot();
   if (!root) return { error: 'tracefs not mounted and cannot be mounted' };
@@ -41,7 +44,10 @@ export function generateForThisKernel(): { program: Program; formats: Record<str
     signalGenerate: readFormat(root, 'signal/signal_generate'),
     processExit: readFormat(root, 'sched/sched_process_exit'),
   };
-  return { program: buildProgram({ ...formats, btf: existsSync('/sys/kernel/btf/vmlinux') }), formats };
+  const btf = existsSync(BTF_PATH);
+  let offsets: KernelOffsets | null = null;
+  if (btf) try { offsets = kernelOffsets(new Btf(readFileSync(BTF_PATH))); } catch { /* unreadable BTF: struct types, as bpftrace resolves them */ }
+  return { program: buildProgram({ ...formats, btf, offsets }), formats };
 }
 
 /** cgroup v2 id (= directory inode) -> pod uid, for every kubepods directory. */
@@ -122,8 +128,12 @@ export function create(_opts: RecordOptions): Source {
       const file = join(dir, 'rolltrace.bt');
       writeFileSync(file, program.text);
       const p = parser;
-      const c = spawn(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64' } });
+      // __BPFTRACE_NOTIFY_PROBES_ATTACHED (bpftrace's own test hook): it prints that line on stderr once
+      // every probe is attached
+      const c = spawn(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64', __BPFTRACE_NOTIFY_PROBES_ATTACHED: '1' } });
       child = c;
+      let attached: () => void = () => {};
+      const allAttached = new Promise<void>((r) => { attached = r; });
       const began = new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('bpftrace did not start within 20 s')), 20000);
         createInterface({ input: c.stdout! }).on('line', (line) => {
@@ -138,6 +148,7 @@ export function create(_opts: RecordOptions): Source {
         });
         const errLines: string[] = [];
         createInterface({ input: c.stderr! }).on('line', (l) => {
+          if (l === '__BPFTRACE_NOTIFY_PROBES_ATTACHED') { attached(); return; }
           if (/RLIMIT_MEMLOCK|Attaching/.test(l)) return;
           errLines.push(l);
           ctx.log(`bpftrace: ${l}`);
@@ -153,8 +164,11 @@ export function create(_opts: RecordOptions): Source {
         c.on('error', (e) => { clearTimeout(t); reject(e); });
       });
       await began;
-      // BEGIN runs before the other probes attach: wait until bpftrace reports them attached
-      await new Promise((r) => setTimeout(r, 300));
+      // live once every probe is attached: bpftrace says so (above); one that does not (older, or a
+      // changed hook) gets the 300 ms the attachment took at most here
+      let slow: NodeJS.Timeout | undefined;
+      await Promise.race([allAttached, new Promise<void>((r) => { slow = setTimeout(r, 300); })]);
+      clearTimeout(slow);
       const beginReal = p.beginNs! + offset.offsetNs;
       ctx.log(`ebpf: BEGIN probe cross-check: converted BEGIN is ${((Date.now() * 1e6 - beginReal) / 1e6).toFixed(1)} ms before now`);
     },
