@@ -7,7 +7,7 @@
  * it is the fallback when tcpdump is missing, stamped on receipt (µs, CLOCK_MONOTONIC + offset).
  * ROLLTRACE_PACKETS_BACKEND=cap|tcpdump forces one.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -21,6 +21,7 @@ import { FrameStore, PcapStreamCutter } from '../../../schemas/decode/chunks.js'
 import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
 import { SPOOL_FILE_MB, SpoolReader } from './spool.js';
+import { spawnTied } from '../../tied-spawn.js';
 
 const KERNEL_BUFFER_KIB = 32768;
 /** the indexing of closed chunks runs in slices of this many ms between reads */
@@ -103,7 +104,6 @@ export function create(opts: RecordOptions): Source {
   const children: ChildProcess[] = [];
   /** each tcpdump's reader, done once its files are read (after tcpdump exited) */
   const finishers: Promise<void>[] = [];
-  let setpriv = false;
   const caps: CapHandle[] = [];
   let packets = 0, bytes = 0, malformed = 0, capped = false, stopping = false;
   const drops = new Map<string, number>();
@@ -154,8 +154,7 @@ export function create(opts: RecordOptions): Source {
     const dir = spoolDir(opts.out);
     const args = tcpdumpArgs(iface, snaplen, opts.filter, join(dir, 'cap.pcap'));
     // tcpdump gets SIGINT (flushes its file, exits) when the recorder dies without stopping it
-    const child = setpriv ? spawn('setpriv', ['--pdeathsig', 'INT', bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnTied(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     let exited = false;
     child.on('exit', () => { exited = true; });
@@ -258,7 +257,6 @@ export function create(opts: RecordOptions): Source {
       const forced = process.env.ROLLTRACE_PACKETS_BACKEND;
       const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
       const haveTcpdump = !v.error && v.status === 0;
-      setpriv = spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
       const capMod = forced === 'tcpdump' ? null : loadCap();
       if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root (raw capture)', clock: 'kernel' };
       const have = netnsInterfaces();
