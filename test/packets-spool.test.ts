@@ -52,6 +52,26 @@ describe('spool reader', () => {
     expect(cutter.indexed).toBeGreaterThan(0);
   });
 
+  it('deletes the oldest waiting files unread when more than the bound wait (bounded disk), and counts them', async () => {
+    const src = join(dir, 'src2.pcap');
+    writeSynthPcap(src, 600, 6);
+    const pcap = readFileSync(src);
+    const header = pcap.subarray(0, 24);
+    const offs: number[] = [];
+    for (let o = 24; o < pcap.length; o += 16 + pcap.readUInt32LE(o + 8)) offs.push(o);
+    const base = join(dir, 'bk.pcap');
+    const bodies = [0, 1, 2, 3, 4, 5].map((k) => pcap.subarray(offs[k * 100]!, k === 5 ? pcap.length : offs[(k + 1) * 100]!));
+    bodies.forEach((b, k) => writeFileSync(spoolFile(base, k), Buffer.concat([header, b])));
+    const got: Buffer[] = [];
+    const reader = new SpoolReader(base, () => true, (b) => { got.push(Buffer.from(b)); }, (e) => { throw e; }, 2);
+    await reader.done;
+    // files 1..4 complete behind file 0, 5 the newest: 1 and 2 go, 3, 4 and 5 are read
+    expect(reader.skippedFiles).toBe(2);
+    expect(reader.skippedBytes).toBe(bodies[1]!.length + bodies[2]!.length);
+    expect(Buffer.concat(got).equals(Buffer.concat([header, bodies[0]!, bodies[3]!, bodies[4]!, bodies[5]!]))).toBe(true);
+    for (let k = 0; k < 6; k++) expect(existsSync(spoolFile(base, k))).toBe(false);
+  });
+
   it('ends without a file when tcpdump exited before writing one', async () => {
     const reader = new SpoolReader(join(dir, 'none.pcap'), () => true, () => { throw new Error('no data expected'); }, (e) => { throw e; });
     await reader.done;

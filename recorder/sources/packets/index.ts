@@ -20,7 +20,7 @@ import { CaptureStreamParser } from '../../decode/pcapfile.js';
 import { FrameStore, PcapStreamCutter } from '../../../schemas/decode/chunks.js';
 import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
-import { SPOOL_FILE_MB, SpoolReader } from './spool.js';
+import { SPOOL_FILE_MB, SPOOL_MAX_WAITING, SpoolReader } from './spool.js';
 import { spawnTied } from '../../tied-spawn.js';
 
 const KERNEL_BUFFER_KIB = 32768;
@@ -131,6 +131,13 @@ export function create(opts: RecordOptions): Source {
   }
 
   const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
+  /** frames in spool files deleted unread (a recorder behind the traffic by more than 512 MB), estimated from the mean frame size */
+  const spooled: Array<{ reader: SpoolReader; cutter: PcapStreamCutter | null }> = [];
+  const spoolDrops = () => spooled.reduce((a, { reader, cutter }) => {
+    if (!reader.skippedBytes) return a;
+    const mean = cutter && cutter.frames ? cutter.bytes / cutter.frames : 16 + snaplen;
+    return a + Math.round(reader.skippedBytes / mean);
+  }, 0);
 
   function emit(ts_ns: number, iface: string, linktype: number, data: Uint8Array, caplen: number, len: number): void {
     if (capped || !sink) return;
@@ -180,7 +187,9 @@ export function create(opts: RecordOptions): Source {
       ctx?.sourceFailed?.(name, `tcpdump on ${iface}: unreadable capture stream (${e.message})`);
       child.kill('SIGKILL');
     });
+    spooled.push({ reader, cutter });
     finishers.push(reader.done.then(() => {
+      if (reader.skippedFiles) ctx?.log(`packets: ${iface}: the recorder fell ${SPOOL_MAX_WAITING * SPOOL_FILE_MB} MB behind tcpdump; ${reader.skippedFiles} spool file(s) (${(reader.skippedBytes / 1e6).toFixed(0)} MB) deleted unread, counted as drops`);
       if (cutter) { cutter.end(); malformed += cutter.malformed; } // end() indexes what is queued
       else { parser.end(); malformed += parser.malformed; }
       rmSync(dir, { recursive: true, force: true });
@@ -300,13 +309,14 @@ export function create(opts: RecordOptions): Source {
       for (const c of cutters) c.indexPending();
       if (sink) {
         if (kernelDrops()) sink.dropped(name, kernelDrops());
+        if (spoolDrops()) sink.dropped(name, spoolDrops());
         if (malformed) sink.dropped(name, malformed);
       }
     },
     stats(): SourceStats {
       return {
-        events: packets, dropped: kernelDrops() + malformed,
-        extra: `${backend}; kernel drops ${backend === 'cap' ? 'unknown' : kernelDrops()}${capped ? '; capped' : ''}`,
+        events: packets, dropped: kernelDrops() + malformed + spoolDrops(),
+        extra: `${backend}; kernel drops ${backend === 'cap' ? 'unknown' : kernelDrops()}${spoolDrops() ? `; ~${spoolDrops()} skipped (recorder behind)` : ''}${capped ? '; capped' : ''}`,
       };
     },
   };
