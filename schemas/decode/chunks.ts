@@ -295,7 +295,7 @@ export function indexChunk(indexer: FrameIndexer, sink: ChunkSink, c: PacketChun
 }
 
 /**
- * A classic pcap byte stream (tcpdump -w -, a .pcap file) cut into chunks without decoding: record
+ * A classic pcap byte stream (tcpdump's spooled files, a .pcap file) cut into chunks without decoding: record
  * headers are read for framing and timestamps only, and each read's run of whole records is copied
  * verbatim with one copy (the chunk keeps the stream's own header: byte order, µs or ns). A chunk is
  * indexed (indexChunk) when it closes; with `deferIndex` it is only queued, and indexPending() indexes

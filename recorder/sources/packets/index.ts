@@ -1,9 +1,9 @@
 /**
  * packets source: captures on one or more interfaces (default: the node's CNI bridge, else `any`).
  *
- * Backend: `tcpdump -U -w - --time-stamp-precision nano -B 32768` streamed through our pcap reader is
- * preferred because it keeps the kernel's capture timestamp (ns) and reports the kernel's drop
- * counters; the `cap` binding only hands over the bytes (no pcap_pkthdr timestamp, no pcap_stats), so
+ * Backend: `tcpdump -w SPOOL/cap.pcap -C 16 --time-stamp-precision nano -B 32768`, its files followed by
+ * spool.ts and cut into chunks, is preferred because it keeps the kernel's capture timestamp (ns) and
+ * reports the kernel's drop counters; the `cap` binding only hands over the bytes (no pcap_pkthdr timestamp, no pcap_stats), so
  * it is the fallback when tcpdump is missing, stamped on receipt (µs, CLOCK_MONOTONIC + offset).
  * ROLLTRACE_PACKETS_BACKEND=cap|tcpdump forces one.
  */
@@ -274,7 +274,7 @@ export function create(opts: RecordOptions): Source {
       if (haveTcpdump && forced !== 'cap') {
         backend = 'tcpdump';
         const version = (v.stdout + v.stderr).split('\n').filter(Boolean).slice(0, 2).join('; ');
-        return { ok: true, clock: 'kernel', versions: { tcpdump: version }, detail: `tcpdump -w - (kernel timestamps, ns; kernel drop counters) on ${where}${capMod ? '' : '; cap not loadable'}` };
+        return { ok: true, clock: 'kernel', versions: { tcpdump: version }, detail: `tcpdump -w to spool files (kernel timestamps, ns; kernel drop counters) on ${where}${capMod ? '' : '; cap not loadable'}` };
       }
       if (capMod) {
         backend = 'cap';
