@@ -15,15 +15,20 @@ const dir = mkdtempSync(join(tmpdir(), 'rt-spool-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** a synthetic pcap of n frames: its bytes, its header and where each record starts */
+function synth(name: string, n: number, seed: number): { pcap: Buffer; header: Buffer; offs: number[] } {
+  const src = join(dir, name);
+  writeSynthPcap(src, n, seed);
+  const pcap = readFileSync(src);
+  const offs: number[] = [];
+  for (let o = 24; o < pcap.length; o += 16 + pcap.readUInt32LE(o + 8)) offs.push(o);
+  return { pcap, header: pcap.subarray(0, 24), offs };
+}
+
 describe('spool reader', () => {
   it('follows rotated files as one stream, deletes what it read, ends after tcpdump exits', async () => {
-    const src = join(dir, 'src.pcap');
-    writeSynthPcap(src, 3000, 5);
-    const pcap = readFileSync(src);
-    const header = pcap.subarray(0, 24);
+    const { pcap, header, offs } = synth('src.pcap', 3000, 5);
     // cut the records into three files at record boundaries, as tcpdump -C does (each with the header)
-    const offs: number[] = [];
-    for (let o = 24; o < pcap.length; o += 16 + pcap.readUInt32LE(o + 8)) offs.push(o);
     const cuts = [24, offs[1000]!, offs[2000]!, pcap.length];
     const base = join(dir, 'cap.pcap');
     let exited = false;
@@ -53,12 +58,7 @@ describe('spool reader', () => {
   });
 
   it('deletes the oldest waiting files unread when more than the bound wait (bounded disk), and counts them', async () => {
-    const src = join(dir, 'src2.pcap');
-    writeSynthPcap(src, 600, 6);
-    const pcap = readFileSync(src);
-    const header = pcap.subarray(0, 24);
-    const offs: number[] = [];
-    for (let o = 24; o < pcap.length; o += 16 + pcap.readUInt32LE(o + 8)) offs.push(o);
+    const { pcap, header, offs } = synth('src2.pcap', 600, 6);
     const base = join(dir, 'bk.pcap');
     const bodies = [0, 1, 2, 3, 4, 5].map((k) => pcap.subarray(offs[k * 100]!, k === 5 ? pcap.length : offs[(k + 1) * 100]!));
     bodies.forEach((b, k) => writeFileSync(spoolFile(base, k), Buffer.concat([header, b])));
