@@ -164,7 +164,7 @@ describe('packets helpers', () => {
     expect(parseTcpdumpStats('garbage')).toEqual({ captured: null, received: null, droppedKernel: null, droppedIface: null });
   });
   it('arguments, interfaces, link types', () => {
-    expect(tcpdumpArgs('cni0', 128, 'tcp port 80')).toEqual(['-U', '--immediate-mode', '-w', '-', '-n', '-s', '128', '-B', '32768', '-i', 'cni0', '--time-stamp-precision', 'nano', 'tcp port 80']);
+    expect(tcpdumpArgs('cni0', 128, 'tcp port 80', '/d/cap.pcap')).toEqual(['-w', '/d/cap.pcap', '-C', '16', '-Z', 'root', '-n', '-s', '128', '-B', '32768', '-i', 'cni0', '--time-stamp-precision', 'nano', 'tcp port 80']);
     expect(defaultIfaces(opts({ iface: ['x', 'y'] }))).toEqual(['x', 'y']);
     expect(defaultIfaces(opts({ iface: [] })).length).toBe(1);
     expect(linktypeFromName('ETHERNET')).toBe(1);

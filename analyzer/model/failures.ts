@@ -286,14 +286,22 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   // in capture order across interfaces (the packets_ts index): rows are inserted per interface (a chunk of
   // one interface's frames at a time, or one capture process each), so id order can put one interface's
   // whole handshake before the other interface's SYN of the same connection, which then looks unanswered
-  const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len, icmp_type, icmp_code,
-    inner_src, inner_dst, inner_sport, inner_dport FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).raw(true);
+  // the ICMP rows' own columns first (few: errors only), by id: the pass over every row then carries the
+  // TCP columns only (each column of each row costs a value handed from SQLite to JavaScript)
+  const icmp = new Map<number, unknown[]>();
+  for (const r of reader.db.prepare(`SELECT id, icmp_type, icmp_code, inner_src, inner_dst, inner_sport, inner_dport FROM packets
+    WHERE proto IN ('icmp','icmp6')`).raw(true).iterate() as IterableIterator<unknown[]>) icmp.set(r[0] as number, r);
+  const st = reader.db.prepare(`SELECT id, ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len
+    FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).raw(true);
   const row = { linktype: 1, caplen: 0, len: 0, l3: null, seq: null, ack: null, inner_proto: null, data: null, id: 0 } as unknown as StoredPacketRow;
   for (const r of st.iterate() as IterableIterator<unknown[]>) {
-    row.ts_ns = r[0] as number; row.iface = r[1] as string | null; row.src = r[2] as string | null; row.dst = r[3] as string | null;
-    row.proto = r[4] as string | null; row.sport = r[5] as number | null; row.dport = r[6] as number | null; row.tcp_flags = r[7] as number | null;
-    row.payload_len = r[8] as number | null; row.icmp_type = r[9] as number | null; row.icmp_code = r[10] as number | null;
-    row.inner_src = r[11] as string | null; row.inner_dst = r[12] as string | null; row.inner_sport = r[13] as number | null; row.inner_dport = r[14] as number | null;
+    row.ts_ns = r[1] as number; row.iface = r[2] as string | null; row.src = r[3] as string | null; row.dst = r[4] as string | null;
+    row.proto = r[5] as string | null; row.sport = r[6] as number | null; row.dport = r[7] as number | null; row.tcp_flags = r[8] as number | null;
+    row.payload_len = r[9] as number | null;
+    const i = row.proto === 'tcp' ? undefined : icmp.get(r[0] as number);
+    row.icmp_type = (i?.[1] ?? null) as number | null; row.icmp_code = (i?.[2] ?? null) as number | null;
+    row.inner_src = (i?.[3] ?? null) as string | null; row.inner_dst = (i?.[4] ?? null) as string | null;
+    row.inner_sport = (i?.[5] ?? null) as number | null; row.inner_dport = (i?.[6] ?? null) as number | null;
     d.packet(row);
   }
   // a chunked bundle indexes only some frames: the capture ran until its last frame, so SYNs still

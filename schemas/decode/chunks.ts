@@ -38,22 +38,22 @@ function u16(d: Uint8Array, o: number): number { return (d[o]! << 8) | d[o + 1]!
 
 /**
  * Offset of the IP header in a frame, -1 when the frame carries no IP (ARP, LLDP, ...), -2 when the
- * link type is not one the scan knows (the frame is decoded fully instead).
+ * link type is not one the scan knows (the frame is decoded fully instead). The frame is d[at, end).
  */
-function ipOffset(linktype: number, d: Uint8Array, end: number): number {
+function ipOffset(linktype: number, d: Uint8Array, at: number, end: number): number {
   switch (linktype) {
     case LINKTYPE.ETHERNET: {
-      if (end < 14) return -1;
-      let et = u16(d, 12), o = 14;
+      if (end - at < 14) return -1;
+      let et = u16(d, at + 12), o = at + 14;
       for (let i = 0; i < 2 && (et === 0x8100 || et === 0x88a8 || et === 0x9100); i++) {
         if (o + 4 > end) return -1;
         et = u16(d, o + 2); o += 4;
       }
       return et === 0x0800 || et === 0x86dd ? o : -1;
     }
-    case LINKTYPE.LINUX_SLL: { if (end < 16) return -1; const et = u16(d, 14); return et === 0x0800 || et === 0x86dd ? 16 : -1; }
-    case LINKTYPE.LINUX_SLL2: { if (end < 20) return -1; const et = u16(d, 0); return et === 0x0800 || et === 0x86dd ? 20 : -1; }
-    case LINKTYPE.RAW: case LINKTYPE.RAW_OLD: case 14: case LINKTYPE.IPV4: case LINKTYPE.IPV6: return 0;
+    case LINKTYPE.LINUX_SLL: { if (end - at < 16) return -1; const et = u16(d, at + 14); return et === 0x0800 || et === 0x86dd ? at + 16 : -1; }
+    case LINKTYPE.LINUX_SLL2: { if (end - at < 20) return -1; const et = u16(d, at); return et === 0x0800 || et === 0x86dd ? at + 20 : -1; }
+    case LINKTYPE.RAW: case LINKTYPE.RAW_OLD: case 14: case LINKTYPE.IPV4: case LINKTYPE.IPV6: return at;
     default: return -2;
   }
 }
@@ -63,8 +63,8 @@ function ipOffset(linktype: number, d: Uint8Array, end: number): number {
  * (a TCP segment with payload: indexed when it is its direction's first) or DECODE (unusual headers:
  * decode fully and decide on the row). `key` receives the connection direction's bytes for DATA/INDEX.
  */
-function scan(linktype: number, d: Uint8Array, end: number, k: { a: number; b: number; l4: number; v6: boolean; syn: boolean }): number {
-  const o = ipOffset(linktype, d, end);
+function scan(linktype: number, d: Uint8Array, at: number, end: number, k: { a: number; b: number; l4: number; v6: boolean; syn: boolean }): number {
+  const o = ipOffset(linktype, d, at, end);
   if (o === -2) return DECODE;
   if (o < 0 || o >= end) return SKIP;
   const v = d[o]! >> 4;
@@ -133,8 +133,21 @@ export class FrameIndexer {
 
   /** The decoded row when the frame belongs in the index, else null. */
   wants(linktype: number, d: Uint8Array, caplen: number, len: number): ReturnType<typeof decodeFrame> | null {
-    const end = Math.min(caplen, d.length);
-    const v = scan(linktype, d, end, this.k);
+    return this.wantsAt(linktype, d, 0, Math.min(caplen, d.length), len);
+  }
+
+  /** wants() of the frame at [at, end) of a larger buffer (a chunk's data): no view unless it is indexed */
+  wantsAt(linktype: number, buf: Uint8Array, at: number, end: number, len: number): ReturnType<typeof decodeFrame> | null {
+    const v = scan(linktype, buf, at, end, this.k);
+    if (v === SKIP) return null;
+    // key() reads the frame's own view: offsets relative to it
+    if (at !== 0) { this.k.a -= at; this.k.b -= at; this.k.l4 -= at; }
+    const d = at === 0 && end === buf.length ? buf : buf.subarray(at, end);
+    const caplen = end - at;
+    return this.decided(v, linktype, d, caplen, len);
+  }
+
+  private decided(v: number, linktype: number, d: Uint8Array, caplen: number, len: number): ReturnType<typeof decodeFrame> | null {
     if (v === SKIP) return null;
     // a FIN after its direction's payload tells the analysis nothing (the connection answered); one
     // before any payload may be a failure (FIN before the response) and is indexed
@@ -251,9 +264,42 @@ export class FrameStore {
 }
 
 /**
- * A classic pcap byte stream (tcpdump -w -, a .pcap file) cut into chunks without decoding: record
- * headers are read for framing and timestamps, runs of whole records are copied verbatim (the chunk
- * keeps the stream's own header: byte order, µs or ns), and each frame gets the header scan.
+ * Index every frame of one chunk's pcap data (ts from the chunk's own header: µs or ns, either byte
+ * order), in order: the header scan, and a decoded row for the frames the analysis reads. Returns how
+ * many were indexed.
+ */
+export function indexChunk(indexer: FrameIndexer, sink: ChunkSink, c: PacketChunkRow): number {
+  let n = 0;
+  const b = c.data;
+  if (b.length < 24) return 0;
+  const m = b.readUInt32LE(0);
+  const le = m === PCAP_US || m === PCAP_NS;
+  const nanos = le ? m === PCAP_NS : b.readUInt32BE(0) === PCAP_NS;
+  let off = 24;
+  while (b.length - off >= 16) {
+    const caplen = le ? b.readUInt32LE(off + 8) : b.readUInt32BE(off + 8);
+    const at = off + 16;
+    if (b.length - at < caplen) break;
+    const end = at + caplen;
+    // the scan reads the frame in place: a view only for the (rarer) frames it indexes
+    const row = indexer.wantsAt(c.linktype, b, at, end, le ? b.readUInt32LE(off + 12) : b.readUInt32BE(off + 12));
+    if (row) {
+      const sec = le ? b.readUInt32LE(off) : b.readUInt32BE(off);
+      const frac = le ? b.readUInt32LE(off + 4) : b.readUInt32BE(off + 4);
+      n++;
+      sink.index(asIndexRow(row, sec * 1e9 + (nanos ? frac : frac * 1000), c.iface, c.id, off, caplen));
+    }
+    off = end;
+  }
+  return n;
+}
+
+/**
+ * A classic pcap byte stream (tcpdump's spooled files, a .pcap file) cut into chunks without decoding: record
+ * headers are read for framing and timestamps only, and each read's run of whole records is copied
+ * verbatim with one copy (the chunk keeps the stream's own header: byte order, µs or ns). A chunk is
+ * indexed (indexChunk) when it closes; with `deferIndex` it is only queued, and indexPending() indexes
+ * the queue later, in slices (live capture: reading the pipe first, so that tcpdump is never held up).
  * Errors are the reader's (CaptureStreamParser) so a damaged capture fails the same way on both paths.
  */
 export class PcapStreamCutter {
@@ -269,8 +315,11 @@ export class PcapStreamCutter {
   private chunk: Chunk | null = null;
   private indexer = new FrameIndexer();
   private failed = false;
+  /** closed chunks not indexed yet (deferIndex), oldest first, and where the first one is */
+  private pending: PacketChunkRow[] = [];
+  pendingBytes = 0;
 
-  constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES) {}
+  constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES, private deferIndex = false) {}
 
   /** Does this start of a stream look like classic pcap (else use CaptureStreamParser + FrameStore)? */
   static isClassicPcap(head: Uint8Array): boolean {
@@ -278,6 +327,12 @@ export class PcapStreamCutter {
     const b = Buffer.from(head.buffer, head.byteOffset, 4);
     const le = b.readUInt32LE(0), be = b.readUInt32BE(0);
     return le === PCAP_US || le === PCAP_NS || be === PCAP_US || be === PCAP_NS;
+  }
+
+  private ts(b: Buffer, off: number): number {
+    const sec = this.le ? b.readUInt32LE(off) : b.readUInt32BE(off);
+    const frac = this.le ? b.readUInt32LE(off + 4) : b.readUInt32BE(off + 4);
+    return sec * 1e9 + (this.nanos ? frac : frac * 1000);
   }
 
   push(input: Buffer): void {
@@ -296,32 +351,40 @@ export class PcapStreamCutter {
       off = 24;
     }
     const le = this.le;
+    // runs of whole records, each copied at once into the open chunk
+    let run = off, n = 0, last = -1;
+    const copyRun = () => {
+      if (n === 0) return;
+      let c = this.chunk;
+      if (!c) c = this.chunk = new Chunk(this.sink.nextChunkId(), this.header!, this.chunkBytes);
+      c.ensure(off - run);
+      b.copy(c.buf, c.used, run, off);
+      if (c.packets === 0) c.first = this.ts(b, run);
+      c.last = this.ts(b, last);
+      c.used += off - run;
+      c.packets += n;
+      this.frames += n;
+      this.bytes += off - run;
+      run = off; n = 0;
+    };
     while (b.length - off >= 16) {
       const caplen = le ? b.readUInt32LE(off + 8) : b.readUInt32BE(off + 8);
       if (caplen > 262144 * 4) {
+        copyRun();
         this.malformed++;
         this.failed = true;
         throw new InputError(`pcap record with impossible length ${caplen}`);
       }
       if (b.length - off - 16 < caplen) break;
-      const sec = le ? b.readUInt32LE(off) : b.readUInt32BE(off);
-      const frac = le ? b.readUInt32LE(off + 4) : b.readUInt32BE(off + 4);
-      const len = le ? b.readUInt32LE(off + 12) : b.readUInt32BE(off + 12);
-      const ts = sec * 1e9 + (this.nanos ? frac : frac * 1000);
-      let c = this.chunk;
-      if (c && c.used + 16 + caplen > this.chunkBytes && c.packets > 0) { this.close(); c = null; }
-      if (!c) c = this.chunk = new Chunk(this.sink.nextChunkId(), this.header, this.chunkBytes);
-      c.ensure(16 + caplen);
-      const at = c.used;
-      b.copy(c.buf, at, off, off + 16 + caplen);
-      c.took(ts, 16 + caplen);
-      this.frames++;
-      this.bytes += 16 + caplen;
-      const frame = b.subarray(off + 16, off + 16 + caplen);
-      const row = this.indexer.wants(this.linktype, frame, caplen, len);
-      if (row) { this.indexed++; this.sink.index(asIndexRow(row, ts, this.iface, c.id, at, caplen)); }
+      const c = this.chunk;
+      const used = (c ? c.used : 24) + (off - run);
+      // the open chunk is full: what is before this record goes to it, this record starts the next
+      if (used + 16 + caplen > this.chunkBytes && (n > 0 || (c !== null && c.packets > 0))) { copyRun(); this.close(); }
+      last = off;
+      n++;
       off += 16 + caplen;
     }
+    copyRun();
     if (off < b.length) this.rest = Buffer.from(b.subarray(off));
   }
 
@@ -335,12 +398,29 @@ export class PcapStreamCutter {
     const c = this.chunk;
     if (!c || c.packets === 0) return;
     this.chunk = null;
-    this.sink.chunk({ id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) });
+    const row: PacketChunkRow = { id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) };
+    this.sink.chunk(row);
+    if (!this.deferIndex) { this.indexed += indexChunk(this.indexer, this.sink, row); return; }
+    this.pending.push(row);
+    this.pendingBytes += row.data.length;
   }
 
-  /** End of stream: close the chunk; leftover bytes are a cut-off record. */
+  /** Index queued chunks (deferIndex) for about `budgetMs` (Infinity: all); true when some remain. */
+  indexPending(budgetMs = Infinity): boolean {
+    const t0 = budgetMs === Infinity ? 0 : performance.now();
+    while (this.pending.length) {
+      const row = this.pending.shift()!;
+      this.pendingBytes -= row.data.length;
+      this.indexed += indexChunk(this.indexer, this.sink, row);
+      if (budgetMs !== Infinity && performance.now() - t0 >= budgetMs) break;
+    }
+    return this.pending.length > 0;
+  }
+
+  /** End of stream: close the chunk and index what is queued; leftover bytes are a cut-off record. */
   end(): void {
     this.close();
+    this.indexPending();
     if (this.rest && this.rest.length > 0) this.malformed++;
     this.rest = null;
   }

@@ -3,7 +3,7 @@
  * kernel's tracepoint formats; its lines go through the pure EbpfParser. bpftrace stamps `nsecs`
  * (CLOCK_MONOTONIC); we convert with the realtime-monotonic offset measured at start.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,8 @@ import type { Sink } from '../../bundle-writer.js';
 import type { Preflight, RecordContext, RecordOptions, Source, SourceStats } from '../../source.js';
 import { parseCgroupLine } from '../../procfs/parse.js';
 import { cgroupOf } from '../../procfs/index.js';
+import { spawnTied } from '../../tied-spawn.js';
+import { Btf, kernelOffsets, type KernelOffsets } from './btf.js';
 import { measureMonotonicToRealtime } from './clock.js';
 import { parseTracepointFormat, type TpFormat } from './format.js';
 import { EbpfParser } from './parse.js';
@@ -32,6 +34,8 @@ function readFormat(root: string, ev: string): TpFormat | null {
   try { return parseTracepointFormat(readFileSync(join(root, 'events', ev, 'format'), 'utf8')); } catch { return null; }
 }
 
+const BTF_PATH = '/sys/kernel/btf/vmlinux';
+
 export function generateForThisKernel(): { program: Program; formats: Record<string, TpFormat | null> } | { error: string } {
   const root = tracefsRoot();
   if (!root) return { error: 'tracefs not mounted and cannot be mounted' };
@@ -41,7 +45,10 @@ export function generateForThisKernel(): { program: Program; formats: Record<str
     signalGenerate: readFormat(root, 'signal/signal_generate'),
     processExit: readFormat(root, 'sched/sched_process_exit'),
   };
-  return { program: buildProgram({ ...formats, btf: existsSync('/sys/kernel/btf/vmlinux') }), formats };
+  const btf = existsSync(BTF_PATH);
+  let offsets: KernelOffsets | null = null;
+  if (btf) try { offsets = kernelOffsets(new Btf(readFileSync(BTF_PATH))); } catch { /* unreadable BTF: struct types, as bpftrace resolves them */ }
+  return { program: buildProgram({ ...formats, btf, offsets }), formats };
 }
 
 /**
@@ -83,9 +90,18 @@ export function scanPodCgroups(): Map<number, string> {
   return out;
 }
 
+interface Launched {
+  c: ChildProcess;
+  on: { out(l: string): void; err(l: string): void; attached(): void; exit(code: number | null): void; error(e: Error): void } | null;
+  /** lines dropped before start() took them */
+  early: number;
+  replay(): void;
+}
+
 export function create(_opts: RecordOptions): Source {
   const name = 'ebpf';
-  let child: ChildProcess | null = null;
+  /** bpftrace, started by preflight (its compile runs alongside the other sources' preflights) */
+  let run: Launched | null = null;
   let stopping = false;
   let parser: EbpfParser | null = null;
   let events = 0;
@@ -95,6 +111,43 @@ export function create(_opts: RecordOptions): Source {
   let podCgroups = new PodCgroupIndex();
   let dir: string | null = null;
   const bin = process.env.ROLLTRACE_BPFTRACE ?? 'bpftrace';
+
+  /** a recording that ends before start() (a bundle that cannot be created, a stop during preflight) leaves no bpftrace behind */
+  const killEarly = () => {
+    if (run && run.c.exitCode === null) run.c.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  };
+
+  /** Start bpftrace on the program; what it says is kept until start() takes it (Launched.replay). */
+  function launch(prog: Program): Launched {
+    dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));
+    const file = join(dir, 'rolltrace.bt');
+    writeFileSync(file, prog.text);
+    // __BPFTRACE_NOTIFY_PROBES_ATTACHED (bpftrace's own test hook): it prints that line on stderr once
+    // every probe is attached
+    const c = spawnTied(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64', __BPFTRACE_NOTIFY_PROBES_ATTACHED: '1' } });
+    const kept: Array<() => void> = [];
+    const r: Launched = {
+      c, on: null, early: 0,
+      replay() { for (const f of kept.splice(0)) f(); },
+    };
+    // until start() sets r.on: kept in order (bounded: bpftrace says little before its probes run)
+    const deliver = (f: (on: NonNullable<Launched['on']>) => void) => {
+      if (r.on) f(r.on);
+      else if (kept.length < 10000) kept.push(() => f(r.on!));
+      else r.early++;
+    };
+    createInterface({ input: c.stdout! }).on('line', (l) => deliver((on) => on.out(l)));
+    createInterface({ input: c.stderr! }).on('line', (l) => {
+      if (l === '__BPFTRACE_NOTIFY_PROBES_ATTACHED') return deliver((on) => on.attached());
+      if (!/RLIMIT_MEMLOCK|Attaching/.test(l)) deliver((on) => on.err(l));
+    });
+    c.on('exit', (code) => deliver((on) => on.exit(code)));
+    c.on('error', (e) => deliver((on) => on.error(e)));
+    process.on('exit', killEarly);
+    run = r;
+    return r;
+  }
 
   return {
     name,
@@ -109,6 +162,7 @@ export function create(_opts: RecordOptions): Source {
       resetReasons = g.formats.sendReset?.symbols.get('reason');
       if (program.features.length === 0) return { ok: false, detail: `no usable tracepoint: ${program.missing.join('; ')}`, clock: 'converted-monotonic', versions: { bpftrace: version } };
       offset = measureMonotonicToRealtime();
+      launch(program);
       return {
         ok: true, clock: 'converted-monotonic', versions: { bpftrace: version },
         detail: `${version}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
@@ -124,6 +178,7 @@ export function create(_opts: RecordOptions): Source {
         resetReasons = g.formats.sendReset?.symbols.get('reason');
         offset = measureMonotonicToRealtime();
       }
+      const r = run ?? launch(program);
       podCgroups = new PodCgroupIndex();
       podCgroups.rescan();
       ctx.onPodsChanged(() => podCgroups.rescan());
@@ -133,49 +188,51 @@ export function create(_opts: RecordOptions): Source {
         podOfCgroup: (id) => podCgroups.get(id),
         podOfPid: (pid) => cgroupOf(pid)?.podUid ?? null,
       });
-      dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));
-      const file = join(dir, 'rolltrace.bt');
-      writeFileSync(file, program.text);
       const p = parser;
-      const c = spawn(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64' } });
-      child = c;
+      if (r.early > 0) ctx.log(`ebpf: ${r.early} lines from bpftrace before the recording started were not kept`);
+      let attached: () => void = () => {};
+      const allAttached = new Promise<void>((res) => { attached = res; });
       const began = new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('bpftrace did not start within 20 s')), 20000);
-        createInterface({ input: c.stdout! }).on('line', (line) => {
-          const out = p.line(line);
-          if (p.beginNs !== null) { clearTimeout(t); resolve(); }
-          for (const e of out) {
-            sink.event(e);
-            events++;
-            // strace in lazy mode attaches to the pod a SIGTERM is generated to
-            if (e.kind === 'signal') ctx.signalSeen?.({ ts: e.ts_ns, pid: e.attrs.pid, signame: e.attrs.signame, podUid: e.attrs.pod_uid ?? null });
-          }
-        });
         const errLines: string[] = [];
-        createInterface({ input: c.stderr! }).on('line', (l) => {
-          if (/RLIMIT_MEMLOCK|Attaching/.test(l)) return;
-          errLines.push(l);
-          ctx.log(`bpftrace: ${l}`);
-        });
-        c.on('exit', (code) => {
-          clearTimeout(t);
-          child = null;
-          const why = `bpftrace exited (${code}): ${errLines.slice(-3).join(' / ')}`;
-          // before BEGIN this fails start(); afterwards the kernel events after this instant are missing
-          if (p.beginNs === null) reject(new Error(why));
-          else if (!stopping) ctx.sourceFailed?.(name, `${why} at ${new Date().toISOString()}`);
-        });
-        c.on('error', (e) => { clearTimeout(t); reject(e); });
+        r.on = {
+          out: (line) => {
+            const out = p.line(line);
+            if (p.beginNs !== null) { clearTimeout(t); resolve(); }
+            for (const e of out) {
+              sink.event(e);
+              events++;
+              // strace in lazy mode attaches to the pod a SIGTERM is generated to
+              if (e.kind === 'signal') ctx.signalSeen?.({ ts: e.ts_ns, pid: e.attrs.pid, signame: e.attrs.signame, podUid: e.attrs.pod_uid ?? null });
+            }
+          },
+          err: (l) => { errLines.push(l); ctx.log(`bpftrace: ${l}`); },
+          attached,
+          exit: (code) => {
+            clearTimeout(t);
+            const why = `bpftrace exited (${code}): ${errLines.slice(-3).join(' / ')}`;
+            // before BEGIN this fails start(); afterwards the kernel events after this instant are missing
+            if (p.beginNs === null) reject(new Error(why));
+            else if (!stopping) ctx.sourceFailed?.(name, `${why} at ${new Date().toISOString()}`);
+          },
+          error: (e) => { clearTimeout(t); reject(e); },
+        };
+        // what bpftrace said while the other sources' preflights ran, in order
+        r.replay();
       });
       await began;
-      // BEGIN runs before the other probes attach: wait until bpftrace reports them attached
-      await new Promise((r) => setTimeout(r, 300));
+      // live once every probe is attached: bpftrace says so (above); one that does not (older, or a
+      // changed hook) gets the 300 ms the attachment took at most here
+      let slow: NodeJS.Timeout | undefined;
+      await Promise.race([allAttached, new Promise<void>((res) => { slow = setTimeout(res, 300); })]);
+      clearTimeout(slow);
       const beginReal = p.beginNs! + offset.offsetNs;
       ctx.log(`ebpf: BEGIN probe cross-check: converted BEGIN is ${((Date.now() * 1e6 - beginReal) / 1e6).toFixed(1)} ms before now`);
     },
     async stop(): Promise<void> {
       stopping = true;
-      const c = child;
+      process.off('exit', killEarly);
+      const c = run?.c ?? null;
       if (c && c.exitCode === null) {
         await new Promise<void>((res) => {
           const t = setTimeout(() => c.kill('SIGKILL'), 5000);

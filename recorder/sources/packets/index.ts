@@ -1,14 +1,16 @@
 /**
  * packets source: captures on one or more interfaces (default: the node's CNI bridge, else `any`).
  *
- * Backend: `tcpdump -U -w - --time-stamp-precision nano -B 32768` streamed through our pcap reader is
- * preferred because it keeps the kernel's capture timestamp (ns) and reports the kernel's drop
- * counters; the `cap` binding only hands over the bytes (no pcap_pkthdr timestamp, no pcap_stats), so
+ * Backend: `tcpdump -w SPOOL/cap.pcap -C 16 --time-stamp-precision nano -B 32768`, its files followed by
+ * spool.ts and cut into chunks, is preferred because it keeps the kernel's capture timestamp (ns) and
+ * reports the kernel's drop counters; the `cap` binding only hands over the bytes (no pcap_pkthdr timestamp, no pcap_stats), so
  * it is the fallback when tcpdump is missing, stamped on receipt (µs, CLOCK_MONOTONIC + offset).
  * ROLLTRACE_PACKETS_BACKEND=cap|tcpdump forces one.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { ev } from '../../../schemas/events.js';
 import type { Sink } from '../../bundle-writer.js';
@@ -18,11 +20,14 @@ import { CaptureStreamParser } from '../../decode/pcapfile.js';
 import { FrameStore, PcapStreamCutter } from '../../../schemas/decode/chunks.js';
 import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
+import { SPOOL_FILE_MB, SPOOL_MAX_WAITING, SpoolReader } from './spool.js';
+import { spawnTied } from '../../tied-spawn.js';
 
 const KERNEL_BUFFER_KIB = 32768;
-/** reads smaller than this pause reading for GATHER_MS (the most a frame waits more) */
-const SMALL_READ = 16 * 1024;
-const GATHER_MS = 5;
+/** the indexing of closed chunks runs in slices of this many ms between reads */
+const INDEX_SLICE_MS = 4;
+/** chunks waiting to be indexed: past this, a chunk is indexed as it closes (bounded memory) */
+const INDEX_BACKLOG = 64 << 20;
 
 /**
  * Interfaces of the recorder's network namespace, from /proc/net/dev (per netns of the reader). Not
@@ -40,14 +45,30 @@ export function defaultIfaces(opts: RecordOptions): string[] {
   return ['any'];
 }
 
-export function tcpdumpArgs(iface: string, snaplen: number, filter?: string): string[] {
-  // --immediate-mode: without it TPACKET_V3 holds packets in a ring block for up to 1 s and SIGINT at stop loses them.
-  // -U stays although it costs tcpdump a write() per frame: without it frames wait in tcpdump's stdio
-  // buffer indefinitely at low rates, and flushing that buffer by SIGUSR2 (tcpdump's SIGNAL_FLUSH_PCAP)
-  // is not async-signal-safe: at 400 kpps it corrupted the stream (measured with bench/capture-cpu.ts).
-  const a = ['-U', '--immediate-mode', '-w', '-', '-n', '-s', String(snaplen), '-B', String(KERNEL_BUFFER_KIB), '-i', iface, '--time-stamp-precision', 'nano'];
+/**
+ * tcpdump writes as `tcpdump -w FILE` does, to files rotated every SPOOL_FILE_MB MB (spool.ts): libpcap's
+ * TPACKET_V3 ring hands over blocks of frames (a block when full or after 1 s) and the pcap goes out in
+ * stdio-buffered 4 KiB writes; not a write() per frame to a pipe (-U) nor a wake-up per frame
+ * (--immediate-mode), which cost 10× tcpdump -w's CPU and, with the pipe's 64 KiB between tcpdump and a
+ * busy recorder, dropped 40-60 % of the frames at 500-800 kpps (bench/capture-cpu.ts). -Z root: tcpdump
+ * otherwise drops to its own user before opening the rotated files. At stop SIGINT flushes the last
+ * file (after drain() let the ring empty).
+ */
+export function tcpdumpArgs(iface: string, snaplen: number, filter: string | undefined, file: string): string[] {
+  const a = ['-w', file, '-C', String(SPOOL_FILE_MB), '-Z', 'root', '-n', '-s', String(snaplen), '-B', String(KERNEL_BUFFER_KIB), '-i', iface, '--time-stamp-precision', 'nano'];
   if (filter) a.push(filter);
   return a;
+}
+
+/**
+ * Where tcpdump's files go: next to the bundle (same disk, and what a killed recorder leaves behind is
+ * found there), else the temporary directory.
+ */
+export function spoolDir(out: string): string {
+  if (out && !out.startsWith('/dev/')) {
+    try { return mkdtempSync(join(dirname(resolve(out)), `.${basename(out)}.packets-`)); } catch { /* not writable */ }
+  }
+  return mkdtempSync(join(tmpdir(), 'rolltrace-packets-'));
 }
 
 type CapModule = { Cap: new () => CapHandle };
@@ -81,6 +102,8 @@ export function create(opts: RecordOptions): Source {
   let sink: Sink | null = null;
   let ctx: RecordContext | null = null;
   const children: ChildProcess[] = [];
+  /** each tcpdump's reader, done once its files are read (after tcpdump exited) */
+  const finishers: Promise<void>[] = [];
   const caps: CapHandle[] = [];
   let packets = 0, bytes = 0, malformed = 0, capped = false, stopping = false;
   const drops = new Map<string, number>();
@@ -90,9 +113,31 @@ export function create(opts: RecordOptions): Source {
   const cutters: PcapStreamCutter[] = [];
   let store: FrameStore | null = null;
   let chunkTimer: NodeJS.Timeout | null = null;
-  const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); };
+  const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); pumpIndex(); };
+  /**
+   * Live capture indexes closed chunks after the fact, a few ms at a time between reads of the pipes
+   * (setImmediate runs after each poll for I/O): a burst is read and stored at the pipe's pace and
+   * indexed once it is past. Past INDEX_BACKLOG bytes waiting, chunks are indexed as they close.
+   */
+  let pumping = false;
+  function pumpIndex(): void {
+    if (pumping || !cutters.some((c) => c.pendingBytes > 0)) return;
+    pumping = true;
+    setImmediate(function slice() {
+      let more = false;
+      for (const c of cutters) more = c.indexPending(INDEX_SLICE_MS) || more;
+      if (more && !stopping) setImmediate(slice); else pumping = false;
+    });
+  }
 
   const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
+  /** frames in spool files deleted unread (a recorder behind the traffic by more than 512 MB), estimated from the mean frame size */
+  const spooled: Array<{ reader: SpoolReader; cutter: PcapStreamCutter | null }> = [];
+  const spoolDrops = () => spooled.reduce((a, { reader, cutter }) => {
+    if (!reader.skippedBytes) return a;
+    const mean = cutter && cutter.frames ? cutter.bytes / cutter.frames : 16 + snaplen;
+    return a + Math.round(reader.skippedBytes / mean);
+  }, 0);
 
   function emit(ts_ns: number, iface: string, linktype: number, data: Uint8Array, caplen: number, len: number): void {
     if (capped || !sink) return;
@@ -113,41 +158,42 @@ export function create(opts: RecordOptions): Source {
 
   /** resolves once tcpdump says it is listening (the capture is active), or on failure/timeout */
   function startTcpdump(iface: string): Promise<void> {
-    const child = spawn(bin, tcpdumpArgs(iface, snaplen, opts.filter), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const dir = spoolDir(opts.out);
+    const args = tcpdumpArgs(iface, snaplen, opts.filter, join(dir, 'cap.pcap'));
+    // tcpdump gets SIGINT (flushes its file, exits) when the recorder dies without stopping it
+    const child = spawnTied(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
+    let exited = false;
+    child.on('exit', () => { exited = true; });
     const parser = new CaptureStreamParser({ iface });
-    // tcpdump -w - writes classic pcap: cut into chunks with a header scan, no per-frame decode
-    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name), iface) : null;
+    // tcpdump writes classic pcap: cut into chunks with a header scan, no per-frame decode
+    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name), iface, undefined, true) : null;
     if (cutter) cutters.push(cutter);
-    child.stdout!.on('data', (chunk: Buffer) => {
-      try {
-        if (cutter) {
-          if (capped) return;
-          const before = cutter.frames;
-          cutter.push(chunk);
-          packets += cutter.frames - before;
-          bytes += chunk.length;
-          if (bytes >= maxBytes) { cutter.flush(); cap(); return; }
-          // a small read means the recorder is ahead of the traffic: let frames gather in the pipe (and
-          // the kernel's 32 MiB ring behind it) for a few ms, so each read carries many (tcpdump -U
-          // writes one frame per write(); a read per frame cost more than the frame's whole processing)
-          if (chunk.length < SMALL_READ && !stopping) {
-            child.stdout!.pause();
-            setTimeout(() => child.stdout!.resume(), GATHER_MS).unref();
-          }
-          return;
-        }
-        for (const r of parser.push(chunk)) emit(r.ts_ns, iface, r.linktype, r.data, r.caplen, r.len);
-      } catch (e) {
-        // the parser counted the bad record; the stream cannot be resynchronised, so this capture ends here
-        ctx?.sourceFailed?.(name, `tcpdump on ${iface}: unreadable capture stream (${(e as Error).message})`);
-        child.kill('SIGKILL');
+    const reader = new SpoolReader(join(dir, 'cap.pcap'), () => exited, (chunk) => {
+      if (capped) return;
+      if (cutter) {
+        const before = cutter.frames;
+        cutter.push(chunk);
+        packets += cutter.frames - before;
+        bytes += chunk.length;
+        if (cutter.pendingBytes > INDEX_BACKLOG) cutter.indexPending(); else pumpIndex();
+        if (bytes >= maxBytes) { cutter.flush(); cap(); }
+        return;
       }
+      // the parser keeps a view of a cut-off record: a copy, the reader reuses its buffer
+      for (const r of parser.push(Buffer.from(chunk))) emit(r.ts_ns, iface, r.linktype, r.data, r.caplen, r.len);
+    }, (e) => {
+      // the parser counted the bad record; the stream cannot be resynchronised, so this capture ends here
+      ctx?.sourceFailed?.(name, `tcpdump on ${iface}: unreadable capture stream (${e.message})`);
+      child.kill('SIGKILL');
     });
-    child.stdout!.on('end', () => {
-      if (cutter) { cutter.end(); malformed += cutter.malformed; return; }
-      parser.end(); malformed += parser.malformed;
-    });
+    spooled.push({ reader, cutter });
+    finishers.push(reader.done.then(() => {
+      if (reader.skippedFiles) ctx?.log(`packets: ${iface}: the recorder fell ${SPOOL_MAX_WAITING * SPOOL_FILE_MB} MB behind tcpdump; ${reader.skippedFiles} spool file(s) (${(reader.skippedBytes / 1e6).toFixed(0)} MB) deleted unread, counted as drops`);
+      if (cutter) { cutter.end(); malformed += cutter.malformed; } // end() indexes what is queued
+      else { parser.end(); malformed += parser.malformed; }
+      rmSync(dir, { recursive: true, force: true });
+    }));
     let ready: () => void = () => {};
     const listening = new Promise<void>((res) => { ready = res; });
     const timer = setTimeout(() => { ctx?.log(`packets: tcpdump on ${iface} not listening after 10 s`); ready(); }, 10000);
@@ -228,7 +274,7 @@ export function create(opts: RecordOptions): Source {
       if (haveTcpdump && forced !== 'cap') {
         backend = 'tcpdump';
         const version = (v.stdout + v.stderr).split('\n').filter(Boolean).slice(0, 2).join('; ');
-        return { ok: true, clock: 'kernel', versions: { tcpdump: version }, detail: `tcpdump -w - (kernel timestamps, ns; kernel drop counters) on ${where}${capMod ? '' : '; cap not loadable'}` };
+        return { ok: true, clock: 'kernel', versions: { tcpdump: version }, detail: `tcpdump -w to spool files (kernel timestamps, ns; kernel drop counters) on ${where}${capMod ? '' : '; cap not loadable'}` };
       }
       if (capMod) {
         backend = 'cap';
@@ -257,17 +303,20 @@ export function create(opts: RecordOptions): Source {
     },
     async stop(): Promise<void> {
       await stopCapture();
+      await Promise.all(finishers.splice(0));
       if (chunkTimer) { clearInterval(chunkTimer); chunkTimer = null; }
       flushChunks();
+      for (const c of cutters) c.indexPending();
       if (sink) {
         if (kernelDrops()) sink.dropped(name, kernelDrops());
+        if (spoolDrops()) sink.dropped(name, spoolDrops());
         if (malformed) sink.dropped(name, malformed);
       }
     },
     stats(): SourceStats {
       return {
-        events: packets, dropped: kernelDrops() + malformed,
-        extra: `${backend}; kernel drops ${backend === 'cap' ? 'unknown' : kernelDrops()}${capped ? '; capped' : ''}`,
+        events: packets, dropped: kernelDrops() + malformed + spoolDrops(),
+        extra: `${backend}; kernel drops ${backend === 'cap' ? 'unknown' : kernelDrops()}${spoolDrops() ? `; ~${spoolDrops()} skipped (recorder behind)` : ''}${capped ? '; capped' : ''}`,
       };
     },
   };
