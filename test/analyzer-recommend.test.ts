@@ -4,9 +4,11 @@
  * every renderer showing them.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import Ajv2020 from 'ajv/dist/2020.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { analyzeBundle, hasFailures } from '../analyzer/analyze.js';
@@ -14,7 +16,7 @@ import { BundleReader } from '../analyzer/bundle-reader.js';
 import { renderHtml } from '../analyzer/render/html.js';
 import { renderMarkdown } from '../analyzer/render/markdown.js';
 import { renderText } from '../analyzer/render/text.js';
-import type { Analysis } from '../schemas/analysis.js';
+import { nsFromIso, type Analysis } from '../schemas/analysis.js';
 import { ev } from '../schemas/events.js';
 import { at, OLD, pod, scenario, tmpBundle, VIP, type ScenarioOpts } from './analyzer-synth.js';
 
@@ -188,5 +190,36 @@ describe('renderers take the analysis only', () => {
     const j = spawnSync(process.execPath, [join(ROOT, 'bin/rolltrace.mjs'), 'analyze', file, '--format', 'json'], { encoding: 'utf8', timeout: 60_000 });
     expect(j.status).toBe(1);
     expect(JSON.parse(j.stdout).recommendation.kubectl).toBe(a.recommendation.kubectl);
+  });
+});
+
+describe('on a recording from the real node (fixtures/analysis/real-race.rtb.gz: kube-apiserver v1.33.13, real kube-proxy, nftables)', () => {
+  it('current is what the real API server served (it omits a zero minReadySeconds), the patch is the native sleep sized from the measured propagation', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'rec-real-'));
+    dirs.push(d);
+    const file = join(d, 'real-race.rtb');
+    writeFileSync(file, gunzipSync(readFileSync(join(ROOT, 'fixtures/analysis/real-race.rtb.gz'))));
+    const r0 = await BundleReader.open(file);
+    let a: Analysis, dep: any;
+    try {
+      a = await analyzeBundle(r0);
+      dep = [...r0.k8sObjects({ kinds: ['Deployment'] })].map((x) => JSON.parse(x.object)).pop();
+    } finally { r0.close(); }
+    // the Deployment as the real API server served it
+    expect(dep.spec.minReadySeconds).toBeUndefined();
+    const r = a.recommendation;
+    expect(r.current).toMatchObject({ deployment: 'default/web', from: 'deployment', replicas: dep.spec.replicas, preStop: null, preStopSeconds: null,
+      terminationGracePeriodSeconds: dep.spec.template.spec.terminationGracePeriodSeconds, serverVersion: 'v1.33.13',
+      strategy: { type: dep.spec.strategy.type, maxSurge: dep.spec.strategy.rollingUpdate.maxSurge, maxUnavailable: dep.spec.strategy.rollingUpdate.maxUnavailable, minReadySeconds: 0 } });
+    expect(r.current!.terminationGracePeriodSeconds).toBe(30);
+    // the real node's propagation (deletion → this node's rule removal: kube-proxy's 1 s minSyncPeriod) sizes the preStop
+    const props = a.pods.map((p) => nsFromIso(p.ruleRemovedAt!)! - nsFromIso(p.deletionAt!)!);
+    expect(Math.max(...props) / 1e6).toBeGreaterThan(900);
+    expect(r.preStopSeconds! * 1000).toBeGreaterThanOrEqual(Math.max(...props) / 1e6 + 500);
+    expect(r.patch).toEqual({ spec: { template: { spec: { containers: [{ name: 'app', lifecycle: { preStop: { sleep: { seconds: r.preStopSeconds } } } }] } } } });
+    expect(r.terminationGracePeriodSeconds).toBe(30);
+    expect(check(a, 'preStop').status).toBe('fail');
+    expect(check(a, 'strategy').evidence[0]).toMatch(/minReadySeconds 0,/);
+    expect(hasFailures(a)).toBe(true);
   });
 });
