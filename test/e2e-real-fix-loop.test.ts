@@ -86,7 +86,8 @@ async function failingRun(scenario: string): Promise<{ patchFile: string; a: Ana
     expect(props.length).toBeGreaterThan(0);
     expect(r.preStopSeconds! * 1000).toBeGreaterThan(Math.max(...props));
     const c0 = (r.patch as any).spec.template.spec.containers[0];
-    expect(c0).toEqual({ name: 'app', lifecycle: { preStop: { sleep: { seconds: r.preStopSeconds } } } });
+    expect(c0.name).toBe('app');
+    expect(c0.lifecycle).toEqual({ preStop: { sleep: { seconds: r.preStopSeconds } } });
     expect(r.kubectl).toBe(`kubectl patch deployment web -n default --type strategic -p '${JSON.stringify(r.patch)}'`);
     expect(r.checks!.map((c) => c.knob)).toEqual(['preStop', 'grace', 'pdb', 'strategy', 'probes', 'trafficPolicy']);
     expect(r.verify![0]).toMatch(new RegExp(`^rolltrace record --out ${scenario}-fixed\\.rtb .*--deployment web --restart .*--until-rollout-complete`));
@@ -168,7 +169,7 @@ describe.sequential('the fix loop on the real node', () => {
       expect(a.recommendation.current!.terminationGracePeriodSeconds).toBe(graces[i]);
       const grace = a.recommendation.checks!.find((c) => c.knob === 'grace')!;
       const killed = truth.pods.filter((p) => p.killed);
-      console.log(`[e2e-real-fix-loop grace-too-short] grace ${graces[i]} s: ${killed.length} pod(s) SIGKILLed per the truth, grace check ${grace.status}, next grace ${a.recommendation.terminationGracePeriodSeconds}`);
+      console.log(`[e2e-real-fix-loop grace-too-short] grace ${graces[i]} s: propagation ${truthPropagationsMs(truth).map((x) => x.toFixed(0)).join(', ')} ms, ${killed.length} pod(s) SIGKILLed per the truth, grace check ${grace.status}, next grace ${a.recommendation.terminationGracePeriodSeconds}`);
       if (!killed.length) { expect(grace.status).toBe('ok'); break; }
       expect(grace.status).toBe('fail');
       expect(i, 'converged within two patches').toBeLessThan(2);
@@ -179,4 +180,14 @@ describe.sequential('the fix loop on the real node', () => {
     }
     kept--;
   }, 900_000);
+
+  // the other failing scenarios (each passed by hand on the real node): ROLLTRACE_REAL_FIX_SCENARIOS=not-ready,local-blackhole,iptables
+  for (const s of (process.env.ROLLTRACE_REAL_FIX_SCENARIOS ?? '').split(',').filter(Boolean)) {
+    it(`${s}: the printed patch, applied with kubectl on the real node, rolls without a failure`, async () => {
+      kept++;
+      const first = await failingRun(s);
+      await fixedRun(s, join(dir, `${s}-fixed.rtb`), first.patchFile);
+      kept--;
+    }, 600_000);
+  }
 });
