@@ -193,18 +193,21 @@ describe('renderers take the analysis only', () => {
   });
 });
 
+/** A gzipped real-node bundle of fixtures/analysis, analyzed; with its last recorded Deployment. */
+async function analyzeRealFixture(name: string): Promise<{ a: Analysis; dep: any }> {
+  const d = mkdtempSync(join(tmpdir(), 'rec-real-'));
+  dirs.push(d);
+  const file = join(d, `${name}.rtb`);
+  writeFileSync(file, gunzipSync(readFileSync(join(ROOT, `fixtures/analysis/${name}.rtb.gz`))));
+  const r = await BundleReader.open(file);
+  try {
+    return { a: await analyzeBundle(r), dep: [...r.k8sObjects({ kinds: ['Deployment'] })].map((x) => JSON.parse(x.object)).pop() };
+  } finally { r.close(); }
+}
+
 describe('on a recording from the real node (fixtures/analysis/real-race.rtb.gz: kube-apiserver v1.33.13, real kube-proxy, nftables)', () => {
   it('current is what the real API server served (it omits a zero minReadySeconds), the patch is the native sleep sized from the measured propagation', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'rec-real-'));
-    dirs.push(d);
-    const file = join(d, 'real-race.rtb');
-    writeFileSync(file, gunzipSync(readFileSync(join(ROOT, 'fixtures/analysis/real-race.rtb.gz'))));
-    const r0 = await BundleReader.open(file);
-    let a: Analysis, dep: any;
-    try {
-      a = await analyzeBundle(r0);
-      dep = [...r0.k8sObjects({ kinds: ['Deployment'] })].map((x) => JSON.parse(x.object)).pop();
-    } finally { r0.close(); }
+    const { a, dep } = await analyzeRealFixture('real-race');
     // the Deployment as the real API server served it
     expect(dep.spec.minReadySeconds).toBeUndefined();
     const r = a.recommendation;
@@ -226,13 +229,7 @@ describe('on a recording from the real node (fixtures/analysis/real-race.rtb.gz:
 
 describe('kube-proxy holds a removal up to its minSyncPeriod (real node, fixtures/analysis/real-local-blackhole.rtb.gz)', () => {
   it('a recording that caught only a free sync still gets a preStop covering a held one', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'rec-real-'));
-    dirs.push(d);
-    const file = join(d, 'real-local-blackhole.rtb');
-    writeFileSync(file, gunzipSync(readFileSync(join(ROOT, 'fixtures/analysis/real-local-blackhole.rtb.gz'))));
-    const r0 = await BundleReader.open(file);
-    let a: Analysis;
-    try { a = await analyzeBundle(r0); } finally { r0.close(); }
+    const { a } = await analyzeRealFixture('real-local-blackhole');
     const p = a.pods.find((x) => x.ruleRemovedAt && x.deletionAt)!;
     const slowMs = (nsFromIso(p.ruleRemovedAt!)! - nsFromIso(p.deletionAt!)!) / 1e6;
     const sliceMs = (nsFromIso(p.endpointTerminatingAt!)! - nsFromIso(p.deletionAt!)!) / 1e6;
