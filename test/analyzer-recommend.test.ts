@@ -4,9 +4,11 @@
  * every renderer showing them.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import Ajv2020 from 'ajv/dist/2020.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { analyzeBundle, hasFailures } from '../analyzer/analyze.js';
@@ -14,7 +16,7 @@ import { BundleReader } from '../analyzer/bundle-reader.js';
 import { renderHtml } from '../analyzer/render/html.js';
 import { renderMarkdown } from '../analyzer/render/markdown.js';
 import { renderText } from '../analyzer/render/text.js';
-import type { Analysis } from '../schemas/analysis.js';
+import { nsFromIso, type Analysis } from '../schemas/analysis.js';
 import { ev } from '../schemas/events.js';
 import { at, OLD, pod, scenario, tmpBundle, VIP, type ScenarioOpts } from './analyzer-synth.js';
 
@@ -188,5 +190,66 @@ describe('renderers take the analysis only', () => {
     const j = spawnSync(process.execPath, [join(ROOT, 'bin/rolltrace.mjs'), 'analyze', file, '--format', 'json'], { encoding: 'utf8', timeout: 60_000 });
     expect(j.status).toBe(1);
     expect(JSON.parse(j.stdout).recommendation.kubectl).toBe(a.recommendation.kubectl);
+  });
+});
+
+/** A gzipped real-node bundle of fixtures/analysis, analyzed; with its last recorded Deployment. */
+async function analyzeRealFixture(name: string): Promise<{ a: Analysis; dep: any }> {
+  const d = mkdtempSync(join(tmpdir(), 'rec-real-'));
+  dirs.push(d);
+  const file = join(d, `${name}.rtb`);
+  writeFileSync(file, gunzipSync(readFileSync(join(ROOT, `fixtures/analysis/${name}.rtb.gz`))));
+  const r = await BundleReader.open(file);
+  try {
+    return { a: await analyzeBundle(r), dep: [...r.k8sObjects({ kinds: ['Deployment'] })].map((x) => JSON.parse(x.object)).pop() };
+  } finally { r.close(); }
+}
+
+describe('on a recording from the real node (fixtures/analysis/real-race.rtb.gz: kube-apiserver v1.33.13, real kube-proxy, nftables)', () => {
+  it('current is what the real API server served (it omits a zero minReadySeconds), the patch is the native sleep sized from the measured propagation', async () => {
+    const { a, dep } = await analyzeRealFixture('real-race');
+    // the Deployment as the real API server served it
+    expect(dep.spec.minReadySeconds).toBeUndefined();
+    const r = a.recommendation;
+    expect(r.current).toMatchObject({ deployment: 'default/web', from: 'deployment', replicas: dep.spec.replicas, preStop: null, preStopSeconds: null,
+      terminationGracePeriodSeconds: dep.spec.template.spec.terminationGracePeriodSeconds, serverVersion: 'v1.33.13',
+      strategy: { type: dep.spec.strategy.type, maxSurge: dep.spec.strategy.rollingUpdate.maxSurge, maxUnavailable: dep.spec.strategy.rollingUpdate.maxUnavailable, minReadySeconds: 0 } });
+    expect(r.current!.terminationGracePeriodSeconds).toBe(30);
+    // the real node's propagation (deletion → this node's rule removal: kube-proxy's 1 s minSyncPeriod) sizes the preStop
+    const props = a.pods.map((p) => nsFromIso(p.ruleRemovedAt!)! - nsFromIso(p.deletionAt!)!);
+    expect(Math.max(...props) / 1e6).toBeGreaterThan(900);
+    expect(r.preStopSeconds! * 1000).toBeGreaterThanOrEqual(Math.max(...props) / 1e6 + 500);
+    expect(r.patch).toEqual({ spec: { template: { spec: { containers: [{ name: 'app', lifecycle: { preStop: { sleep: { seconds: r.preStopSeconds } } } }] } } } });
+    expect(r.terminationGracePeriodSeconds).toBe(30);
+    expect(check(a, 'preStop').status).toBe('fail');
+    expect(check(a, 'strategy').evidence[0]).toMatch(/minReadySeconds 0,/);
+    expect(hasFailures(a)).toBe(true);
+  });
+});
+
+describe('kube-proxy holds a removal up to its minSyncPeriod (real node, fixtures/analysis/real-local-blackhole.rtb.gz)', () => {
+  it('a recording that caught only a free sync still gets a preStop covering a held one', async () => {
+    const { a } = await analyzeRealFixture('real-local-blackhole');
+    const p = a.pods.find((x) => x.ruleRemovedAt && x.deletionAt)!;
+    const slowMs = (nsFromIso(p.ruleRemovedAt!)! - nsFromIso(p.deletionAt!)!) / 1e6;
+    const sliceMs = (nsFromIso(p.endpointTerminatingAt!)! - nsFromIso(p.deletionAt!)!) / 1e6;
+    // this removal was quick: sized from it alone, the preStop was 1 s — and on the same kube-proxy the race
+    // measured 0.95–1.07 s, where a 1 s preStop lost a connection (docs/analysis.md)
+    expect(slowMs).toBeLessThan(300);
+    expect(Math.ceil((slowMs + Math.max(500, slowMs / 2)) / 1000)).toBe(1);
+    const r = a.recommendation;
+    expect(r.preStopSeconds).toBe(2);
+    expect(r.preStopSeconds! * 1000).toBeGreaterThan(sliceMs + 1000);
+    expect(r.why).toMatch(/kube-proxy holds a change up to its minSyncPeriod \(1000 ms by default\) after a sync: a held removal takes deletion → EndpointSlice update [\d.]+ ms \(slowest measured, default\/web-[\w-]+\) \+ 1000 ms/);
+    expect((r.patch as any).spec.template.spec.containers[0].lifecycle.preStop).toEqual({ sleep: { seconds: 2 } });
+  });
+
+  it('a preStop in use that covers the measured propagation but not a held sync is a warning, and is raised', async () => {
+    const { a } = await analyze('held-sync', { closeAfter: 1, workload: { preStopSleep: 1 } });
+    const c = check(a, 'preStop');
+    expect(c.status).toBe('warn');
+    expect(c.evidence.join('\n')).toMatch(/preStop 1s covers this recording's propagation but not a removal held by kube-proxy/);
+    expect(a.recommendation.preStopSeconds).toBe(2);
+    expect((a.recommendation.patch as any).spec.template.spec.containers[0].lifecycle.preStop).toEqual({ sleep: { seconds: 2 } });
   });
 });

@@ -134,6 +134,29 @@ describe('kernel resets seen only by ebpf', () => {
   });
 });
 
+describe('a socketless reset to a client this network namespace never saw', () => {
+  // real node, a concurrent test's netns on the same host: its pod 10.244.0.5 refused 198.18.72.219 there,
+  // and tcp:tcp_send_reset (host-wide, no netns without a socket) put that reset in this bundle
+  const foreign = (w: BundleWriter, s: number, client: string, dport: number) =>
+    w.event(ev('tcp-reset-sent', at(s), 'ebpf', null, { saddr: OLD.ip, sport: 8080, daddr: client, dport, reason: 'NO_SOCKET', pid: 1, comm: 'swapper/0' }));
+  it('is not a failure when conntrack (complete, recording flows around it) and the capture never saw the client; one conntrack saw is kept', async () => {
+    const a = await analyze(scenario(tmpBundle('ebpf-foreign'), {
+      extra: (w) => {
+        foreign(w, 2.3, '198.18.72.219', 12814);
+        // the same, from a client this namespace's conntrack tracked (an unanswered SYN through the VIP)
+        w.conntrack({ ts_ns: at(2.3) - 40_000, type: 'NEW', proto: 'tcp', state: 'SYN_SENT', orig_src: '198.18.72.220', orig_dst: VIP, orig_sport: 12815, orig_dport: 80,
+          reply_src: OLD.ip, reply_dst: '198.18.72.220', reply_sport: 8080, reply_dport: 12815, flags: 'UNREPLIED', zone: null, raw: null });
+        foreign(w, 2.3, '198.18.72.220', 12815);
+      },
+    }));
+    expect(a.failures.find((f) => f.client.startsWith('198.18.72.219'))).toBeUndefined();
+    expect(a.ignored?.some((x) => x.group === 'reset-artifact' && x.why.includes('198.18.72.219:12814')
+      && x.why.includes("198.18.72.219 appears nowhere in this network namespace's conntrack") && x.why.includes('another network namespace'))).toBe(true);
+    const kept = a.failures.find((f) => f.client === '198.18.72.220:12815');
+    expect(kept?.backend.pod).toBe(`default/${OLD.name}`);
+  });
+});
+
 describe('receipt-stamped rule changes', () => {
   it('a probe refused with no backend just before the no-endpoint rule was received is no-endpoint, saying so', async () => {
     const a = await analyze(scenario(tmpBundle('noep-receipt'), {

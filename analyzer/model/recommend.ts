@@ -15,6 +15,15 @@ export const PRESTOP_MARGIN = { factor: 0.5, minMs: 500 } as const;
 export const GRACE_MARGIN = { factor: 0.25, minMs: 2000 } as const;
 /** A grace period this many times what the recording needs, and at least this long, is called excessive. */
 export const GRACE_EXCESSIVE = { factor: 4, minSeconds: 120 } as const;
+/**
+ * kube-proxy syncs its rules at most once per minSyncPeriod (1 s by default; a burst of 2 syncs may run
+ * back to back): a change that arrives after the burst is spent waits for the next slot. One recording
+ * can catch only free syncs — on the real node (kube-proxy v1.33.13) local-blackhole measured 221 ms,
+ * its patched rerun 37 ms, while the race on the same kube-proxy measured 0.95–1.07 s and a 1 s preStop
+ * lost a connection there. So the preStop also covers a held sync: the measured deletion → EndpointSlice
+ * update, plus this period.
+ */
+export const KUBE_PROXY_MIN_SYNC_MS = 1000;
 /** Kubernetes versions of the native `sleep` preStop action (KEP-3960): beta on by default, GA. */
 export const SLEEP_ACTION = { beta: [1, 30], ga: [1, 32] } as const;
 
@@ -39,6 +48,8 @@ export function shq(s: string): string {
 
 interface Measured {
   props: Array<{ pod: string; node: string; ns: number }>;
+  /** deletion → the EndpointSlice update marking the endpoint terminating (receipt), per pod */
+  slices: Array<{ pod: string; ns: number }>;
   drains: Array<{ pod: string; ns: number; killed: boolean }>;
   ignored: PodSequence[];
 }
@@ -53,9 +64,13 @@ function measure(seqs: PodSequence[]): Measured {
     for (const [node, at] of s.ruleRemovedByNode) if (at !== null && at >= start - 1e6) props.push({ pod: podLabel(s.pod), node, ns: at - start });
     if (!s.ruleRemovedByNode.size && s.ruleRemoved !== null && s.ruleRemoved >= start - 1e6) props.push({ pod: podLabel(s.pod), node: '', ns: s.ruleRemoved - start });
   }
+  const slices: Measured['slices'] = [];
+  for (const s of seqs) {
+    if (s.propagationStart !== null && s.endpointTerminating !== null) slices.push({ pod: podLabel(s.pod), ns: Math.max(0, s.endpointTerminating - s.propagationStart) });
+  }
   const drains: Measured['drains'] = [];
   for (const s of seqs) if (s.sigterm !== null && s.exited !== null && s.exited >= s.sigterm) drains.push({ pod: podLabel(s.pod), ns: s.exited - s.sigterm, killed: s.exitSignal === 'SIGKILL' });
-  return { props, drains, ignored: seqs.filter((s) => s.verdict === 'ignored-sigterm') };
+  return { props, slices, drains, ignored: seqs.filter((s) => s.verdict === 'ignored-sigterm') };
 }
 
 function currentOf(w: Workload | null): RecommendationCurrent {
@@ -114,13 +129,21 @@ export function recommend(input: RecommendInput): AnalysisRecommendation {
   // ---- preStop from the slowest propagation (deletion → this node's rule removal), on every node recorded
   let preStop: number | null = null;
   let slowMs: number | null = null;
+  /** a removal held by kube-proxy's sync period: the slowest deletion → EndpointSlice update + the period */
+  let heldMs: number | null = null;
+  let heldText = '';
   if (m.props.length) {
     const slow = m.props.reduce((a, b) => (b.ns > a.ns ? b : a));
     slowMs = ms(Math.max(0, slow.ns));
-    const marginMs = Math.max(PRESTOP_MARGIN.minMs, slowMs * PRESTOP_MARGIN.factor);
-    preStop = Math.max(1, Math.ceil((slowMs + marginMs) / 1000));
+    const slice = m.slices.length ? m.slices.reduce((a, b) => (b.ns > a.ns ? b : a)) : null;
+    heldMs = Math.round(((slice ? ms(slice.ns) : 0) + KUBE_PROXY_MIN_SYNC_MS) * 1000) / 1000;
+    heldText = `kube-proxy holds a change up to its minSyncPeriod (${KUBE_PROXY_MIN_SYNC_MS} ms by default) after a sync: a held removal takes deletion → EndpointSlice update ${slice ? `${ms(slice.ns)} ms (slowest measured, ${slice.pod})` : '(not recorded: 0 ms assumed)'} + ${KUBE_PROXY_MIN_SYNC_MS} ms = ${heldMs} ms`;
+    const sizing = Math.max(slowMs, heldMs);
+    const marginMs = Math.max(PRESTOP_MARGIN.minMs, sizing * PRESTOP_MARGIN.factor);
+    preStop = Math.max(1, Math.ceil((sizing + marginMs) / 1000));
     const nodeList = [...nodesMeasured].filter(Boolean);
-    why.push(`preStop sleep ${preStop}s: slowest propagation from deletion to rule removal was ${ms(slow.ns)} ms (${slow.pod}${slow.node ? ` on ${slow.node}` : ''}, ${m.props.length} measurement(s) across ${nodesMeasured.size} node(s)), plus a margin of max(${PRESTOP_MARGIN.minMs} ms, ${PRESTOP_MARGIN.factor * 100}%) = ${Math.round(marginMs)} ms, rounded up to whole seconds`);
+    const measured = `slowest propagation from deletion to rule removal was ${ms(slow.ns)} ms (${slow.pod}${slow.node ? ` on ${slow.node}` : ''}, ${m.props.length} measurement(s) across ${nodesMeasured.size} node(s))`;
+    why.push(`preStop sleep ${preStop}s: ${measured}${heldMs > slowMs ? `; ${heldText}` : ''}, plus a margin of max(${PRESTOP_MARGIN.minMs} ms, ${PRESTOP_MARGIN.factor * 100}%) = ${Math.round(marginMs)} ms, rounded up to whole seconds`);
     if (input.nodes.length <= 1 && nodesMeasured.size <= 1) {
       notes.push(`this bundle saw one node (${input.nodes[0] ?? nodeList[0] ?? 'this node'}): every other node's kube-proxy programs its rules on its own schedule and may be slower; record on every node (deploy/) and \`rolltrace merge\` the bundles to size preStop from the slowest node`);
     } else {
@@ -187,9 +210,11 @@ export function recommend(input: RecommendInput): AnalysisRecommendation {
     for (const s of exposed.slice(0, 5)) ev.push(`${podLabel(s.pod)} closed its listener ${ms(s.exposureNs ?? 0)} ms before this node removed its rule`);
     if (closedFails) ev.push(`${closedFails} connection(s) refused by a closed listener`);
     const covered = current.preStopSeconds !== null && slowMs !== null && current.preStopSeconds * 1000 >= slowMs;
-    const status = exposed.length || closedFails ? 'fail' : covered ? 'ok' : slowMs === null ? 'warn' : current.preStopSeconds === null ? 'warn' : 'fail';
+    const coversHeld = covered && heldMs !== null && current.preStopSeconds! * 1000 >= heldMs;
+    const status = exposed.length || closedFails ? 'fail' : coversHeld ? 'ok' : slowMs === null ? 'warn' : current.preStopSeconds === null ? 'warn' : covered ? 'warn' : 'fail';
     if (status === 'warn' && slowMs !== null && current.preStopSeconds === null) ev.push('every pod kept listening until its rule was gone, without a preStop: the app\'s own shutdown delay covered the propagation this time');
     if (current.preStopSeconds !== null && slowMs !== null && !covered) ev.push(`preStop ${current.preStopSeconds}s is shorter than the measured propagation`);
+    else if (current.preStopSeconds !== null && heldMs !== null && !coversHeld) ev.push(`preStop ${current.preStopSeconds}s covers this recording's propagation but not a removal held by kube-proxy: ${heldText}`);
     checks.push({ knob: 'preStop', status, evidence: ev });
   }
   {

@@ -52,6 +52,12 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
   // the kernel's word that a connection went straight to the pod: its original destination is the pod itself
   const ctDirectSt = hasCt ? reader!.db.prepare(`SELECT 1 FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND orig_dst = ? AND orig_dport = ?
     AND ts_ns BETWEEN ? AND ? LIMIT 1`) : null;
+  // whether this network namespace saw an address at all: conntrack tracks every flow in it (through a
+  // service, forwarded from another node, or to a pod behind br_netfilter); only a complete record says so
+  const ctComplete = hasCt && reader!.sources().some((x) => x.name === 'conntrack' && x.status === 'ok' && x.events > 0 && !x.dropped);
+  const seenSt = ctComplete ? reader!.db.prepare(`SELECT 1 FROM conntrack WHERE ts_ns BETWEEN ? AND ? AND (orig_src = ? OR orig_dst = ? OR reply_src = ? OR reply_dst = ?) LIMIT 1`) : null;
+  const ctAroundSt = ctComplete ? reader!.db.prepare('SELECT 1 FROM conntrack WHERE ts_ns BETWEEN ? AND ? LIMIT 1') : null;
+  const pktSeenSt = hasPackets ? reader!.db.prepare('SELECT 1 FROM packets WHERE ts_ns BETWEEN ? AND ? AND (src = ? OR dst = ?) LIMIT 1') : null;
   for (const f of failures) {
     const pod = f.backend.podKey ? ctx.id.pods.get(f.backend.podKey) ?? null : null;
     const backend = f.backend.ip ? joinAddr(f.backend.ip, f.backend.port) : null;
@@ -91,7 +97,7 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
     // 2. resets seen only by ebpf
     const cl = splitAddr(f.client);
     const view = f.c.views[0];
-    const why = ebpfVerdict(f, ctx, cl, view, pod, { flowSt, podTrafficSt, ctSt });
+    const why = ebpfVerdict(f, ctx, cl, view, pod, { flowSt, podTrafficSt, ctSt, seenSt, pktSeenSt, ctAroundSt });
     if (why) { dismissed.push({ f, group: 'reset-artifact', why }); continue; }
     f.evidence.push(EBPF_ONLY_LIMITS + (hasPackets ? '' : ' (packets were not captured in this bundle)'));
     kept.push(f);
@@ -102,7 +108,7 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
 interface Stmt { get(...a: unknown[]): unknown; all(...a: unknown[]): unknown[] }
 
 function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; port: number | null } | null, view: { server: string; sport: number | null } | undefined,
-  pod: PodInfo | null, st: { flowSt: Stmt | null; podTrafficSt: Stmt | null; ctSt: Stmt | null }): string | null {
+  pod: PodInfo | null, st: { flowSt: Stmt | null; podTrafficSt: Stmt | null; ctSt: Stmt | null; seenSt: Stmt | null; pktSeenSt: Stmt | null; ctAroundSt: Stmt | null }): string | null {
   const t = f.at;
   const rst = `RST ${view ? joinAddr(view.server, view.sport) : '?'} -> ${f.client} at ${iso(t)}`;
   if (cl && cl.port !== null && view && view.sport !== null && st.flowSt && st.podTrafficSt) {
@@ -120,6 +126,12 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
     const rows = st.ctSt.all(cl.ip, cl.port, t - 60e9, t + 5e9) as Array<{ state: string | null; flags: string | null; type: string; ts_ns: number }>;
     const answered = rows.find((x) => (x.state && x.state !== 'SYN_SENT' && x.state !== 'CLOSE') || /ASSURED/.test(x.flags ?? ''));
     if (answered) return `${rst}: conntrack shows this connection was answered (${answered.type} ${answered.state ?? ''} ${answered.flags ?? ''}`.trimEnd() + ` at ${iso(answered.ts_ns)}); the reset is a teardown artifact, not a refused connection`;
+  }
+  // a client this namespace never saw: the reset went out in another namespace with the same pod addresses
+  // (two real-node labs or kind clusters on one host share 10.244.0.0/16; tcp_send_reset is host-wide)
+  if (cl && st.seenSt && st.ctAroundSt?.get(t - 5e9, t + 5e9) !== undefined && st.seenSt.get(t - 60e9, t + 5e9, cl.ip, cl.ip, cl.ip, cl.ip) === undefined
+    && !(st.pktSeenSt && st.pktSeenSt.get(t - 60e9, t + 5e9, cl.ip, cl.ip) !== undefined)) {
+    return `${rst}: ${cl.ip} appears nowhere in this network namespace's conntrack (which recorded flows around it and dropped no event)${st.pktSeenSt ? ' nor in its capture' : ''} within 60 s; every connection that reaches a pod here is tracked, so the reset was sent in another network namespace with the same addresses (a socketless reset names none)`;
   }
   const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
   if (pod && reset?.reason === 'NO_SOCKET') {

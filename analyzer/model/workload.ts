@@ -163,7 +163,9 @@ export function loadWorkload(reader: BundleReader): Workload {
     deployment = {
       namespace: str(md.namespace) ?? 'default', name: str(md.name) ?? '?', replicas: num(ds.replicas),
       strategyType: str(st.type), maxSurge: intOrStr(ru.maxSurge), maxUnavailable: intOrStr(ru.maxUnavailable),
-      minReadySeconds: num(ds.minReadySeconds), labels: templateLabels,
+      // a real API server omits a zero minReadySeconds (int32, omitempty): recorded without it means 0, the
+      // default (kube-apiserver v1.33 on the real node; only the fast lab's own API server wrote the 0)
+      minReadySeconds: num(ds.minReadySeconds) ?? 0, labels: templateLabels,
     };
   }
   if (!spec && podSpec) { spec = podSpec; from = 'pod'; }

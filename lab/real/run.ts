@@ -10,16 +10,18 @@ import { closeSync, cpSync, existsSync, openSync, readdirSync, readFileSync, rmS
 import { join, resolve, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { InputError } from '../../schemas/errors.js';
+import { InputError, isInputError } from '../../schemas/errors.js';
 import type { ConntrackRow } from '../../schemas/rows.js';
 import { parseConntrackLine } from '../../recorder/sources/conntrack/parse.js';
 import { CONNTRACK_ARGS } from '../../recorder/sources/conntrack/index.js';
 import { BACKEND_PORT, getScenario, NODE2_NAME, NODE_NAME, node2Out, SCENARIOS, SERVICE_PORT, VIP, type Scenario } from '../scenarios/index.js';
+import { readPatch } from '../cli.js';
 import { buildTruth, type ClientResult, type SliceChange, type Truth } from '../truth.js';
 import { nowNs, settleRecorder, sleep } from '../sys.js';
 import { k8sBin } from './build.js';
 import { NET, paths, realLayout, type ProxyMode } from './config.js';
 import { newRealPrefix, realSession, type RealSession } from './cli.js';
+import { applyRealPatch } from './patch.js';
 import { cleanupRealLab, RealState } from './state.js';
 import { containerdRecords, kubeletRecords, kubeProxySyncs, parseKlog, parseStamps, realKubeletEvents, unansweredFlows, type Stamp } from './truth.js';
 import type { RealPreStop } from './workload.js';
@@ -69,7 +71,11 @@ export function jsonStream(onDoc: (o: any) => void): (chunk: string) => void {
   };
 }
 
-export interface RealRunOptions { scenario: string; out: string; truth?: string; keep?: boolean; mode?: ProxyMode; recorderTimeoutS?: number }
+export interface RealRunOptions {
+  scenario: string; out: string; truth?: string; keep?: boolean; mode?: ProxyMode; recorderTimeoutS?: number;
+  /** a strategic merge patch of Deployment web (JSON text or a file), applied with kubectl and rolled out before recording */
+  patch?: string;
+}
 
 export async function runRealRun(opts: RealRunOptions): Promise<number> {
   if (process.getuid?.() !== 0) throw new InputError('the real node needs root (namespaces, cgroups, containerd)');
@@ -77,6 +83,7 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
   if (!found) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${[...Object.keys(SCENARIOS), ...Object.keys(REAL_VARIANTS)].join(', ')})`);
   if (opts.out && existsSync(opts.out)) throw new InputError(`--out ${opts.out} exists; remove it or choose another path`);
   const out = resolve(opts.out);
+  const patch = opts.patch ? readPatch(opts.patch) : null;
   const truthPath = opts.truth ? resolve(opts.truth) : null;
   const prefix = newRealPrefix();
   const state = new RealState(prefix);
@@ -95,6 +102,9 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
   };
   let session: RealSession | null = null;
   let code = 0;
+  let inputError: Error | null = null;
+  /** the truth covers the recorded rollout, not the patch's own (its pods were deleted before this) */
+  let recordedFromNs = 0;
   const ct: ConntrackRow[] = [];
   let ctSkipped = 0, ctEnobufs = 0;
   // two-node: node 2 and its own conntrack reader
@@ -107,6 +117,8 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
   try {
     say('starting', { prefix, scenario: sc.name, mode: opts.mode ?? sc.mode });
     session = await realSession({ prefix, scenario: sc, mode: opts.mode, preStop: found.preStop });
+    if (patch) await applyRealPatch(session.np, patch, sc.replicas, say);
+    recordedFromNs = nowNs();
     const nodeNs = session.node.nodeNs;
     // the lab's own conntrack reader (the kernel's records), with the recorder's arguments and parser
     const readConntrack = (ns: string, rows: ConntrackRow[]) => {
@@ -192,15 +204,16 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
     say('done', { recorder });
   } catch (e) {
     say('error', { message: (e as Error).message });
+    if (isInputError(e)) inputError = e;
     code = 1;
   } finally {
     process.off('SIGINT', onSig);
     process.off('SIGTERM', onSig);
     const endNs = nowNs();
     for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
-    if (truthPath && session) {
+    if (truthPath && session && !inputError) {
       try {
-        const truth = realTruth({ sc, mode: session.node.mode, startNs, endNs, recorder, logs: p.logs, stampsDir: session.stamps,
+        const truth = realTruth({ sc, mode: session.node.mode, startNs, endNs, recordedFromNs, recorder, logs: p.logs, stampsDir: session.stamps,
           slices, ct, ctSkipped, ctEnobufs, clientResults, ...(node2 ? { node2: { ct: ct2, clientIp: node2.clientIp } } : {}) });
         writeFileSync(truthPath, JSON.stringify(truth, null, 2) + '\n');
         // the records the truth was read from, for whoever checks it: <truth>.logs/
@@ -216,11 +229,12 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
       say('down', { prefix, killed: r.killed, mounts: r.mounts, netns: r.netns.length });
     } else say('kept', { prefix, kubeconfig: p.kubeconfigHost });
   }
+  if (inputError) throw inputError;
   return code === 0 && recorder.exitCode === 0 ? 0 : 1;
 }
 
 export function realTruth(i: {
-  sc: Scenario; mode: ProxyMode; startNs: number; endNs: number; recorder: Truth['recorder']; logs: string; stampsDir: string;
+  sc: Scenario; mode: ProxyMode; startNs: number; endNs: number; recordedFromNs?: number; recorder: Truth['recorder']; logs: string; stampsDir: string;
   slices: SliceChange[]; ct: ConntrackRow[]; ctSkipped: number; ctEnobufs: number; clientResults: ClientResult[];
   /** two-node: node 2's conntrack and its client pod's address (its kube-proxy's log is in `logs`) */
   node2?: { ct: ConntrackRow[]; clientIp: string };
@@ -255,5 +269,7 @@ export function realTruth(i: {
   });
   if (i.node2 && truth.node2) truth.node2.unmatchedConntrack = node2Truth(truth, { ct: i.node2.ct, clientIp: i.node2.clientIp, clientResults: i.clientResults, isService, endNs: i.endNs });
   truth.failures.sort((a, b) => a.atNs - b.atNs);
+  // pods the patch's own rollout replaced (lab run --patch) were gone before the recorded rollout began
+  if (i.recordedFromNs) truth.pods = truth.pods.filter((x) => (x.deletionSeenNs ?? Infinity) >= i.recordedFromNs!);
   return truth;
 }
