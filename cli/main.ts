@@ -205,12 +205,16 @@ export function buildProgram(setExit: (code: number) => void): Command {
  * on SIGPIPE, a command whose job is its output stops quietly; `record` and `lab` (which hold data being
  * recorded) keep going and finish their bundle, their further output dropped. Never a stack trace.
  */
+let pipeCommand: string | null = null;
 function quietOnClosedPipe(argv: string[]): void {
-  const keepGoing = ['record', 'lab'].includes(operands(argv)[0] ?? '');
+  // main() runs once per process, except in-process callers (the fuzz runner): one listener each
+  const first = pipeCommand === null;
+  pipeCommand = operands(argv)[0] ?? '';
+  if (!first) return;
   for (const s of [process.stdout, process.stderr]) {
     s.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EPIPE') throw e;
-      if (!keepGoing) process.exit(process.exitCode ?? 0);
+      if (!['record', 'lab'].includes(pipeCommand ?? '')) process.exit(process.exitCode ?? 0);
     });
   }
 }
