@@ -9,4 +9,5 @@ if (!existsSync(main)) {
   process.exit(2);
 }
 const { pluginMain } = await import(main.href);
-process.exitCode = await pluginMain(process.argv.slice(2));
+// exit now: an aborted wait may still hold a timer or a socket (stdout and stderr are synchronous on Linux)
+process.exit(await pluginMain(process.argv.slice(2)));

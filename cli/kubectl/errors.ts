@@ -20,8 +20,10 @@ const canI = (c: AccessCheck) => `kubectl auth can-i ${c.verb} ${resourceName(c)
 export function accessDeniedLine(checks: AccessCheck[], who = 'you'): string | null {
   const denied = checks.filter((c) => c.allowed === false);
   if (!denied.length) return null;
-  const what = denied.map((c) => `${c.verb} ${resourceName(c)}${c.namespace ? ` in namespace ${c.namespace}` : ''}`);
-  return `RBAC: ${who} cannot ${what.join(', ')} (\`${canI(denied[0]!)}\` says no); ask your cluster admin for these verbs (docs/kubectl-plugin.md lists them)`;
+  const byNs = new Map<string, string[]>();
+  for (const c of denied) byNs.set(c.namespace ?? '', [...(byNs.get(c.namespace ?? '') ?? []), `${c.verb} ${resourceName(c)}`]);
+  const what = [...byNs].map(([ns, v]) => `${v.join(', ')}${ns ? ` in namespace ${ns}` : ''}`);
+  return `RBAC: ${who} cannot ${what.join('; ')} (\`${canI(denied[0]!)}\` says no); ask your cluster admin for these (docs/kubectl-plugin.md lists them)`;
 }
 
 const FORBIDDEN_RE = /User "([^"]*)" cannot (\S+) resource "([^"]+)"(?: in API group "([^"]*)")?(?: in the namespace "([^"]+)")?/;
@@ -33,7 +35,8 @@ export function forbiddenLine(st: KubeStatus, ctx: { namespace?: string } = {}):
   const ps = PODSEC_RE.exec(msg);
   if (ps) {
     const ns = ctx.namespace ?? '?';
-    return `PodSecurity refuses the privileged recorder pod in namespace ${ns} (enforce level ${ps[1]}: ${ps[2]}); `
+    const what = [...ps[2]!.matchAll(/(?:^|\), )([^(),]+?) \(/g)].map((x) => x[1]!);
+    return `PodSecurity refuses the privileged recorder pod in namespace ${ns} (level ${ps[1]} forbids its ${what.length ? what.join(', ') : ps[2]}); `
       + `the recorder needs the privileged level: \`kubectl label ns ${ns} pod-security.kubernetes.io/enforce=privileged --overwrite\` (deploy/rbac.yaml's namespace has it) or --recorder-namespace NS`;
   }
   const m = FORBIDDEN_RE.exec(msg);

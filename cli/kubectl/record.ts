@@ -59,9 +59,9 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
   if (existsSync(out)) throw new InputError(`${out} already exists; choose another --out or remove it`);
   if (!existsSync(dirname(out) || '.')) throw new InputError(`--out ${out}: directory ${dirname(out)} does not exist`);
 
-  // 1. what to record
-  const dep = await api('read the Deployment', 'GET', `/apis/apps/v1/namespaces/${enc(ns)}/deployments/${enc(o.deployment)}`, undefined, undefined, ns);
+  // 1. may we (like `kubectl auth can-i`, every check at once), and what to record
   const checks: AccessCheck[] = [
+    { verb: 'get', resource: 'deployments', group: 'apps', namespace: ns },
     { verb: 'list', resource: 'pods', group: '', namespace: ns },
     ...(o.restart ? [{ verb: 'patch', resource: 'deployments', group: 'apps', namespace: ns }] : []),
     ...(o.probe === 'auto' ? [{ verb: 'list', resource: 'services', group: '', namespace: ns }] : []),
@@ -73,6 +73,7 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
   const denied = accessDeniedLine(checks);
   if (denied) throw new InputError(denied);
   await checkRecorderAccount(client, rns, o.serviceAccount);
+  const dep = await api('read the Deployment', 'GET', `/apis/apps/v1/namespaces/${enc(ns)}/deployments/${enc(o.deployment)}`, undefined, undefined, ns);
 
   const spec = (dep.spec ?? {}) as { selector?: Parameters<typeof labelSelectorToString>[0]; template?: { metadata?: { labels?: Record<string, string> } } };
   const selector = labelSelectorToString(spec.selector);
@@ -164,7 +165,8 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
       await guard(api('restart the Deployment', 'PATCH', dpath, restartPatch(rfc3339Local()), 'application/strategic-merge-patch+json', ns));
       say(`deploy/${o.deployment} restarted`);
     } else say(`waiting for a rollout of deploy/${o.deployment} in ${ns} (Ctrl-C stops recording)`);
-    const result = await guard(Promise.race([stopEarlyP, waitRollout(o, ns, dpath, selector, api, !o.restart)]));
+    const cancel = { cancelled: false };
+    const result = await guard(Promise.race([stopEarlyP, waitRollout(o, ns, dpath, selector, api, !o.restart, cancel)])).finally(() => { cancel.cancelled = true; });
     if (result === 'done' && o.settle > 0) {
       say(`rollout complete; recording ${o.settle} s more (settle)`);
       await guard(Promise.race([stopEarlyP, sleep(o.settle * 1000)]));
@@ -253,12 +255,13 @@ const lastLines = (log: string, n: number) => log.trim().split('\n').slice(-n).j
 
 /** Wait for the rollout to complete (kubectl rollout status, plus: no pod still terminating). */
 async function waitRollout(o: PluginOptions, ns: string, dpath: string, selector: string,
-  api: <T = KubeObject>(action: string, method: string, path: string, body?: unknown, ct?: string, errNs?: string) => Promise<T>, needStart: boolean): Promise<'done' | 'timeout'> {
+  api: <T = KubeObject>(action: string, method: string, path: string, body?: unknown, ct?: string, errNs?: string) => Promise<T>, needStart: boolean,
+  cancel: { cancelled: boolean }): Promise<'done' | 'timeout'> {
   const t0 = Date.now();
   let last = '';
   let started = !needStart;
   const gen0 = needStart ? ((await api('read the Deployment', 'GET', dpath, undefined, undefined, ns)).metadata as { generation?: number })?.generation ?? 0 : 0;
-  for (;;) {
+  while (!cancel.cancelled) {
     const d = await api('read the Deployment', 'GET', dpath, undefined, undefined, ns);
     const pods = await api<{ items: KubeObject[] }>('list the Deployment\'s pods', 'GET', `/api/v1/namespaces/${enc(ns)}/pods?${new URLSearchParams({ labelSelector: selector })}`, undefined, undefined, ns);
     const st = rolloutStatus(d, pods.items.filter((p) => !!p.metadata?.deletionTimestamp).length);
@@ -268,6 +271,7 @@ async function waitRollout(o: PluginOptions, ns: string, dpath: string, selector
     if (Date.now() - t0 > o.timeout * 1000) { say(`rollout: not complete after ${o.timeout} s (${st.reason}); collecting what was recorded`); return 'timeout'; }
     await sleep(500);
   }
+  return 'timeout';
 }
 
 /** Run a command in the recorder container; resolve when it ended (exit status checked). */
