@@ -6,11 +6,14 @@
  *   kubectl rolltrace record deploy/NAME [-n NS] [--restart] [--probe auto|off|URL] [--rate HZ]
  *        [--nodes N,..] [--out FILE] [--image REF] [--settle S] [--timeout S]
  *        [--recorder-namespace NS] [--service-account SA] [--kubeconfig P] [--context C]
+ *   kubectl rolltrace collect [--nodes N,..] [--out FILE] [--delete] [--image REF] ...
  */
 import { InputError } from '../../schemas/errors.js';
 
 export interface PluginOptions {
-  command: 'record';
+  command: 'record' | 'collect';
+  /** collect: remove the bundles from the nodes once copied */
+  delete: boolean;
   deployment: string;
   namespace: string | null;
   restart: boolean;
@@ -32,12 +35,15 @@ export const USAGE = [
   'usage: kubectl rolltrace record deploy/NAME [-n NS] [--restart] [--probe auto|off|URL] [--rate HZ]',
   '         [--nodes N,..] [--out FILE] [--image REF] [--settle S] [--timeout S]',
   '         [--recorder-namespace NS] [--service-account SA] [--kubeconfig PATH] [--context NAME]',
+  '       kubectl rolltrace collect [--nodes N,..] [--out FILE] [--delete] [--image REF] [--recorder-namespace NS]',
   '',
   'Starts a rolltrace recorder pod on every node that hosts the Deployment\'s pods (or the --nodes named),',
   'waits until each records, restarts the rollout (--restart; otherwise waits for one to happen), waits for',
   'it to complete plus --settle seconds, copies the bundles back, merges them into --out, prints the',
   'analysis and removes its pods (also on Ctrl-C and on failure). Exit 0: no failure; 1: the analysis',
   'found failures; 2: usage or cluster error (one line). See docs/kubectl-plugin.md.',
+  '`collect` copies the newest closed bundle of every node (or --nodes) from /var/lib/rolltrace, where',
+  'deploy/daemonset.yaml and deploy/job.yaml leave them, merges them into --out and analyzes it.',
   '',
   '  -n, --namespace NS          the Deployment\'s namespace (default: the kubeconfig context\'s, else default)',
   '  --restart                   restart the Deployment like `kubectl rollout restart` once every node records',
@@ -51,6 +57,7 @@ export const USAGE = [
   '  --timeout S                 give up waiting for the rollout after S seconds (default 600)',
   '  --recorder-namespace NS     where the recorder pods run (default rolltrace, from deploy/rbac.yaml)',
   '  --service-account SA        their ServiceAccount (default rolltrace, from deploy/rbac.yaml)',
+  '  --delete                    collect: remove the copied bundles from the nodes',
   '  --kubeconfig PATH, --context NAME   as for kubectl (default: $KUBECONFIG, ~/.kube/config)',
 ].join('\n');
 
@@ -81,16 +88,17 @@ export function parseDeploymentRef(ref: string): string {
 export function parsePluginArgs(argv: string[]): PluginOptions | 'help' {
   if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help' || argv[0] === 'help') return 'help';
   const [cmd, ...rest] = argv;
-  if (cmd !== 'record') throw new InputError(`unknown command "${cmd}" (kubectl rolltrace record deploy/NAME ...; --help)`);
+  if (cmd !== 'record' && cmd !== 'collect') throw new InputError(`unknown command "${cmd}" (kubectl rolltrace record deploy/NAME ... | collect; --help)`);
   const o: PluginOptions = {
-    command: 'record', deployment: '', namespace: null, restart: false, probe: 'auto', rate: 20, nodes: [], out: null, image: null,
+    command: cmd, delete: false, deployment: '', namespace: null, restart: false, probe: 'auto', rate: 20, nodes: [], out: null, image: null,
     settle: 5, timeout: 600, recorderNamespace: 'rolltrace', serviceAccount: 'rolltrace', kubeconfig: null, context: null,
   };
   const positional: string[] = [];
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
     if (a === '-h' || a === '--help') return 'help';
-    if (a === '--restart') { o.restart = true; continue; }
+    if (a === '--restart' && cmd === 'record') { o.restart = true; continue; }
+    if (a === '--delete' && cmd === 'collect') { o.delete = true; continue; }
     if (a === '--') { positional.push(...rest.slice(i + 1)); break; }
     if (!a.startsWith('-')) { positional.push(a); continue; }
     const eq = a.indexOf('=');
@@ -131,6 +139,10 @@ export function parsePluginArgs(argv: string[]): PluginOptions | 'help' {
         break;
       default: break;
     }
+  }
+  if (cmd === 'collect') {
+    if (positional.length) throw new InputError(`collect takes no ${positional[0]} (it collects from every node, or --nodes)`);
+    return o;
   }
   if (positional.length === 0) throw new InputError('record needs the Deployment: kubectl rolltrace record deploy/NAME');
   if (positional.length > 1) throw new InputError(`one Deployment at a time: got ${positional.join(' ')}`);

@@ -13,8 +13,8 @@ export async function pluginMain(argv: string[]): Promise<number> {
     if (argv[0] === '--version' || argv[0] === 'version') { process.stdout.write(`${rolltraceVersion()}\n`); return 0; }
     const o = parsePluginArgs(argv);
     if (o === 'help') { process.stdout.write(`${USAGE}\n`); return 0; }
-    const { runPluginRecord } = await import('./record.js');
-    return await runPluginRecord(o);
+    const { runPluginCollect, runPluginRecord } = await import('./record.js');
+    return await (o.command === 'collect' ? runPluginCollect(o) : runPluginRecord(o));
   } catch (e) {
     if (isInputError(e)) {
       process.stderr.write(`kubectl rolltrace: ${oneLine((e as Error).message)}\n`);

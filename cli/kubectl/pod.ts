@@ -110,3 +110,38 @@ export function serviceProbeUrl(services: Array<{ metadata?: { name?: string }; 
   }
   return null;
 }
+
+/** Where deploy/daemonset.yaml and deploy/job.yaml leave their bundles on the node. */
+export const NODE_BUNDLES = '/var/lib/rolltrace';
+
+/** `kubectl rolltrace collect`'s pod: the image's shell with the node's bundle directory, nothing else. */
+export function collectorPod(s: Pick<RecorderPodSpec, 'name' | 'namespace' | 'session' | 'node' | 'image' | 'pullPolicy' | 'serviceAccount'>): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: s.name, namespace: s.namespace, labels: { 'app.kubernetes.io/name': 'rolltrace', 'app.kubernetes.io/component': 'kubectl-collect', [SESSION_LABEL]: s.session } },
+    spec: {
+      nodeName: s.node,
+      restartPolicy: 'Never',
+      serviceAccountName: s.serviceAccount,
+      automountServiceAccountToken: false,
+      tolerations: [{ operator: 'Exists' }],
+      terminationGracePeriodSeconds: 5,
+      containers: [{
+        name: CONTAINER, image: s.image, imagePullPolicy: s.pullPolicy,
+        command: ['/bin/sh', '-c', 'trap "exit 0" TERM; echo "collector ready"; sleep 600 & wait $!'],
+        volumeMounts: [{ name: 'bundles', mountPath: NODE_BUNDLES }],
+      }],
+      volumes: [{ name: 'bundles', hostPath: { path: NODE_BUNDLES, type: 'DirectoryOrCreate' } }],
+    },
+  };
+}
+
+/** `stat -c '%s %n'` lines of the node's bundles -> the newest closed one (no -wal beside it), and the open ones. */
+export function pickBundle(listing: string): { newest: { path: string; size: number } | null; open: string[] } {
+  const rows = listing.split('\n').map((l) => /^(\d+) (\d+) (\S+)$/.exec(l.trim())).filter((m): m is RegExpExecArray => !!m)
+    .map((m) => ({ size: Number(m[1]), mtime: Number(m[2]), path: m[3]! }));
+  const wal = new Set(rows.filter((r) => r.path.endsWith('.rtb-wal')).map((r) => r.path.slice(0, -4)));
+  const closed = rows.filter((r) => r.path.endsWith('.rtb') && !wal.has(r.path) && r.size > 0).sort((a, b) => b.mtime - a.mtime || a.path.localeCompare(b.path));
+  return { newest: closed[0] ? { path: closed[0].path, size: closed[0].size } : null, open: [...wal] };
+}

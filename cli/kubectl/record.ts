@@ -23,7 +23,7 @@ import { mergeBundles } from '../../analyzer/merge/merge.js';
 import { runAnalyze } from '../../analyzer/commands/analyze.js';
 import type { PluginOptions } from './args.js';
 import { accessDeniedLine, apiErrorLine, LOAD_IMAGE_HINT, podStartProblem, type AccessCheck } from './errors.js';
-import { BUNDLE_DIR, CONTAINER, PID_FILE, READY_RE, RECORDING_RE, recorderPod, serviceProbeUrl, SESSION_LABEL } from './pod.js';
+import { BUNDLE_DIR, collectorPod, CONTAINER, NODE_BUNDLES, pickBundle, PID_FILE, READY_RE, RECORDING_RE, recorderPod, serviceProbeUrl, SESSION_LABEL } from './pod.js';
 
 const say = (s: string) => process.stderr.write(`rolltrace: ${s}\n`);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -37,16 +37,17 @@ export interface PluginHooks { onPodsCreated?(names: string[]): void }
 
 interface Recorder { node: string; pod: string; bundle: string; local: string; size: number; recording: boolean; exit: number | null }
 
-export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {}): Promise<number> {
+type Api = <T = KubeObject>(action: string, method: string, path: string, body?: unknown, contentType?: string, errNs?: string) => Promise<T>;
+
+/** The kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config, --context), a client, and API calls whose errors are one line. */
+function connect(o: PluginOptions) {
   const kc = loadKubeConfig(o.kubeconfig ?? undefined);
   if (o.context) {
     if (!kc.getContexts().some((c) => c.name === o.context)) throw new InputError(`--context ${o.context}: no such context in the kubeconfig`);
     kc.setCurrentContext(o.context);
   }
   const client = new KubeClient(kc);
-  const ns = o.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
-  const rns = o.recorderNamespace;
-  const api = async <T = KubeObject>(action: string, method: string, path: string, body?: unknown, contentType?: string, errNs?: string): Promise<T> => {
+  const api: Api = async <T = KubeObject>(action: string, method: string, path: string, body?: unknown, contentType?: string, errNs?: string): Promise<T> => {
     try {
       return await client.request<T>(method, path, body, contentType);
     } catch (e) {
@@ -54,10 +55,26 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
       throw new InputError(`cannot ${action}: ${(e as Error).message} (API server ${client.server})`);
     }
   };
+  const image = o.image ?? `rolltrace:${rolltraceVersion()}`;
+  // the default image is only ever imported (npm run image), never in a registry: never pulled
+  const pullPolicy: 'Never' | 'IfNotPresent' = o.image ? 'IfNotPresent' : 'Never';
+  return { kc, client, api, image, pullPolicy, session: randomBytes(3).toString('hex') };
+}
 
-  const out = o.out ?? `rolltrace-${o.deployment}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}.rtb`;
+const defaultOut = (what: string) => `rolltrace-${what}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}.rtb`;
+
+function checkOut(out: string): void {
   if (existsSync(out)) throw new InputError(`${out} already exists; choose another --out or remove it`);
   if (!existsSync(dirname(out) || '.')) throw new InputError(`--out ${out}: directory ${dirname(out)} does not exist`);
+}
+
+export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {}): Promise<number> {
+  const { kc, client, api, image, pullPolicy, session } = connect(o);
+  const ns = o.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
+  const rns = o.recorderNamespace;
+
+  const out = o.out ?? defaultOut(o.deployment);
+  checkOut(out);
 
   // 1. may we (like `kubectl auth can-i`, every check at once), and what to record
   const checks: AccessCheck[] = [
@@ -91,10 +108,6 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
     else say(`probe: off (no Service in ${ns} selects deploy/${o.deployment}'s pods; --probe URL sets one)`);
   } else if (o.probe !== 'off') probeUrl = o.probe;
 
-  const image = o.image ?? `rolltrace:${rolltraceVersion()}`;
-  // the default image is only ever imported (npm run image), never in a registry: never pulled
-  const pullPolicy = o.image ? 'IfNotPresent' : 'Never';
-  const session = randomBytes(3).toString('hex');
   const stem = out.replace(/\.rtb$/, '');
   const recs: Recorder[] = nodes.map((node, i) => ({
     node, pod: `rolltrace-${session}-${i}`, bundle: `${BUNDLE_DIR}/${session}-${node}.rtb`,
@@ -200,17 +213,99 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
   detach();
 
   // 7. one bundle, the analysis
+  return await mergeAndAnalyze(recs, out);
+
+  function detach() {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+  }
+}
+
+async function mergeAndAnalyze(recs: Recorder[], out: string): Promise<number> {
   if (recs.length > 1) {
     const m = await mergeBundles(recs.map((r) => r.local), out);
     say(`merged ${recs.length} bundles -> ${out} (reference node ${m.nodes[0]})`);
     for (const r of recs) rmSync(r.local, { force: true });
   } else say(`bundle: ${out}`);
   return await runAnalyze(out, { format: 'text' });
+}
 
-  function detach() {
-    process.off('SIGINT', onInt);
-    process.off('SIGTERM', onTerm);
+/**
+ * `kubectl rolltrace collect`: the newest closed bundle of every node (or --nodes) in /var/lib/rolltrace,
+ * where the DaemonSet and the Job leave them, through a short-lived pod per node (exec cat); merged and
+ * analyzed. Its pods are removed on every path out.
+ */
+export async function runPluginCollect(o: PluginOptions): Promise<number> {
+  const { kc, client, api, image, pullPolicy, session } = connect(o);
+  const rns = o.recorderNamespace;
+  const out = o.out ?? defaultOut('collect');
+  checkOut(out);
+  const checks: AccessCheck[] = [
+    ...(o.nodes.length ? [] : [{ verb: 'list', resource: 'nodes', group: '' }]),
+    ...['create', 'get', 'delete'].map((verb) => ({ verb, resource: 'pods', group: '', namespace: rns })),
+    { verb: 'create', resource: 'pods', subresource: 'exec', group: '', namespace: rns },
+  ];
+  await reviewAccess(client, checks);
+  const denied = accessDeniedLine(checks);
+  if (denied) throw new InputError(denied);
+  await checkRecorderAccount(client, rns, o.serviceAccount);
+  const nodes = o.nodes.length ? o.nodes
+    : (await api<{ items: KubeObject[] }>('list nodes', 'GET', '/api/v1/nodes')).items.map((n) => n.metadata?.name ?? '').filter(Boolean).sort();
+  const stem = out.replace(/\.rtb$/, '');
+  const pods = nodes.map((node, i) => ({ node, pod: `rolltrace-collect-${session}-${i}` }));
+  const created: string[] = [];
+  let aborted = false;
+  let abort: () => void = () => undefined;
+  const abortP = new Promise<never>((_, rej) => { abort = () => { aborted = true; rej(new Aborted('interrupted')); }; });
+  abortP.catch(() => undefined);
+  process.on('SIGINT', abort);
+  process.on('SIGTERM', abort);
+  const guard = <T>(p: Promise<T>) => Promise.race([p, abortP]);
+  const recs: Recorder[] = [];
+  try {
+    for (const p of pods) {
+      await guard(api('create the collector pod', 'POST', `/api/v1/namespaces/${enc(rns)}/pods`,
+        collectorPod({ name: p.pod, namespace: rns, session, node: p.node, image, pullPolicy, serviceAccount: o.serviceAccount }), undefined, rns));
+      created.push(p.pod);
+    }
+    const t0 = Date.now();
+    for (const p of pods) {
+      for (;;) {
+        const pod = await guard(api('read the collector pod', 'GET', `/api/v1/namespaces/${enc(rns)}/pods/${enc(p.pod)}`, undefined, undefined, rns));
+        const problem = podStartProblem(pod as Parameters<typeof podStartProblem>[0], o.image ? 'pull it into the node or check --image' : LOAD_IMAGE_HINT);
+        if (problem) throw new InputError(problem);
+        if ((pod.status as { phase?: string } | undefined)?.phase === 'Running') break;
+        if (Date.now() - t0 > 120_000) throw new InputError(`the collector pod on node ${p.node} did not start within 120 s (kubectl -n ${rns} describe pod ${p.pod})`);
+        await guard(sleep(500));
+      }
+      const listing = new PassThrough();
+      let text = '';
+      listing.on('data', (b: Buffer) => { text += b; });
+      await guard(execIn(kc, rns, p.pod, ['sh', '-c', `for f in ${NODE_BUNDLES}/*.rtb ${NODE_BUNDLES}/*.rtb-wal; do [ -f "$f" ] && stat -c '%s %Y %n' "$f"; done; true`], listing));
+      const { newest, open } = pickBundle(text);
+      for (const f of open) say(`node ${p.node}: ${f} is still being recorded (delete the DaemonSet or Job first); not collected`);
+      if (!newest) { say(`node ${p.node}: no closed bundle in ${NODE_BUNDLES}`); continue; }
+      const r: Recorder = { node: p.node, pod: p.pod, bundle: newest.path, local: `${stem}.${p.node}.rtb`, size: newest.size, recording: false, exit: 0 };
+      if (existsSync(r.local)) throw new InputError(`${r.local} already exists; choose another --out`);
+      say(`node ${p.node}: ${newest.path} (${mib(newest.size)})`);
+      await guard(copyBundle(kc, rns, r));
+      recs.push(r);
+      if (o.delete) await guard(execIn(kc, rns, p.pod, ['rm', '-f', r.bundle], null));
+    }
+  } catch (e) {
+    await removePods(client, rns, created, []);
+    process.off('SIGINT', abort);
+    process.off('SIGTERM', abort);
+    for (const r of recs) rmSync(r.local, { force: true });
+    if (e instanceof Aborted || aborted) { say('interrupted: collector pods removed'); return 130; }
+    throw e;
   }
+  await removePods(client, rns, created, []);
+  process.off('SIGINT', abort);
+  process.off('SIGTERM', abort);
+  if (!recs.length) throw new InputError(`no closed bundle on ${nodes.length} node(s) in ${NODE_BUNDLES}: nothing to collect`);
+  if (recs.length === 1) renameSync(recs[0]!.local, out);
+  return await mergeAndAnalyze(recs.length === 1 ? [{ ...recs[0]!, local: out }] : recs, out);
 }
 
 async function reviewAccess(client: KubeClient, checks: AccessCheck[]): Promise<void> {
