@@ -7,7 +7,7 @@
  *    the ones that got SIGTERM, and had closed their listener at the failure), and no pod is left;
  *  - the walls as one line, exit 2, no pod left: image absent on the node, PodSecurity, RBAC; Ctrl-C;
  *  - deploy/daemonset.yaml with deploy/rbac.yaml: records the rollout, `kubectl rolltrace collect` brings the
- *    bundle out.
+ *    bundle out; deploy/job.yaml restarts and records one rollout, `kubectl cp` brings the bundle out.
  * One node for all of it (~1.5 min with the Kubernetes binaries and the image layers cached).
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -113,7 +113,7 @@ beforeAll(async () => {
 afterAll(() => {
   if (prefix) cleanupRealLab(prefix);
   for (const f of sessionFilesLeft()) rmSync(join(NODE_DIR, 'kubectl-rolltrace', f), { force: true });
-  if (existsSync(NODE_DIR)) for (const f of readdirSync(NODE_DIR)) if (!before.has(f) && /^lab-node-.*\.rtb/.test(f)) rmSync(join(NODE_DIR, f), { force: true });
+  if (existsSync(NODE_DIR)) for (const f of readdirSync(NODE_DIR)) if (!before.has(f) && /^(lab-node-.*|rollout)\.rtb/.test(f)) rmSync(join(NODE_DIR, f), { force: true });
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -209,6 +209,28 @@ describe.sequential('kubectl rolltrace on the real node, from the host', () => {
     const terminated = a.pods.filter((p) => p.sigtermAt);
     expect(terminated).toHaveLength(2);
     expect(terminated.every((p) => p.listenerClosedAt && p.ruleRemovedAt)).toBe(true);
+    expect(checkAgainstTruth(out, a).filter((p) => !p.startsWith('only '))).toEqual([]);
+  }, 240_000);
+
+  it('deploy/job.yaml records one rollout it restarts itself; kubectl cp brings the bundle out', async () => {
+    const job = readFileSync(join(ROOT, 'deploy/job.yaml'), 'utf8').replace('NODE_NAME_HERE', 'lab-node').replace('value: shop', 'value: default');
+    expect(kubectlIn(job, 'apply', '-f', '-').status).toBe(0);
+    let log = '';
+    for (let i = 0; i < 360 && !/bundle ready/.test(log); i++) {
+      await new Promise((res) => setTimeout(res, 500));
+      log = kubectl('-n', 'rolltrace', 'logs', 'job/rolltrace-record').stdout;
+    }
+    expect(log).toMatch(/rolltrace: bundle ready: \/var\/lib\/rolltrace\/rollout\.rtb on lab-node \(record exit 0\)/);
+    expect(log).toMatch(/stopped by rollout complete/);
+    const pod = kubectl('-n', 'rolltrace', 'get', 'pod', '-l', 'job-name=rolltrace-record', '-o', 'jsonpath={.items[0].metadata.name}').stdout.trim();
+    const out = join(dir, 'job.rtb');
+    const cp = kubectl('-n', 'rolltrace', 'cp', `${pod}:/var/lib/rolltrace/rollout.rtb`, out);
+    expect(cp.status, cp.stderr).toBe(0);
+    expect(kubectl('-n', 'rolltrace', 'delete', 'job', 'rolltrace-record', '--wait=true').status).toBe(0);
+    expect(kubectl('-n', 'rolltrace', 'wait', '--for=delete', 'pod', '-l', 'job-name=rolltrace-record', '--timeout=60s').status).toBe(0);
+    expect(podsLeft()).toBe('');
+    const { a } = await analyze(out);
+    expect(a.pods.filter((p) => p.sigtermAt)).toHaveLength(2);
     expect(checkAgainstTruth(out, a).filter((p) => !p.startsWith('only '))).toEqual([]);
   }, 240_000);
 });

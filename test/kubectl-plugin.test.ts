@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDeploymentRef, parsePluginArgs, type PluginOptions } from '../cli/kubectl/args.js';
 import { accessDeniedLine, apiErrorLine, forbiddenLine, LOAD_IMAGE_HINT, podStartProblem } from '../cli/kubectl/errors.js';
-import { READY_RE, RECORDING_RE, recorderPod, SCRIPT, serviceProbeUrl } from '../cli/kubectl/pod.js';
+import { collectorPod, pickBundle, READY_RE, RECORDING_RE, recorderPod, SCRIPT, serviceProbeUrl } from '../cli/kubectl/pod.js';
+import { loadAllYaml } from '@kubernetes/client-node';
 import { ROOT } from './helpers/cli.js';
 import { runAsync } from './helpers/run.js';
 
@@ -166,5 +167,46 @@ describe('one-line errors on real API answers', () => {
       { verb: 'create', resource: 'pods', subresource: 'exec', group: '', namespace: 'rolltrace', allowed: false },
       { verb: 'get', resource: 'pods', group: '', namespace: 'rolltrace', allowed: true },
     ])).toBe('RBAC: you cannot patch deployments.apps in namespace shop; create pods, create pods/exec in namespace rolltrace (`kubectl auth can-i patch deployments.apps -n shop` says no); ask your cluster admin for these (docs/kubectl-plugin.md lists them)');
+  });
+});
+
+describe('collect', () => {
+  it('takes the newest closed bundle of a node and names the open ones', () => {
+    const listing = [
+      '851968 1796140000 /var/lib/rolltrace/lab-node-20261201T160425Z.rtb',
+      '900000 1796140500 /var/lib/rolltrace/lab-node-20261201T161000Z.rtb',
+      '32768 1796140600 /var/lib/rolltrace/lab-node-20261201T162000Z.rtb',
+      '4177712 1796140601 /var/lib/rolltrace/lab-node-20261201T162000Z.rtb-wal',
+      '0 1796140700 /var/lib/rolltrace/empty.rtb',
+      'stat: cannot statx',
+    ].join('\n');
+    expect(pickBundle(listing)).toEqual({ newest: { path: '/var/lib/rolltrace/lab-node-20261201T161000Z.rtb', size: 900000 }, open: ['/var/lib/rolltrace/lab-node-20261201T162000Z.rtb'] });
+    expect(pickBundle('')).toEqual({ newest: null, open: [] });
+  });
+
+  it('its pod mounts only the bundle directory, unprivileged', () => {
+    const p = collectorPod({ name: 'c', namespace: 'rolltrace', session: 's', node: 'n1', image: 'rolltrace:0.1.0', pullPolicy: 'Never', serviceAccount: 'rolltrace' }) as any;
+    expect(p.spec.nodeName).toBe('n1');
+    expect(p.spec.hostNetwork).toBeUndefined();
+    expect(p.spec.containers[0].securityContext).toBeUndefined();
+    expect(p.spec.volumes).toEqual([{ name: 'bundles', hostPath: { path: '/var/lib/rolltrace', type: 'DirectoryOrCreate' } }]);
+  });
+});
+
+describe('krew', () => {
+  it('deploy/krew/rolltrace.yaml is a krew Plugin whose bin is the plugin in the archive npm run krew packs', async () => {
+    const [m] = loadAllYaml(readFileSync(join(ROOT, 'deploy/krew/rolltrace.yaml'), 'utf8')) as any[];
+    expect(m.apiVersion).toBe('krew.googlecontainertools.github.com/v1alpha2');
+    expect(m.kind).toBe('Plugin');
+    expect(m.metadata.name).toBe('rolltrace');
+    expect(m.spec.version).toBe(`v${JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version}`);
+    const [pl] = m.spec.platforms;
+    expect(pl.selector.matchLabels).toEqual({ os: 'linux', arch: 'amd64' });
+    expect(pl.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(pl.bin).toBe('kubectl-rolltrace/bin/kubectl-rolltrace.mjs');
+    // @ts-expect-error: plain .mjs build script, no types
+    const { productionPackages } = await import('../scripts/krew.mjs');
+    expect(productionPackages(['/r', '/r/node_modules/commander', '/r/node_modules/@kubernetes/client-node', '/r/node_modules/@kubernetes/client-node/node_modules/ws', '/elsewhere/x'].join('\n'), '/r'))
+      .toEqual(['@kubernetes/client-node', 'commander']);
   });
 });
