@@ -11,7 +11,7 @@
  * One node for all of it (~1.5 min with the Kubernetes binaries and the image layers cached).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -28,7 +28,8 @@ const PLUGIN = join(ROOT, 'bin', 'kubectl-rolltrace.mjs');
 const dir = mkdtempSync(join(tmpdir(), 'e2e-kplugin-'));
 const archive = join(dir, 'rolltrace-image.tar');
 const NODE_DIR = '/var/lib/rolltrace';
-const before = new Set(existsSync(NODE_DIR) ? readdirSync(NODE_DIR) : []);
+const nodeDirExisted = existsSync(NODE_DIR);
+const before = new Set(nodeDirExisted ? readdirSync(NODE_DIR) : []);
 const beforeSessions = new Set(existsSync(join(NODE_DIR, 'kubectl-rolltrace')) ? readdirSync(join(NODE_DIR, 'kubectl-rolltrace')) : []);
 let prefix: string | null = null;
 let kubeconfig = '';
@@ -114,6 +115,10 @@ afterAll(() => {
   if (prefix) cleanupRealLab(prefix);
   for (const f of sessionFilesLeft()) rmSync(join(NODE_DIR, 'kubectl-rolltrace', f), { force: true });
   if (existsSync(NODE_DIR)) for (const f of readdirSync(NODE_DIR)) if (!before.has(f) && /^(lab-node-.*|rollout)\.rtb/.test(f)) rmSync(join(NODE_DIR, f), { force: true });
+  // the directories the hostPath volumes made on this machine (the lab's node is this machine), when empty
+  for (const d of [...(before.has('kubectl-rolltrace') ? [] : [join(NODE_DIR, 'kubectl-rolltrace')]), ...(nodeDirExisted ? [] : [NODE_DIR])]) {
+    try { rmdirSync(d); } catch { /* absent or not empty */ }
+  }
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -181,7 +186,7 @@ describe.sequential('kubectl rolltrace on the real node, from the host', () => {
   }, 150_000);
 
   it('deploy/daemonset.yaml records a rollout of web; kubectl rolltrace collect brings the bundle out', async () => {
-    const ds = readFileSync(join(ROOT, 'deploy/daemonset.yaml'), 'utf8').replace('value: shop', 'value: default');
+    const ds = readFileSync(join(ROOT, 'deploy/daemonset.yaml'), 'utf8').replaceAll('value: shop', 'value: default');
     expect(kubectlIn(ds, 'apply', '-f', '-').status).toBe(0);
     let log = '';
     for (let i = 0; i < 120 && !/^recording/m.test(log); i++) {
@@ -213,13 +218,14 @@ describe.sequential('kubectl rolltrace on the real node, from the host', () => {
   }, 240_000);
 
   it('deploy/job.yaml records one rollout it restarts itself; kubectl cp brings the bundle out', async () => {
-    const job = readFileSync(join(ROOT, 'deploy/job.yaml'), 'utf8').replace('NODE_NAME_HERE', 'lab-node').replace('value: shop', 'value: default');
+    const job = readFileSync(join(ROOT, 'deploy/job.yaml'), 'utf8').replaceAll('NODE_NAME_HERE', 'lab-node').replaceAll('value: shop', 'value: default');
     expect(kubectlIn(job, 'apply', '-f', '-').status).toBe(0);
     let log = '';
-    for (let i = 0; i < 360 && !/bundle ready/.test(log); i++) {
+    for (const t0 = Date.now(); Date.now() - t0 < 150_000 && !/bundle ready/.test(log);) {
       await new Promise((res) => setTimeout(res, 500));
       log = kubectl('-n', 'rolltrace', 'logs', 'job/rolltrace-record').stdout;
     }
+    if (!/bundle ready/.test(log)) console.log(`[e2e-kplugin job] ${log}\n${kubectl('-n', 'rolltrace', 'describe', 'pod', '-l', 'job-name=rolltrace-record').stdout}\n${kubectl('get', 'pods', '-o', 'wide').stdout}`);
     expect(log).toMatch(/rolltrace: bundle ready: \/var\/lib\/rolltrace\/rollout\.rtb on lab-node \(record exit 0\)/);
     expect(log).toMatch(/stopped by rollout complete/);
     const pod = kubectl('-n', 'rolltrace', 'get', 'pod', '-l', 'job-name=rolltrace-record', '-o', 'jsonpath={.items[0].metadata.name}').stdout.trim();
