@@ -13,6 +13,7 @@ import { parseDeploymentRef, parsePluginArgs, type PluginOptions } from '../cli/
 import { accessDeniedLine, apiErrorLine, forbiddenLine, LOAD_IMAGE_HINT, podStartProblem } from '../cli/kubectl/errors.js';
 import { collectorPod, pickBundle, READY_RE, RECORDING_RE, recorderPod, SCRIPT, serviceProbeUrl } from '../cli/kubectl/pod.js';
 import { loadAllYaml } from '@kubernetes/client-node';
+import { findRolltraceImage, rolltraceImageCandidates, rolltraceImageName } from '../lab/real/rolltrace-image.js';
 import { ROOT } from './helpers/cli.js';
 import { runAsync } from './helpers/run.js';
 
@@ -208,5 +209,23 @@ describe('krew', () => {
     const { productionPackages } = await import('../scripts/krew.mjs');
     expect(productionPackages(['/r', '/r/node_modules/commander', '/r/node_modules/@kubernetes/client-node', '/r/node_modules/@kubernetes/client-node/node_modules/ws', '/elsewhere/x'].join('\n'), '/r'))
       .toEqual(['@kubernetes/client-node', 'commander']);
+  });
+});
+
+describe('lab up --real and the rolltrace image', () => {
+  it('looks for the archive in $ROLLTRACE_IMAGE_ARCHIVE, the checkout\'s out/, then the image cache', () => {
+    const d = mkdtempSync(join(tmpdir(), 'rt-img-'));
+    try {
+      const env = { ROLLTRACE_IMAGE_ARCHIVE: join(d, 'a.tar'), ROLLTRACE_IMAGE_CACHE: join(d, 'cache') };
+      expect(rolltraceImageCandidates(env)).toEqual([join(d, 'a.tar'), join(ROOT, 'out', 'rolltrace-image.tar'), join(d, 'cache', 'rolltrace-image.tar')]);
+      const only = { ROLLTRACE_IMAGE_CACHE: join(d, 'cache') };
+      const inOut = existsSync(join(ROOT, 'out', 'rolltrace-image.tar'));
+      expect(findRolltraceImage(only)).toBe(inOut ? join(ROOT, 'out', 'rolltrace-image.tar') : null);
+      writeFileSync(join(d, 'a.tar'), '');
+      expect(findRolltraceImage(env)).toBe(join(d, 'a.tar'));
+      expect(rolltraceImageName()).toBe(`docker.io/library/rolltrace:${JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version}`);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });
