@@ -145,13 +145,17 @@ describe.sequential('kubectl rolltrace on the real node, from the host', () => {
     expect(problems).toEqual([]);
   }, 240_000);
 
-  it('the walls are one line with exit 2, and leave no pod: image absent, PodSecurity, RBAC', async () => {
+  it('the walls are one line with exit 2, and leave no pod: image absent, no such node, PodSecurity, RBAC', async () => {
     // a registry that refuses at once (inside the node's own network namespace)
     const img = await plugin(['record', 'deploy/web', '--restart', '--image', 'localhost:1/rolltrace:absent', '--out', join(dir, 'x.rtb')]);
     expect(img.code).toBe(2);
     expect(oneLine(img)).toHaveLength(1);
     expect(oneLine(img)[0]).toMatch(/^kubectl rolltrace: image localhost:1\/rolltrace:absent is not on node lab-node \((ErrImagePull|ImagePullBackOff): /);
     expect(podsLeft()).toBe('');
+
+    const nn = await plugin(['record', 'deploy/web', '--nodes', 'no-such-node', '--out', join(dir, 'x.rtb')]);
+    expect(nn.code).toBe(2);
+    expect(oneLine(nn)).toEqual(['kubectl rolltrace: --nodes: node no-such-node does not exist (kubectl get nodes)']);
 
     kubectl('create', 'namespace', 'rt-baseline');
     kubectl('label', 'namespace', 'rt-baseline', 'pod-security.kubernetes.io/enforce=baseline');

@@ -95,6 +95,12 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
   const spec = (dep.spec ?? {}) as { selector?: Parameters<typeof labelSelectorToString>[0]; template?: { metadata?: { labels?: Record<string, string> } } };
   const selector = labelSelectorToString(spec.selector);
   let nodes = o.nodes;
+  for (const n of nodes) {
+    // a pod bound to a node that does not exist stays Pending forever: say so now (when we may read nodes)
+    try { await client.request('GET', `/api/v1/nodes/${enc(n)}`); } catch (e) {
+      if (e instanceof ApiError && e.status === 404) throw new InputError(`--nodes: node ${n} does not exist (kubectl get nodes)`);
+    }
+  }
   if (!nodes.length) {
     const pods = await api<{ items: KubeObject[] }>('list the Deployment\'s pods', 'GET', `/api/v1/namespaces/${enc(ns)}/pods?${new URLSearchParams({ labelSelector: selector })}`, undefined, undefined, ns);
     nodes = [...new Set(pods.items.map((p) => (p.spec as { nodeName?: string } | undefined)?.nodeName).filter((n): n is string => !!n))].sort();
