@@ -5,7 +5,8 @@
  *  - `kubectl rolltrace record deploy/web --restart`: recorder pod, rollout, bundle copied back, analysis;
  *    its failures agree with the probe's own outcomes and with the app's own stamps (the backend pods are
  *    the ones that got SIGTERM, and had closed their listener at the failure), and no pod is left;
- *  - the walls as one line, exit 2, no pod left: image absent on the node, PodSecurity, RBAC; Ctrl-C;
+ *  - the walls as one line, exit 2, no pod left: image absent on the node, no such node, PodSecurity, RBAC;
+ *    Ctrl-C before recording (aborted, exit 130) and while recording (stopped early, still collected);
  *  - deploy/daemonset.yaml with deploy/rbac.yaml: records the rollout, `kubectl rolltrace collect` brings the
  *    bundle out; deploy/job.yaml restarts and records one rollout, `kubectl cp` brings the bundle out.
  * One node for all of it (~1.5 min with the Kubernetes binaries and the image layers cached).
@@ -187,6 +188,22 @@ describe.sequential('kubectl rolltrace on the real node, from the host', () => {
     expect(podsLeft()).toBe('');
     // the Deployment was not restarted
     expect(r.stderr).not.toMatch(/restarted/);
+  }, 150_000);
+
+  it('Ctrl-C while recording: the recorders stop, what they recorded is collected and analyzed, no pod left', async () => {
+    let sent = false;
+    const out = join(dir, 'early.rtb');
+    const r = await plugin(['record', 'deploy/web', '--out', out], 120_000, (s, kill) => {
+      if (!sent && /waiting for a rollout of deploy\/web/.test(s)) { sent = true; setTimeout(() => kill('SIGINT'), 2000); }
+    });
+    expect(r.stderr).toMatch(/Ctrl-C: stopping the recorders and collecting what they recorded/);
+    expect(r.stderr).toMatch(/node lab-node: bundle \d+\.\d MiB -> early\.rtb/);
+    expect(r.stdout).toMatch(/^VERDICT: /);
+    const { a, code } = await analyze(out);
+    expect(r.code).toBe(code);
+    expect(a.bundle.sources.find((x) => x.name === 'probe')?.status).toBe('ok');
+    expect(podsLeft()).toBe('');
+    expect(sessionFilesLeft()).toEqual([]);
   }, 150_000);
 
   it('deploy/daemonset.yaml records a rollout of web; kubectl rolltrace collect brings the bundle out', async () => {
