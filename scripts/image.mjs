@@ -277,9 +277,10 @@ export async function buildImage({ out = DEFAULT_OUT, rebuildBase = false } = {}
     // the last archive built on this machine, where `lab up --real` also looks (lab/real/rolltrace-image.ts)
     const cached = join(CACHE, 'rolltrace-image.tar');
     if (resolve(out) !== cached) {
-      rmSync(`${cached}.tmp`, { force: true });
-      try { linkSync(resolve(out), `${cached}.tmp`); } catch { sh('cp', [resolve(out), `${cached}.tmp`]); }
-      renameSync(`${cached}.tmp`, cached);
+      const tmp = `${cached}.${process.pid}.tmp`;
+      rmSync(tmp, { force: true });
+      try { linkSync(resolve(out), tmp); } catch { sh('cp', [resolve(out), tmp]); }
+      renameSync(tmp, cached);
     }
     const size = statSync(resolve(out)).size;
     log(`built in ${((Date.now() - t0) / 1000).toFixed(0)} s: ${IMAGE_NAME} (${manifest.layers.map((l) => `${(l.size / 1048576).toFixed(1)}`).join(' + ')} MiB compressed layers)`);
