@@ -75,7 +75,7 @@ function checkAgainstTruth(bundle: string, a: Analysis): string[] {
   db.close();
   if (probes.length < 20) problems.push(`only ${probes.length} probe requests`);
   const byClient = new Map(probes.map((p) => [`${p.local_addr}:${p.local_port}`, p]));
-  const failedProbes = probes.filter((p) => p.outcome !== 'ok' && p.outcome !== 'dropped');
+  const failedProbes = probes.filter((p) => p.outcome !== 'ok');
   const failureClients = new Set(a.failures.map((f) => f.client));
   for (const p of failedProbes) if (!failureClients.has(`${p.local_addr}:${p.local_port}`)) problems.push(`probe ${p.local_addr}:${p.local_port} ${p.outcome} (${p.error}) is not among the analysis' failures`);
   const st = stamps();
