@@ -20,7 +20,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Analysis } from '../schemas/analysis.js';
 import { buildKubernetes, k8sBin } from '../lab/real/build.js';
 import { cleanupRealLab } from '../lab/real/state.js';
-import { parseStamps, type Stamp } from '../lab/real/truth.js';
+import { kubeProxySyncs, parseKlog, parseStamps, type Stamp } from '../lab/real/truth.js';
+import { RULE_RECEIPT_SLACK_NS } from './e2e-truth.js';
 import { realLayout } from '../lab/real/config.js';
 import { BIN, ROOT } from './helpers/cli.js';
 import { runAsync } from './helpers/run.js';
@@ -92,9 +93,21 @@ function checkAgainstTruth(bundle: string, a: Analysis): string[] {
     const at = Date.parse(f.at) * 1e6;
     if (f.cause === 'listener-closed' && !(closed !== undefined && closed <= at + 5e6)) problems.push(`failure ${f.client} at ${f.at}: listener-closed, but ${name} closed its listener at ${closed}`);
   }
-  // the pods this rollout terminated: each one's SIGTERM is in its own stamps
+  // the pods this rollout terminated: each one's SIGTERM is in its own stamps, and its verdict is the order
+  // of its listener close (its stamps) and the kube-proxy sync that stopped routing to it (kube-proxy's log),
+  // judged as test/e2e-real.test.ts does
+  const syncs = kubeProxySyncs(parseKlog(readFileSync(join(realLayout(prefix!).state, 'logs', 'kube-proxy.log'), 'utf8'), new Date().getFullYear()));
   for (const p of a.pods.filter((x) => x.sigtermAt)) {
-    if (!st.get(p.name)?.some((x) => x.ev === 'sigterm')) problems.push(`pod ${p.name}: SIGTERM in the analysis, none in its stamps`);
+    const s = st.get(p.name);
+    const sigterm = s?.find((x) => x.ev === 'sigterm')?.ts_ns;
+    if (sigterm === undefined) { problems.push(`pod ${p.name}: SIGTERM in the analysis, none in its stamps`); continue; }
+    const closed = s!.find((x) => x.ev === 'listener-closed')?.ts_ns;
+    const sync = syncs.find((y) => y.endNs >= sigterm - 5e9 && y.removed.some((r) => r.endsWith(`|${p.ip}:8080`)));
+    if (closed === undefined || !sync) { problems.push(`pod ${p.name}: no listener close (${closed}) or no sync removing ${p.ip} in kube-proxy's log`); continue; }
+    const want = closed < sync.startNs ? 'listener-closed-before-rule-removed' : closed > sync.endNs + RULE_RECEIPT_SLACK_NS ? 'safe' : null;
+    if (want && p.verdict !== want) problems.push(`pod ${p.name}: verdict ${p.verdict}, the truth says ${want}`);
+    const rule = p.ruleRemovedAt ? Date.parse(p.ruleRemovedAt) * 1e6 : null;
+    if (rule === null || rule < sync.startNs - 1e6 || rule > sync.endNs + RULE_RECEIPT_SLACK_NS) problems.push(`pod ${p.name}: ruleRemovedAt ${p.ruleRemovedAt}, kube-proxy's sync ${sync.seq} ran ${sync.startNs}..${sync.endNs}`);
   }
   return problems;
 }
