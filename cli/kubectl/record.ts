@@ -191,9 +191,9 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
       await guard(Promise.race([stopEarlyP, sleep(o.settle * 1000)]));
     }
 
-    // 6. stop, collect
+    // 6. stop (a recorder that already ended says why in its "bundle ready" line), collect
     phase = 'collect';
-    await guard(Promise.all(recs.map((r) => execIn(kc, rns, r.pod, ['sh', '-c', `kill -INT $(cat ${PID_FILE})`], null))));
+    await guard(Promise.all(recs.map((r) => execIn(kc, rns, r.pod, ['sh', '-c', `kill -INT $(cat ${PID_FILE}) 2>/dev/null; true`], null))));
     const t1 = Date.now();
     for (const r of recs) {
       for (;;) {
