@@ -274,6 +274,14 @@ export async function buildImage({ out = DEFAULT_OUT, rebuildBase = false } = {}
     mkdirSync(dirname(resolve(out)), { recursive: true });
     sh('tar', ['--create', '--file', `${resolve(out)}.tmp`, '--directory', layout, '--numeric-owner', '--owner=0', '--group=0', '--hard-dereference', 'oci-layout', 'index.json', 'blobs']);
     renameSync(`${resolve(out)}.tmp`, resolve(out));
+    // the last archive built on this machine, where `lab up --real` also looks (lab/real/rolltrace-image.ts)
+    const cached = join(CACHE, 'rolltrace-image.tar');
+    if (resolve(out) !== cached) {
+      const tmp = `${cached}.${process.pid}.tmp`;
+      rmSync(tmp, { force: true });
+      try { linkSync(resolve(out), tmp); } catch { sh('cp', [resolve(out), tmp]); }
+      renameSync(tmp, cached);
+    }
     const size = statSync(resolve(out)).size;
     log(`built in ${((Date.now() - t0) / 1000).toFixed(0)} s: ${IMAGE_NAME} (${manifest.layers.map((l) => `${(l.size / 1048576).toFixed(1)}`).join(' + ')} MiB compressed layers)`);
     process.stdout.write(`${resolve(out)}\n${IMAGE_NAME} ${man.digest} ${(size / 1048576).toFixed(0)} MiB\n`);

@@ -55,6 +55,12 @@ describe('deploy/ manifests', () => {
       expect(bundles.hostPath.path).toBe('/var/lib/rolltrace');
       expect(c.volumeMounts.find((m: any) => m.name === 'bundles').mountPath).toBe('/var/lib/rolltrace');
       expect(c.env.find((e: any) => e.name === 'NODE_NAME').valueFrom.fieldRef.fieldPath).toBe('spec.nodeName');
+      // bpftrace's tracefs and the node's cgroup tree (the ebpf source maps cgroup ids to pods)
+      for (const path of ['/sys/kernel/tracing', '/sys/fs/cgroup', '/lib/modules']) {
+        const v = spec.volumes.find((x: any) => x.hostPath?.path === path);
+        expect(v, `${file}: hostPath ${path}`).toBeDefined();
+        expect(c.volumeMounts.find((m: any) => m.name === v.name).mountPath, file).toBe(path);
+      }
     }
   });
 

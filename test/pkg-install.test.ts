@@ -45,6 +45,14 @@ describe('npm pack + npm install -g', () => {
       const asNobody = (args: string[]) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', join(prefix, 'bin', 'rolltrace'), ...args],
         { cwd: tmp, env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: tmp } });
 
+      // kubectl finds the plugin next to rolltrace
+      const plugin = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', join(prefix, 'bin', 'kubectl-rolltrace'), '--version'],
+        { cwd: tmp, env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: tmp } });
+      expect(plugin.stderr).toBe('');
+      expect(plugin.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
+      expect(files).toContain('bin/kubectl-rolltrace.mjs');
+      expect(files).toContain('deploy/krew/rolltrace.yaml');
+
       const version = await asNobody(['--version']);
       expect(version.stderr).toBe('');
       expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);

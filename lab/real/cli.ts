@@ -16,6 +16,7 @@ import { NodeProcs, prepareReal, startRealNode, type RealNode } from './node.js'
 import { containerdVersion, ensureContainerd } from './runtime.js';
 import { cleanupRealLab, RealState, sweepRealLabs, type RealCleanup } from './state.js';
 import { realManifests, type RealPreStop } from './workload.js';
+import { importRolltraceImage } from './rolltrace-image.js';
 
 const say = (s: string) => process.stderr.write(`[lab --real] ${s}\n`);
 
@@ -77,12 +78,15 @@ export async function runRealUp(opts: { scenario?: string }): Promise<number> {
   try {
     const s = await realSession({ prefix, scenario: sc });
     const p = paths(realLayout(prefix));
+    // the rolltrace node image, for deploy/ and `kubectl rolltrace` (when `npm run image` has built it)
+    const img = importRolltraceImage(prefix);
     process.stdout.write([
       `lab up --real: Kubernetes ${K8S_VERSION} node ${prefix} (kube-proxy ${s.node.mode} mode), Deployment web and Service web in default`,
       `KUBECONFIG=${s.node.kubeconfig}`,
       `  kubectl: KUBECONFIG=${s.node.kubeconfig} kubectl get nodes -o wide`,
       `  node netns: ${s.node.nodeNs} (enter with: nsenter --net=/run/netns/${s.node.nodeNs})`,
       `  component logs: ${s.node.logs}`,
+      `  ${img.line}`,
       `  record with:`,
       `    nsenter --net=/run/netns/${s.node.nodeNs} node bin/rolltrace.mjs record --out web.rtb --kubeconfig ${p.kubeconfigNode} --deployment web --restart --probe http://10.96.0.10/ --rate 20 --until-rollout-complete`,
       `  stop with: rolltrace lab down --real`,

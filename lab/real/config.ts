@@ -215,6 +215,9 @@ export function apiserverArgs(l: RealLayout): string[] {
     '--secure-port', String(NET.apiPort), '--tls-cert-file', join(k, 'apiserver.crt'), '--tls-private-key-file', join(k, 'apiserver.key'),
     '--client-ca-file', join(k, 'ca.crt'), '--kubelet-client-certificate', join(k, 'admin.crt'), '--kubelet-client-key', join(k, 'admin.key'),
     '--kubelet-certificate-authority', join(k, 'ca.crt'),
+    // logs, exec, cp and port-forward reach the kubelet at the node's InternalIP (its hostname lab-node
+    // resolves nowhere: the lab has no DNS)
+    '--kubelet-preferred-address-types', 'InternalIP,Hostname',
     '--service-account-issuer', 'https://kubernetes.default.svc', '--service-account-key-file', join(k, 'sa.pub'),
     '--service-account-signing-key-file', join(k, 'sa.key'), '--service-cluster-ip-range', NET.serviceCIDR,
     '--authorization-mode', 'Node,RBAC', '--allow-privileged=true', '--enable-priority-and-fairness=false', '--v=1'];

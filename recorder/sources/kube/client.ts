@@ -15,6 +15,8 @@ import { nowNs } from '../../clock.js';
 export { nowNs };
 
 export class ApiError extends Error {
+  /** the response body (a metav1.Status as JSON, when the API server sent one) */
+  body?: unknown;
   constructor(readonly status: number, message: string, readonly reason?: string) {
     super(message);
     this.name = 'ApiError';
@@ -88,6 +90,12 @@ export class KubeClient {
 
   /** A JSON request; non-2xx -> ApiError with the Status message. */
   async request<T = KubeObject>(method: string, path: string, body?: unknown, contentType?: string, timeoutMs = 15000): Promise<T> {
+    const { text } = await this.requestText(method, path, body, contentType, timeoutMs);
+    try { return (text ? JSON.parse(text) : null) as T; } catch { return null as T; }
+  }
+
+  /** A request whose 2xx answer is text (pod logs); non-2xx -> ApiError with the Status message and body. */
+  async requestText(method: string, path: string, body?: unknown, contentType?: string, timeoutMs = 15000): Promise<{ status: number; text: string }> {
     const { req, res } = await this.open(method, path, body === undefined ? undefined : JSON.stringify(body), contentType);
     const timer = setTimeout(() => req.destroy(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
     try {
@@ -95,14 +103,16 @@ export class KubeClient {
       const chunks: Buffer[] = [];
       for await (const c of r) chunks.push(c as Buffer);
       const text = Buffer.concat(chunks).toString('utf8');
-      let json: unknown = null;
-      try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
       const status = r.statusCode ?? 0;
       if (status < 200 || status > 299) {
+        let json: unknown = null;
+        try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
         const st = json as { message?: string; reason?: string } | null;
-        throw new ApiError(status, `${method} ${path}: HTTP ${status}${st?.message ? `: ${st.message}` : ''}`, st?.reason);
+        const err = new ApiError(status, `${method} ${path}: HTTP ${status}${st?.message ? `: ${st.message}` : ''}`, st?.reason);
+        err.body = json ?? text;
+        throw err;
       }
-      return json as T;
+      return { status, text };
     } finally {
       clearTimeout(timer);
     }
