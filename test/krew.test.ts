@@ -2,18 +2,18 @@
  * `npm run krew` + the real krew: the archive and manifest it writes install with
  * `krew install --manifest --archive` into a fresh KREW_ROOT, and kubectl (the lab's v1.33 build) then
  * runs `kubectl rolltrace` from it, with no rolltrace checkout on PATH. krew itself is built once per
- * machine from the Go module proxy (sigs.k8s.io/krew, cached in /var/cache/rolltrace/krew/).
+ * machine from the Go module proxy (sigs.k8s.io/krew, cached in /var/cache/rolltrace/krew/, or $ROLLTRACE_CACHE_DIR/krew).
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildKubernetes, k8sBin } from '../lab/real/build.js';
+import { buildKubernetes, CACHE_ROOT, k8sBin } from '../lab/real/build.js';
 import { ROOT } from './helpers/cli.js';
 import { runAsync } from './helpers/run.js';
 
 const KREW_VERSION = 'v0.4.3';
-const KREW = `/var/cache/rolltrace/krew/${KREW_VERSION}/krew`;
+const KREW = join(CACHE_ROOT, 'krew', KREW_VERSION, 'krew');
 const tmp = mkdtempSync(join(tmpdir(), 'rolltrace-krew-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
