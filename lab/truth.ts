@@ -74,6 +74,8 @@ export interface Truth {
   failures: TruthFailure[];
   /** enobufs: conntrack's "We have hit ENOBUFS" warnings (the kernel dropped events the lab never saw) */
   conntrack: { events: number; skipped: number; enobufs: number };
+  /** the real node: the service's EndpointSlice as the lab's own watch received it (each state in full) */
+  slices?: SliceChange[];
 }
 
 export interface SliceChange { ts_ns: number; type: string; endpoints: Array<{ ip: string; ready: boolean; serving: boolean; terminating: boolean }> }

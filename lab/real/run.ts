@@ -18,7 +18,7 @@ import { BACKEND_PORT, getScenario, NODE_NAME, SCENARIOS, SERVICE_PORT, VIP, typ
 import { buildTruth, type ClientResult, type SliceChange, type Truth } from '../truth.js';
 import { nowNs, settleRecorder, sleep } from '../sys.js';
 import { k8sBin } from './build.js';
-import { NET, paths, realLayout, type ProxyMode } from './config.js';
+import { NET, parseProxyMode, paths, realLayout, type ProxyMode } from './config.js';
 import { newRealPrefix, realSession, type RealSession } from './cli.js';
 import { cleanupRealLab, RealState } from './state.js';
 import { containerdRecords, kubeletRecords, kubeProxySyncs, parseKlog, parseStamps, realKubeletEvents, unansweredFlows, type Stamp } from './truth.js';
@@ -68,9 +68,10 @@ export function jsonStream(onDoc: (o: any) => void): (chunk: string) => void {
   };
 }
 
-export interface RealRunOptions { scenario: string; out: string; truth?: string; keep?: boolean; mode?: ProxyMode; recorderTimeoutS?: number }
+export interface RealRunOptions { scenario: string; out: string; truth?: string; keep?: boolean; mode?: ProxyMode; proxyMode?: string; recorderTimeoutS?: number }
 
 export async function runRealRun(opts: RealRunOptions): Promise<number> {
+  const mode = opts.mode ?? parseProxyMode(opts.proxyMode);
   if (process.getuid?.() !== 0) throw new InputError('the real node needs root (namespaces, cgroups, containerd)');
   const found = realScenario(opts.scenario);
   if (!found) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${[...Object.keys(SCENARIOS), ...Object.keys(REAL_VARIANTS)].join(', ')})`);
@@ -101,8 +102,8 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
   const recorder = { ran: false, exitCode: null as number | null, reason: null as string | null };
   const sc = found.sc;
   try {
-    say('starting', { prefix, scenario: sc.name, mode: opts.mode ?? sc.mode });
-    session = await realSession({ prefix, scenario: sc, mode: opts.mode, preStop: found.preStop });
+    say('starting', { prefix, scenario: sc.name, mode: mode ?? sc.mode });
+    session = await realSession({ prefix, scenario: sc, mode, preStop: found.preStop });
     const nodeNs = session.node.nodeNs;
     // the lab's own conntrack reader (the kernel's records), with the recorder's arguments and parser
     const ctp = startIn(nodeNs, 'conntrack', CONNTRACK_ARGS);
@@ -228,5 +229,6 @@ export function realTruth(i: {
     return !twin;
   });
   truth.failures.sort((a, b) => a.atNs - b.atNs);
+  truth.slices = i.slices;
   return truth;
 }
