@@ -8,7 +8,8 @@
  * Fixtures: bundles and truth of real-node runs (lab run --real), one per proxy mode:
  *  - local-policy, nftables: the endpoint drains 4 s; both paths keep it ~2.7 s, until the replacement is ready;
  *  - local-blackhole, iptables: the app closes at SIGTERM; both paths keep it (still serving) until the
- *    readiness probe fails, and the connections refused meanwhile carry their path.
+ *    readiness probe fails, and the connections refused meanwhile carry their path; a SYN that fell between
+ *    the filter and nat commits of the replacement's first sync is no-endpoint (it was `unknown`).
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -55,6 +56,13 @@ describe('real kube-proxy: the terminating fallback on every path', () => {
     expect(paths).toEqual(new Set(['listener-closed cluster-ip 10.96.0.10:80', 'listener-closed node-port *:30080', 'no-endpoint cluster-ip 10.96.0.10:80', 'no-endpoint node-port *:30080']));
     expect(realClaims(a, truth)).toEqual([]);
     expect(compareWithTruth(a, truth, EXPECT['local-blackhole']!).problems).toEqual([]);
+    // the replacement's first sync: iptables-restore commits filter (the REJECT goes) before nat (the DNAT
+    // comes); a SYN in between reached no backend and the node answered it itself (the truth: refused, no
+    // backend). The analysis once called it `unknown`.
+    const gap = a.failures.find((f) => f.client === '192.168.77.2:53472')!;
+    expect(truth.failures.find((f) => f.client === '192.168.77.2:53472')).toMatchObject({ kind: 'refused', backendPod: null });
+    expect(gap.cause).toBe('no-endpoint');
+    expect(gap.evidence.join('\n')).toMatch(/replaced its reject rule for default\/web:http \(no endpoint\) by the first endpoint's DNAT .* between the filter and nat commits/);
   });
 
   it('a path with another ready endpoint is no fallback: realClaims catches an analysis that says otherwise', async () => {

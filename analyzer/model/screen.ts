@@ -105,6 +105,12 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
   pod: PodInfo | null, st: { flowSt: Stmt | null; podTrafficSt: Stmt | null; ctSt: Stmt | null }): string | null {
   const t = f.at;
   const rst = `RST ${view ? joinAddr(view.server, view.sport) : '?'} -> ${f.client} at ${iso(t)}`;
+  const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
+  // every network namespace's resets reach the tracepoint: one sent in a namespace the pod never used is
+  // another namespace's, holding the same addresses (another node or lab on the same machine)
+  if (pod && reset?.netns && pod.netns.size && !pod.netns.has(reset.netns)) {
+    return `${rst}: sent in network namespace ${reset.netns}, not ${podLabel(pod)}'s (${[...pod.netns].join(', ')}): another namespace on this machine holds the same addresses`;
+  }
   if (cl && cl.port !== null && view && view.sport !== null && st.flowSt && st.podTrafficSt) {
     const r = st.flowSt.get(view.server, cl.ip, cl.port, view.server, view.sport, view.server, view.sport, cl.ip, cl.port, t - 60e9, t + 5e9) as { n: number; sd: number | null; fin: number | null; sa: number | null };
     if (r.n > 0) {
@@ -121,7 +127,6 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
     const answered = rows.find((x) => (x.state && x.state !== 'SYN_SENT' && x.state !== 'CLOSE') || /ASSURED/.test(x.flags ?? ''));
     if (answered) return `${rst}: conntrack shows this connection was answered (${answered.type} ${answered.state ?? ''} ${answered.flags ?? ''}`.trimEnd() + ` at ${iso(answered.ts_ns)}); the reset is a teardown artifact, not a refused connection`;
   }
-  const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
   if (pod && reset?.reason === 'NO_SOCKET') {
     const listens = ctx.facts.listens.filter((l) => belongs(ctx.id, pod, l.pid, l.netns, l.podUid)
       && (l.port === null || view?.sport == null || l.port === view.sport) && l.ts <= t);
