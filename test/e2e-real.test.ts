@@ -2,9 +2,10 @@
  * Issue 9 acceptance on the real node (real kube-apiserver/etcd/controller-manager/scheduler, kubelet,
  * containerd/runc, kube-proxy): `lab up --real` gives a Ready node kubectl can roll, `lab down` leaves
  * nothing (also after a SIGKILLed run), and each scenario recorded by the real recorder agrees with the
- * truth read from the components' own records. Part of `npm test`; alone with `npm run test:real` (root;
- * the first run on a machine builds Kubernetes, ~7 min on 2 cores). Passed five runs in a row before it
- * joined the default run.
+ * truth read from the components' own records, every scenario in both kube-proxy modes (~25 s each, the
+ * file ~7 min with the binaries cached). Part of `npm test`; alone with `npm run test:real` (root; the first
+ * run on a machine builds Kubernetes, ~7 min on 2 cores). ROLLTRACE_REAL_SCENARIOS / ROLLTRACE_REAL_MODES pick
+ * a subset; ROLLTRACE_REAL_KEEP=1 keeps every bundle and truth.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
