@@ -4,7 +4,7 @@
  * Exit codes: 0 ok; 1 the analysis found failures; 2 usage or input error (one line, no stack).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { isInputError } from '../schemas/errors.js';
+import { InputError, isInputError } from '../schemas/errors.js';
 import { rolltraceVersion } from '../schemas/version.js';
 
 export const VERSION: string = rolltraceVersion();
@@ -145,12 +145,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--keep', 'keep the lab up after the run (then `rolltrace lab down`)')
     .option('--patch <json|file>', 'strategic merge patch of the Deployment applied (and rolled out) before recording, e.g. an analysis\' recommendation.patch')
     .option('--real', 'on the real node: real control plane, kubelet, containerd and kube-proxy (see docs/lab.md)')
+    .option('--proxy-mode <mode>', 'with --real: kube-proxy\'s mode, nftables or iptables (default: the scenario\'s)')
     .action(async (opts) => {
       if (opts.real) {
         const { runRealRun } = await import('../lab/real/run.js');
         setExit(await runRealRun(opts));
         return;
       }
+      if (opts.proxyMode !== undefined) throw new InputError('--proxy-mode needs --real (a fast-lab scenario has its own mode)');
       const { runLabRun } = await import('../lab/cli.js');
       setExit(await runLabRun(opts));
     });
@@ -158,12 +160,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('start a lab and keep it running for interactive recording')
     .option('--scenario <name>', 'scenario whose topology to build', 'race')
     .option('--real', 'a real single-node Kubernetes (prints KUBECONFIG=<path>; stop with `lab down`)')
+    .option('--proxy-mode <mode>', 'with --real: kube-proxy\'s mode, nftables or iptables (default: the scenario\'s)')
     .action(async (opts) => {
       if (opts.real) {
         const { runRealUp } = await import('../lab/real/cli.js');
         setExit(await runRealUp(opts));
         return;
       }
+      if (opts.proxyMode !== undefined) throw new InputError('--proxy-mode needs --real (a fast-lab scenario has its own mode)');
       const { runLabUp } = await import('../lab/cli.js');
       setExit(await runLabUp(opts));
     });

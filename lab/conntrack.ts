@@ -34,7 +34,7 @@ const FINISHING = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'C
  * (conntrack stamps on receipt, so the handshake itself may be stamped inside the window too).
  */
 export function conntrackFailures(events: ConntrackRow[], isService: (ip: string, port: number) => boolean,
-  kills: Array<{ ip: string; atNs: number }> = [], killWindowNs = 300e6,
+  kills: Array<{ ip: string; atNs: number; untilNs?: number | null }> = [], killWindowNs = 300e6,
   closes: Array<{ ip: string; atNs: number; afterNs?: number | null }> = [], closeWindowNs = 50e6): CtFailure[] {
   const flows = new Map<string, Flow>();
   const out: CtFailure[] = [];
@@ -57,7 +57,10 @@ export function conntrackFailures(events: ConntrackRow[], isService: (ip: string
     }
     if (f.established && finishing && !f.finishing) {
       f.finishing = true;
-      if (kills.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns - x.atNs <= killWindowNs)) {
+      // the kill is effective when the process dies (`untilNs`: its exit, when known), which on a loaded
+      // node can be hundreds of ms after the runtime logged it (real node: containerd's "Kill container" 283 ms
+      // before the signal was generated)
+      if (kills.some((x) => x.ip === backendIp && f!.establishedAt! < x.atNs && e.ts_ns >= x.atNs && e.ts_ns <= Math.max(x.atNs + killWindowNs, x.untilNs ?? -Infinity))) {
         out.push({ atNs: e.ts_ns, ...base, kind: 'closed-at-kill' });
       } else if (e.state === 'CLOSE' && closes.some((x) => x.ip === backendIp && e.ts_ns >= x.atNs && e.ts_ns <= Math.max(x.atNs, x.afterNs ?? x.atNs) + closeWindowNs)) {
         out.push({ atNs: e.ts_ns, ...base, kind: 'reset-at-close' });

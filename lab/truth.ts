@@ -78,6 +78,8 @@ export interface Truth {
   failures: TruthFailure[];
   /** enobufs: conntrack's "We have hit ENOBUFS" warnings (the kernel dropped events the lab never saw) */
   conntrack: { events: number; skipped: number; enobufs: number };
+  /** the real node: the service's EndpointSlice as the lab's own watch received it (each state in full) */
+  slices?: SliceChange[];
 }
 
 export interface SliceChange { ts_ns: number; type: string; endpoints: Array<{ ip: string; ready: boolean; serving: boolean; terminating: boolean }> }
@@ -145,7 +147,7 @@ export function buildTruth(i: TruthInput): Truth {
   }
   const svc = i.service;
   const isService = (ip: string, port: number) => (ip === svc.vip && port === svc.port) || (svc.nodePort != null && port === svc.nodePort);
-  const kills = pods.filter((p) => p.killNs != null).map((p) => ({ ip: p.ip, atNs: p.killNs! }));
+  const kills = pods.filter((p) => p.killNs != null).map((p) => ({ ip: p.ip, atNs: p.killNs!, untilNs: p.exitNs != null && p.exitNs >= p.killNs! ? p.exitNs + 50e6 : null }));
   const closes = pods.filter((p) => p.listenerClosedNs != null).map((p) => ({ ip: p.ip, atNs: p.listenerClosedNs!, afterNs: p.listenerClosedAfterNs }));
   const failures: TruthFailure[] = conntrackFailures(i.conntrack.events, isService, kills, 300e6, closes).map((f) => ({
     ...f, backendPod: f.backendIp ? ipToPod.get(f.backendIp) ?? null : null, from: 'conntrack' as const,

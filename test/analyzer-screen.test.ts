@@ -157,6 +157,26 @@ describe('a socketless reset to a client this network namespace never saw', () =
   });
 });
 
+describe('kernel resets of another network namespace', () => {
+  it('an ebpf-only RST from the pod\'s address sent in a namespace the pod never used is not a failure; one from its own is', async () => {
+    // seen on the real node while other labs ran: their pods hold the same 10.244.0.x addresses, and the
+    // tracepoint reports every namespace's resets (NO_SOCKET: the namespace of the device that received the SYN)
+    const path = scenario(tmpBundle('ebpf-netns'), {
+      failAt: [],
+      extra: (w) => {
+        w.event(ev('tcp-reset-sent', at(2.3), 'ebpf', null, { saddr: OLD.ip, sport: 8080, daddr: '10.244.1.2', dport: 42016, reason: 'NO_SOCKET', pid: 12246, comm: 'node', netns: 4026533121 }));
+        w.event(ev('tcp-reset-sent', at(2.4), 'ebpf', null, { saddr: OLD.ip, sport: 8080, daddr: NODE_IP, dport: 53002, reason: 'NO_SOCKET', pid: 1, comm: 'swapper/0', netns: OLD.netns }));
+      },
+    });
+    const db = new Database(path);
+    db.exec('DELETE FROM packets; DELETE FROM conntrack');
+    db.close();
+    const a = await analyze(path);
+    expect(a.failures.map((f) => f.client)).toEqual([`${NODE_IP}:53002`]);
+    expect(a.ignored?.some((x) => x.group === 'reset-artifact' && x.why.includes('10.244.1.2:42016') && x.why.includes(`sent in network namespace 4026533121, not default/${OLD.name}'s (${OLD.netns})`))).toBe(true);
+  });
+});
+
 describe('receipt-stamped rule changes', () => {
   it('a probe refused with no backend just before the no-endpoint rule was received is no-endpoint, saying so', async () => {
     const a = await analyze(scenario(tmpBundle('noep-receipt'), {

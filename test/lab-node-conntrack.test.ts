@@ -53,3 +53,19 @@ describe('lab conntrack reader', () => {
     expect(conntrackFailures(flow(21125, 'CLOSE'), svc, [], 300e6, [{ ip: '10.244.0.2', atNs: 1795297958000000000 }])).toEqual([]);
   });
 });
+
+const KILL = 1796143216713675500;
+describe('closed-at-kill on a loaded node', () => {
+  // real node, grace-too-short (iptables): containerd logged "Kill container" 283 ms before the SIGKILL was
+  // generated (ebpf), the app's sockets closed 295 ms after the log line and containerd's exit event came at
+  // +386 ms. The rows are the recorder's conntrack rows of one slow request cut by that kill; the lab's own
+  // reader stamps on receipt too, here placed 25 ms later (past the 300 ms window after the log line).
+  const rows = (JSON.parse(readFileSync(new URL('../fixtures/conntrack/grace-too-short-killed-late.json', import.meta.url), 'utf8')) as ConntrackRow[])
+    .map((r) => ({ ...r, ts_ns: r.ts_ns > KILL ? r.ts_ns + 25e6 : r.ts_ns }));
+  const isService = (ip: string, port: number) => ip === '10.96.0.10' && port === 80;
+  it('a connection cut when the killed process died, after the window from the logged kill, is closed-at-kill when the exit is known', () => {
+    expect(conntrackFailures(rows, isService, [{ ip: '10.244.0.2', atNs: KILL }])).toEqual([]);
+    const f = conntrackFailures(rows, isService, [{ ip: '10.244.0.2', atNs: KILL, untilNs: KILL + 386e6 + 50e6 }]);
+    expect(f).toMatchObject([{ client: '192.168.77.1:42468', kind: 'closed-at-kill', backendIp: '10.244.0.2' }]);
+  });
+});

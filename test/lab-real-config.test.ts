@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { generateGoMod, K8S_VERSION, stagingModules, stagingVersion, versionLdflags, k8sBinDir } from '../lab/real/build.js';
-import { cniConflist, containerdToml, KUBELET_SYSCTLS, kubeletArgs, kubeletConfig, kubeProxyArgs, kubeProxyConfig, paths, realLayout } from '../lab/real/config.js';
+import { cniConflist, containerdToml, KUBELET_SYSCTLS, kubeletArgs, kubeletConfig, kubeProxyArgs, kubeProxyConfig, parseProxyMode, paths, realLayout } from '../lab/real/config.js';
+import { cli } from './helpers/cli.js';
 import { ociDocuments } from '../lab/real/images.js';
 import { realManifests } from '../lab/real/workload.js';
 import { aptOptions } from '../lab/real/runtime.js';
@@ -146,5 +147,23 @@ describe('real node images and workload', () => {
     const [, d2] = realManifests(act.sc, '/s', act.preStop);
     expect(d2!.spec.template.spec.containers[0].lifecycle).toEqual({ preStop: { sleep: { seconds: 2 } } });
     expect(realScenario('nope')).toBeNull();
+  });
+});
+
+describe('--proxy-mode', () => {
+  it('takes nftables or iptables (default: the scenario\'s own); anything else is a one-line error, exit 2', () => {
+    expect(parseProxyMode(undefined)).toBeUndefined();
+    expect(parseProxyMode('nftables')).toBe('nftables');
+    expect(parseProxyMode('iptables')).toBe('iptables');
+    for (const [args, msg] of [
+      [['lab', 'run', '--real', '--scenario', 'race', '--out', '/nonexistent/x.rtb', '--proxy-mode', 'ipvs'], /--proxy-mode "ipvs": one of nftables, iptables/],
+      [['lab', 'up', '--real', '--proxy-mode', 'IPTABLES'], /--proxy-mode "IPTABLES": one of nftables, iptables/],
+      [['lab', 'run', '--scenario', 'race', '--out', '/nonexistent/x.rtb', '--proxy-mode', 'iptables'], /--proxy-mode needs --real/],
+    ] as Array<[string[], RegExp]>) {
+      const r = cli(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(msg);
+    }
   });
 });

@@ -84,6 +84,14 @@ describe('parser on real bpftrace 0.17 output', () => {
     expect(c4!.ts_ns - term!.ts_ns).toBeGreaterThan(0);
   });
 
+  it('a socketless RST (NO_SOCKET) names the network namespace of the device that received the SYN', () => {
+    // output-6.18-rst-netns.txt: program-6.18.bt while `bash -c 'exec 3<>/dev/tcp/127.0.0.1/9'` (and ::1)
+    // ran in a netns of inode 4026532457 (only that namespace's lines kept: the tracepoint sees every one)
+    const { events } = run(F('output-6.18-rst-netns.txt'));
+    expect(events.map((e) => [e.kind, (e.attrs as { reason: string }).reason, (e.attrs as { netns: number }).netns])).toEqual([
+      ['tcp-reset-sent', 'NO_SOCKET', 4026532457], ['tcp-reset-sent', 'NO_SOCKET', 4026532457]]);
+  });
+
   it('maps cgroup ids to pods', () => {
     const { events } = run(F('output-6.18.txt'), (id) => (id === 1 ? 'pod-uid-1' : null));
     expect(events[0]!.attrs).toMatchObject({ cgroup_id: 1, pod_uid: 'pod-uid-1' });

@@ -21,7 +21,11 @@ export interface RuleEv { ts: number; source: string; added: boolean; ip: string
 export interface PathRuleEv { ts: number; added: boolean; ip: string; port: number | null; service: string; path: string; addr: string; policy: string; node: string | null; mode: string }
 export interface NoEpRuleEv { ts: number; added: boolean; service: string; vip: string | null; action: string; node_port: number | null }
 export interface AcceptEv { ts: number; source: string; pid: number | null; peer: string; peerPort: number }
-export interface TcpResetEv { ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null }
+export interface TcpResetEv {
+  ts: number; source: string; saddr: string; sport: number | null; daddr: string; dport: number | null; reason: string | null; state: string | null;
+  /** the network namespace (inode) it was sent in, when the recorder could tell */
+  netns?: number | null;
+}
 
 export interface Facts {
   signals: SignalEv[];
@@ -110,7 +114,7 @@ export function loadFacts(reader: BundleReader): Facts {
         break;
       case 'tcp-reset-sent': {
         const saddr = str(a.saddr); const daddr = str(a.daddr);
-        if (saddr && daddr) f.resets.push({ ts, source, saddr, sport: num(a.sport), daddr, dport: num(a.dport), reason: str(a.reason), state: str(a.state) });
+        if (saddr && daddr) f.resets.push({ ts, source, saddr, sport: num(a.sport), daddr, dport: num(a.dport), reason: str(a.reason), state: str(a.state), netns: num(a.netns) });
         break;
       }
       case 'pod-terminating':

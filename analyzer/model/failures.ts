@@ -494,9 +494,31 @@ function noEndpointActive(ctx: ResolveContext, service: string | null, t: number
   return state?.added ? state : null;
 }
 
+/**
+ * The no-endpoint rule of `service` removed (received) at most `afterNs` after t and at most
+ * RULE_RECEIPT_SLACK_NS before it: the sync that replaced the reject/drop by the first endpoint's DNAT.
+ */
+function noEndpointJustRemoved(ctx: ResolveContext, service: string | null, t: number, afterNs = 200e6): { action: string; service: string; ts: number } | null {
+  const sa = service ? splitAddr(service) : null;
+  if (!sa) return null;
+  for (const r of ctx.facts.noEp) {
+    if (r.added || r.ts < t - RULE_RECEIPT_SLACK_NS || r.ts > t + afterNs) continue;
+    const v = r.vip ? splitAddr(r.vip) : null;
+    if ((v && v.ip === sa.ip && (v.port === null || v.port === sa.port)) || (r.node_port !== null && sa.port === r.node_port)) return { action: r.action, service: r.service, ts: r.ts };
+  }
+  return null;
+}
+
 function classify(c: Candidate, ctx: ResolveContext, service: string | null, backendIp: string | null, podKey: string | null, seq: PodSequence | null, routed: Routed): { cause: FailureCause; why: string[] } {
   const t = c.ts;
   const noEp = noEndpointActive(ctx, service, t);
+  // a SYN that reached no backend while kube-proxy's sync swapped the service's reject/drop rule for the first
+  // endpoint's DNAT: iptables-nft commits the filter table (the reject) and the nat table (the DNAT) apart, so
+  // for a few ms the node had neither and answered the SYN itself (seen on the real node, iptables mode)
+  const swap = !backendIp && !noEp ? noEndpointJustRemoved(ctx, service, t) : null;
+  if (swap) {
+    return { cause: 'no-endpoint', why: [`cause no-endpoint: no backend was reached while this node's sync replaced its ${swap.action} rule for ${swap.service} (no endpoint) by the first endpoint's DNAT (received ${iso(swap.ts)}, ${ms(Math.abs(swap.ts - t))} ms ${swap.ts <= t ? "before" : "after"} this failure): between the filter and nat commits the service had no rule at all`] };
+  }
   if (!backendIp && (c.icmp || noEp || c.kinds.has('syn-timeout'))) {
     if (noEp) {
       return { cause: 'no-endpoint', why: [noEp.receivedAfterMs !== undefined

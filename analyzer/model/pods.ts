@@ -6,6 +6,7 @@ import { nsFromIso } from '../../schemas/analysis.js';
 import type { Verdict } from '../../schemas/analysis.js';
 import { iso, ms, sane } from '../util.js';
 import type { AttachEv, Facts, ListenEv, PathRuleEv, RuleEv, SignalEv } from './facts.js';
+import type { SliceChange } from './slices.js';
 import { podLabel, type Identity, type PodInfo } from './identity.js';
 
 export interface PodSequence {
@@ -142,7 +143,7 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     // ---- this node's rules
     const termStart = minOf([deletion, sigterm, termC?.ts ?? null, chosenClose?.ts ?? null]);
     const ruleRes = ruleRemoval(rulesMine, ips, ports, termStart, nodeName, ev);
-    const routes = pathStops(pathRulesMine, ips, ports, termStart, termC?.ts ?? null, ev);
+    const routes = pathStops(pathRulesMine, ips, ports, termStart, termC?.ts ?? null, ev, termC ? (r) => onlyServingTerminating(f.sliceChanges, termC, ips, r) : undefined);
     // ---- receipt-stamped (kube) vs kernel-stamped (signals) order: the kubelet sends SIGTERM after the deletion
     const inconsistencies: string[] = [];
     let propagationStart = deletion ?? sigterm;
@@ -339,7 +340,8 @@ function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart:
  * the cluster IP path dropped it is kube-proxy's terminating fallback (ProxyTerminatingEndpoints: the node's
  * only local endpoint, serving and terminating, stays in use for external traffic).
  */
-function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStart: number | null, terminatingAt: number | null, ev: string[]): PodRoute[] {
+function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStart: number | null, terminatingAt: number | null, ev: string[],
+  noReadyOther?: (r: PodRoute) => boolean): PodRoute[] {
   const mine = rules.filter((r) => ips.includes(r.ip) && (ports.length === 0 || r.port === null || ports.includes(r.port)));
   const groups = new Map<string, PathRuleEv[]>();
   for (const r of mine) {
@@ -362,15 +364,48 @@ function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStar
   for (const r of out) {
     ev.push(`${r.path} path ${r.addr} (${r.policy}${r.node ? `, ${r.node}` : ''}) ${r.stoppedAt !== null ? `stopped routing to it at ${iso(r.stoppedAt)}` : 'still routed to it when the recording ended'}`);
   }
+  // kube-proxy routes a serving+terminating endpoint only when the path has no ready one (Cluster: anywhere;
+  // Local: on this node): a path that kept the pod after its endpoint turned terminating, with no other ready
+  // endpoint, kept it as the terminating fallback (on one node with one replica: every path, Cluster ones too)
+  if (terminatingAt !== null && noReadyOther) {
+    for (const r of out) {
+      if ((r.stoppedAt !== null && r.stoppedAt <= terminatingAt) || !noReadyOther(r)) continue;
+      r.fallback = true;
+      ev.push(`terminating fallback: the ${r.path} path ${r.addr} (${r.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${r.policy}`}) kept routing to this pod ${r.stoppedAt !== null ? `${ms(r.stoppedAt - terminatingAt)} ms` : 'until the end of the recording'} after its endpoint turned terminating (received ${iso(terminatingAt)}) while still serving, with no other ready endpoint${r.policy === 'Local' ? ' on its node' : ''}: kube-proxy routes serving+terminating endpoints when none is ready (ProxyTerminatingEndpoints)`);
+    }
+  }
   const clusterStop = out.filter((r) => r.path === 'cluster-ip' && r.stoppedAt !== null).map((r) => r.stoppedAt!).sort((a, b) => a - b)[0];
   if (clusterStop !== undefined) {
     for (const r of out) {
-      if (r.path === 'cluster-ip' || r.policy !== 'Local' || (r.stoppedAt !== null && r.stoppedAt <= clusterStop)) continue;
+      if (r.fallback || r.path === 'cluster-ip' || r.policy !== 'Local' || (r.stoppedAt !== null && r.stoppedAt <= clusterStop)) continue;
       r.fallback = true;
       ev.push(`terminating fallback: the ${r.path} path ${r.addr} (externalTrafficPolicy: Local) kept routing to this pod ${r.stoppedAt !== null ? `${ms(r.stoppedAt - clusterStop)} ms` : 'until the end of the recording'} after the cluster IP path dropped it${terminatingAt !== null ? ` (endpoint terminating since ${iso(terminatingAt)})` : ''}: with no ready local endpoint kube-proxy keeps serving+terminating ones for external traffic (ProxyTerminatingEndpoints)`);
     }
   }
   return out;
+}
+
+/**
+ * The pod's endpoint was received terminating and still serving (`term`), and at that instant the service's
+ * EndpointSlices as received held no other ready endpoint for the route's path (Cluster: anywhere; Local: on
+ * the terminating endpoint's node, the only node whose Local path routes to it).
+ */
+export function onlyServingTerminating(changes: SliceChange[], term: SliceChange, ips: string[], r: PodRoute): boolean {
+  if (term.terminating !== true || term.serving === false) return false;
+  const svc = r.service.replace(/:[^:/]*$/, '');
+  const state = new Map<string, SliceChange>();
+  for (const c of changes) {
+    if (c.ts > term.ts) continue;
+    if (`${c.namespace ?? ''}/${c.service ?? ''}` !== svc) continue;
+    const k = `${c.slice}|${c.ip}`;
+    if (c.change === 'removed') state.delete(k); else state.set(k, c);
+  }
+  for (const c of state.values()) {
+    if (ips.includes(c.ip) || c.ready !== true) continue;
+    if (r.policy === 'Local' && c.node !== term.node) continue;
+    return false;
+  }
+  return true;
 }
 
 export function podName(s: PodSequence): string { return podLabel(s.pod); }

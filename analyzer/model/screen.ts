@@ -111,6 +111,12 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
   pod: PodInfo | null, st: { flowSt: Stmt | null; podTrafficSt: Stmt | null; ctSt: Stmt | null; seenSt: Stmt | null; pktSeenSt: Stmt | null; ctAroundSt: Stmt | null }): string | null {
   const t = f.at;
   const rst = `RST ${view ? joinAddr(view.server, view.sport) : '?'} -> ${f.client} at ${iso(t)}`;
+  const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
+  // every network namespace's resets reach the tracepoint: one sent in a namespace the pod never used is
+  // another namespace's, holding the same addresses (another node or lab on the same machine)
+  if (pod && reset?.netns && pod.netns.size && !pod.netns.has(reset.netns)) {
+    return `${rst}: sent in network namespace ${reset.netns}, not ${podLabel(pod)}'s (${[...pod.netns].join(', ')}): another namespace on this machine holds the same addresses`;
+  }
   if (cl && cl.port !== null && view && view.sport !== null && st.flowSt && st.podTrafficSt) {
     const r = st.flowSt.get(view.server, cl.ip, cl.port, view.server, view.sport, view.server, view.sport, cl.ip, cl.port, t - 60e9, t + 5e9) as { n: number; sd: number | null; fin: number | null; sa: number | null };
     if (r.n > 0) {
@@ -133,7 +139,6 @@ function ebpfVerdict(f: ResolvedFailure, ctx: ResolveContext, cl: { ip: string; 
     && !(st.pktSeenSt && st.pktSeenSt.get(t - 60e9, t + 5e9, cl.ip, cl.ip) !== undefined)) {
     return `${rst}: ${cl.ip} appears nowhere in this network namespace's conntrack (which recorded flows around it and dropped no event)${st.pktSeenSt ? ' nor in its capture' : ''} within 60 s; every connection that reaches a pod here is tracked, so the reset was sent in another network namespace with the same addresses (a socketless reset names none)`;
   }
-  const reset = ctx.facts.resets.find((r) => r.ts === t && r.daddr === cl?.ip);
   if (pod && reset?.reason === 'NO_SOCKET') {
     const listens = ctx.facts.listens.filter((l) => belongs(ctx.id, pod, l.pid, l.netns, l.podUid)
       && (l.port === null || view?.sport == null || l.port === view.sport) && l.ts <= t);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { InputError } from '../../schemas/errors.js';
 import { getScenario, SCENARIOS, SERVICE_PORT, VIP, type Scenario } from '../scenarios/index.js';
 import { buildKubernetes, K8S_VERSION } from './build.js';
-import { NET, paths, realLayout, type ProxyMode } from './config.js';
+import { NET, parseProxyMode, paths, realLayout, type ProxyMode } from './config.js';
 import { run } from '../sys.js';
 import { NodeProcs, prepareReal, startRealNode, type RealNode } from './node.js';
 import { containerdVersion, ensureContainerd } from './runtime.js';
@@ -70,13 +70,14 @@ export async function realSession(opts: { prefix: string; scenario: Scenario; mo
   return { node, np, stamps, scenario: opts.scenario };
 }
 
-export async function runRealUp(opts: { scenario?: string }): Promise<number> {
+export async function runRealUp(opts: { scenario?: string; proxyMode?: string }): Promise<number> {
+  const mode = parseProxyMode(opts.proxyMode);
   checkRoot();
   const sc = getScenario(opts.scenario ?? 'race');
   if (!sc) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${Object.keys(SCENARIOS).join(', ')})`);
   const prefix = newRealPrefix();
   try {
-    const s = await realSession({ prefix, scenario: sc });
+    const s = await realSession({ prefix, scenario: sc, mode });
     const p = paths(realLayout(prefix));
     // the rolltrace node image, for deploy/ and `kubectl rolltrace` (when `npm run image` has built it)
     const img = importRolltraceImage(prefix);

@@ -5,6 +5,7 @@
  * and JSON is YAML: their files are written as JSON.
  */
 import { join } from 'node:path';
+import { InputError } from '../../schemas/errors.js';
 
 /** Where one real lab keeps its things. `state` is on tmpfs (/run), `data` on disk (containerd's snapshots). */
 export interface RealLayout {
@@ -177,6 +178,14 @@ export function kubeletArgs(l: RealLayout, logLevel = 2): string[] {
 }
 
 export type ProxyMode = 'nftables' | 'iptables';
+export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables'];
+
+/** `--proxy-mode`: undefined (the scenario's own mode) or one of PROXY_MODES; anything else is a one-line input error. */
+export function parseProxyMode(v: unknown): ProxyMode | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'string' && (PROXY_MODES as readonly string[]).includes(v)) return v as ProxyMode;
+  throw new InputError(`--proxy-mode ${JSON.stringify(v)}: one of ${PROXY_MODES.join(', ')}`);
+}
 
 export function kubeProxyConfig(l: RealLayout, mode: ProxyMode): Record<string, unknown> {
   const sync = { syncPeriod: '30s', minSyncPeriod: '1s' };

@@ -19,7 +19,7 @@ import { readPatch } from '../cli.js';
 import { buildTruth, type ClientResult, type SliceChange, type Truth } from '../truth.js';
 import { nowNs, settleRecorder, sleep } from '../sys.js';
 import { k8sBin } from './build.js';
-import { NET, paths, realLayout, type ProxyMode } from './config.js';
+import { NET, parseProxyMode, paths, realLayout, type ProxyMode } from './config.js';
 import { newRealPrefix, realSession, type RealSession } from './cli.js';
 import { applyRealPatch } from './patch.js';
 import { cleanupRealLab, RealState } from './state.js';
@@ -72,12 +72,13 @@ export function jsonStream(onDoc: (o: any) => void): (chunk: string) => void {
 }
 
 export interface RealRunOptions {
-  scenario: string; out: string; truth?: string; keep?: boolean; mode?: ProxyMode; recorderTimeoutS?: number;
+  scenario: string; out: string; truth?: string; keep?: boolean; mode?: ProxyMode; proxyMode?: string; recorderTimeoutS?: number;
   /** a strategic merge patch of Deployment web (JSON text or a file), applied with kubectl and rolled out before recording */
   patch?: string;
 }
 
 export async function runRealRun(opts: RealRunOptions): Promise<number> {
+  const mode = opts.mode ?? parseProxyMode(opts.proxyMode);
   if (process.getuid?.() !== 0) throw new InputError('the real node needs root (namespaces, cgroups, containerd)');
   const found = realScenario(opts.scenario);
   if (!found) throw new InputError(`unknown scenario "${opts.scenario}" (one of: ${[...Object.keys(SCENARIOS), ...Object.keys(REAL_VARIANTS)].join(', ')})`);
@@ -115,8 +116,8 @@ export async function runRealRun(opts: RealRunOptions): Promise<number> {
   const recorder = { ran: false, exitCode: null as number | null, reason: null as string | null };
   const sc = found.sc;
   try {
-    say('starting', { prefix, scenario: sc.name, mode: opts.mode ?? sc.mode });
-    session = await realSession({ prefix, scenario: sc, mode: opts.mode, preStop: found.preStop });
+    say('starting', { prefix, scenario: sc.name, mode: mode ?? sc.mode });
+    session = await realSession({ prefix, scenario: sc, mode, preStop: found.preStop });
     if (patch) await applyRealPatch(session.np, patch, sc.replicas, say);
     recordedFromNs = nowNs();
     const nodeNs = session.node.nodeNs;
@@ -271,5 +272,6 @@ export function realTruth(i: {
   truth.failures.sort((a, b) => a.atNs - b.atNs);
   // pods the patch's own rollout replaced (lab run --patch) were gone before the recorded rollout began
   if (i.recordedFromNs) truth.pods = truth.pods.filter((x) => (x.deletionSeenNs ?? Infinity) >= i.recordedFromNs!);
+  truth.slices = i.slices;
   return truth;
 }

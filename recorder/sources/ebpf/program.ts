@@ -55,8 +55,14 @@ export function buildProgram(i: ProgramInput): Program {
     resetLayout = 'sockaddr';
     const reason = rs.fields.has('reason') ? 'args->reason' : '-1';
     const state = rs.fields.has('state') ? 'args->state' : '0';
-    p.push(`tracepoint:tcp:tcp_send_reset {
-  printf("RT\\tRST\\t%llu\\t%d\\t%d\\t%rx\\t%rx\\t%d\\t%u\\t%s\\n", nsecs, ${state}, ${reason}, buf(args->saddr, 28), buf(args->daddr, 28), pid, ${rs.fields.has('skaddr') ? netns('args->skaddr') : '0'}, comm);
+    // the RST's network namespace: its socket's, or (no socket: a SYN to a closed port) the device's that
+    // received the segment; RSTs of every namespace on the machine reach this tracepoint
+    const skNs = rs.fields.has('skaddr') ? netns('args->skaddr') : '0';
+    const nsStmt = i.btf && rs.fields.has('skbaddr')
+      ? `\n  $ns = (uint32)0;\n  if (args->skaddr != 0) { $ns = ${skNs}; } else { $ns = ((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum; }`
+      : '';
+    p.push(`tracepoint:tcp:tcp_send_reset {${nsStmt}
+  printf("RT\\tRST\\t%llu\\t%d\\t%d\\t%rx\\t%rx\\t%d\\t%u\\t%s\\n", nsecs, ${state}, ${reason}, buf(args->saddr, 28), buf(args->daddr, 28), pid, ${nsStmt ? '$ns' : skNs}, comm);
 }`);
     features.push(`RSTs sent (tcp:tcp_send_reset, sockaddr layout${rs.fields.has('reason') ? ', with reason' : ''})`);
   } else if (rs && rs.fields.has('sport') && rs.fields.has('dport')) {
