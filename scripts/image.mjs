@@ -41,8 +41,10 @@ const log = (s) => process.stderr.write(`[image] ${s}\n`);
 const fail = (s) => { log(s); process.exit(1); };
 const sha256 = (s) => createHash('sha256').update(s).digest('hex');
 
+// stdout carries the result only (the archive's path, then its name, digest and size): what the build
+// steps print goes to stderr (a cold build's version checks in the chroot printed 'v20.19.2' first)
 function sh(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { stdio: ['ignore', opts.capture ? 'pipe' : 'inherit', 'inherit'], encoding: 'utf8', ...opts });
+  const r = spawnSync(cmd, args, { stdio: ['ignore', opts.capture ? 'pipe' : 2, 'inherit'], encoding: 'utf8', ...opts });
   if (r.status !== 0) throw new Error(`${cmd} ${args.slice(0, 6).join(' ')}${args.length > 6 ? ' ...' : ''} failed (exit ${r.status ?? r.signal})`);
   return r.stdout ?? '';
 }
