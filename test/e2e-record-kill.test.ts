@@ -24,6 +24,12 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
+/** a step that does not finish in time fails the test naming the step (one CI run hit the 240 s test timeout, step unknown) */
+function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<T>((_, rej) => { t = setTimeout(() => rej(new Error(`${what}: not done after ${ms / 1000} s`)), ms); })]).finally(() => clearTimeout(t));
+}
+
 /** every descendant of pid, from /proc/<pid>/task/<tid>/children */
 function descendants(pid: number): number[] {
   const out: number[] = [];
@@ -82,25 +88,25 @@ describe('recorder killed with SIGKILL during the race rollout', () => {
     await new Promise((r) => setTimeout(r, delayMs));
     for (const p of descendants(rec.pid!)) orphans.add(p);
     rec.kill('SIGKILL');
-    await new Promise((r) => rec.once('exit', r));
+    await within(30_000, 'the SIGKILLed recorder exiting', new Promise((r) => rec.once('exit', r)));
     for (const p of orphans) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
     expect(existsSync(bundle)).toBe(true);
 
-    const v = await run(['verify', '--json', bundle]);
+    const v = await within(40_000, 'verify of the killed bundle', run(['verify', '--json', bundle]));
     expect(v.code, `${v.stdout}${v.stderr}`).toBe(0);
     const vj = JSON.parse(v.stdout) as { closedCleanly: boolean; tables: Record<string, number>; integrity: string };
     expect(vj.integrity).toBe('ok');
     expect(vj.closedCleanly).toBe(false);
     expect(vj.tables.events + vj.tables.packets + vj.tables.k8s_objects).toBeGreaterThan(0);
 
-    const a = await run(['analyze', '--format', 'json', bundle]);
+    const a = await within(40_000, 'analyze of the killed bundle', run(['analyze', '--format', 'json', bundle]));
     expect([0, 1], a.stderr).toContain(a.code);
     const analysis = JSON.parse(a.stdout) as { schema: string; bundle: { closedCleanly?: boolean } };
     expect(analysis.schema).toBe('rolltrace.analysis/v1');
     expect(analysis.bundle.closedCleanly).toBe(false);
 
     lab.kill('SIGINT');
-    const code = await new Promise<number | null>((r) => lab!.once('exit', (c) => r(c)));
+    const code = await within(60_000, 'lab up exiting after SIGINT', new Promise<number | null>((r) => lab!.once('exit', (c) => r(c))));
     expect(code).not.toBeNull();
     const ns = await new Promise<string>((resolve) => {
       const p = spawn('ip', ['netns', 'list'], { stdio: ['ignore', 'pipe', 'ignore'] });
