@@ -42,6 +42,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--duration <s>', 'stop after this many seconds', int('--duration'))
     .option('--until-rollout-complete', 'stop when the rollout completes (plus a settle period)')
     .option('--settle <s>', 'seconds to keep recording after the rollout completes', int('--settle'), 5)
+    .option('--pre-roll <s>', 'with --restart: seconds to record before restarting, so requests in flight at a SIGKILL were seen from their start', int('--pre-roll'), 2)
     .option('--no-packets', 'do not capture packets')
     .option('--strace <mode>', 'when strace attaches: lazy (default: a pod\'s processes once it starts terminating; needs ebpf, else all), all (every process from the start: slows busy pods), off')
     .option('--no-strace', 'do not trace processes with strace (= --strace off)')

@@ -46,6 +46,7 @@ export function normalizeRecordOptions(raw: Record<string, unknown>): RecordOpti
     duration: raw.duration === undefined ? undefined : Number(raw.duration),
     untilRolloutComplete: !!raw.untilRolloutComplete,
     settle: num(raw.settle, 5),
+    preRoll: num(raw.preRoll, 2),
     packets: raw.packets !== false,
     ...straceOption(raw.strace),
     ebpf: raw.ebpf !== false,

@@ -32,6 +32,8 @@ export interface RecordOptions {
   duration?: number;
   untilRolloutComplete?: boolean;
   settle: number;
+  /** --restart: seconds to record before restarting (connections opened before the capture show no SYN, no request) */
+  preRoll?: number;
   packets: boolean;
   strace: boolean;
   /** with strace on: lazy (default) or all; `--strace off` is strace: false */

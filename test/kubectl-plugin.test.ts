@@ -23,12 +23,12 @@ const bad = (argv: string[]) => { try { parsePluginArgs(argv); } catch (e) { ret
 
 describe('kubectl rolltrace arguments', () => {
   it('record deploy/NAME with kubectl-style flags in both spellings', () => {
-    const o = opts(['record', 'deploy/web', '-n', 'shop', '--restart', '--probe', 'auto', '--nodes', 'n1,n2', '--out', 'x.rtb', '--settle=3', '--context', 'kind-a', '--kubeconfig=/k']);
-    expect(o).toMatchObject({ deployment: 'web', namespace: 'shop', restart: true, probe: 'auto', nodes: ['n1', 'n2'], out: 'x.rtb', settle: 3, context: 'kind-a', kubeconfig: '/k' });
+    const o = opts(['record', 'deploy/web', '-n', 'shop', '--restart', '--probe', 'auto', '--nodes', 'n1,n2', '--out', 'x.rtb', '--settle=3', '--pre-roll', '0', '--context', 'kind-a', '--kubeconfig=/k']);
+    expect(o).toMatchObject({ deployment: 'web', namespace: 'shop', restart: true, probe: 'auto', nodes: ['n1', 'n2'], out: 'x.rtb', settle: 3, preRoll: 0, context: 'kind-a', kubeconfig: '/k' });
     expect(opts(['record', '--namespace=shop', 'deployment/api']).namespace).toBe('shop');
     expect(opts(['record', '-nshop', 'deployments.apps/api']).namespace).toBe('shop');
     const d = opts(['record', 'deploy/web']);
-    expect(d).toMatchObject({ namespace: null, restart: false, probe: 'auto', rate: 20, settle: 5, timeout: 600, recorderNamespace: 'rolltrace', serviceAccount: 'rolltrace', image: null, out: null, nodes: [] });
+    expect(d).toMatchObject({ namespace: null, restart: false, probe: 'auto', rate: 20, settle: 5, preRoll: 2, timeout: 600, recorderNamespace: 'rolltrace', serviceAccount: 'rolltrace', image: null, out: null, nodes: [] });
     expect(opts(['record', 'deploy/web', '--probe', 'http://10.0.0.1:8080/healthz']).probe).toBe('http://10.0.0.1:8080/healthz');
     expect(opts(['record', 'deploy/web', '--probe', 'off', '--settle', '0']).settle).toBe(0);
     expect(parsePluginArgs([])).toBe('help');

@@ -24,6 +24,8 @@ export interface PluginOptions {
   out: string | null;
   image: string | null;
   settle: number;
+  /** with --restart: seconds recorded before the restart */
+  preRoll: number;
   timeout: number;
   recorderNamespace: string;
   serviceAccount: string;
@@ -54,6 +56,8 @@ export const USAGE = [
   '  --out FILE                  merged bundle (default rolltrace-NAME-<UTC time>.rtb)',
   '  --image REF                 recorder image (default rolltrace:VERSION, as `npm run image` names it)',
   '  --settle S                  seconds recorded after the rollout completed (default 5)',
+  '  --pre-roll S                with --restart: seconds recorded before the restart (default 2), so requests in',
+  '                              flight at a SIGKILL were seen from their start',
   '  --timeout S                 give up waiting for the rollout after S seconds (default 600)',
   '  --recorder-namespace NS     where the recorder pods run (default rolltrace, from deploy/rbac.yaml)',
   '  --service-account SA        their ServiceAccount (default rolltrace, from deploy/rbac.yaml)',
@@ -63,7 +67,7 @@ export const USAGE = [
 
 const VALUE_FLAGS: Record<string, keyof PluginOptions> = {
   '-n': 'namespace', '--namespace': 'namespace', '--probe': 'probe', '--rate': 'rate', '--nodes': 'nodes', '--out': 'out',
-  '--image': 'image', '--settle': 'settle', '--timeout': 'timeout', '--recorder-namespace': 'recorderNamespace',
+  '--image': 'image', '--settle': 'settle', '--pre-roll': 'preRoll', '--timeout': 'timeout', '--recorder-namespace': 'recorderNamespace',
   '--service-account': 'serviceAccount', '--kubeconfig': 'kubeconfig', '--context': 'context',
 };
 
@@ -91,7 +95,7 @@ export function parsePluginArgs(argv: string[]): PluginOptions | 'help' {
   if (cmd !== 'record' && cmd !== 'collect') throw new InputError(`unknown command "${cmd}" (kubectl rolltrace record deploy/NAME ... | collect; --help)`);
   const o: PluginOptions = {
     command: cmd, delete: false, deployment: '', namespace: null, restart: false, probe: 'auto', rate: 20, nodes: [], out: null, image: null,
-    settle: 5, timeout: 600, recorderNamespace: 'rolltrace', serviceAccount: 'rolltrace', kubeconfig: null, context: null,
+    settle: 5, preRoll: 2, timeout: 600, recorderNamespace: 'rolltrace', serviceAccount: 'rolltrace', kubeconfig: null, context: null,
   };
   const positional: string[] = [];
   for (let i = 0; i < rest.length; i++) {
@@ -112,6 +116,7 @@ export function parsePluginArgs(argv: string[]): PluginOptions | 'help' {
     switch (key) {
       case 'rate': o.rate = positiveNumber(flag, v, false); break;
       case 'settle': o.settle = positiveNumber(flag, v, true); break;
+      case 'preRoll': o.preRoll = positiveNumber(flag, v, true); break;
       case 'timeout': o.timeout = positiveNumber(flag, v, false); break;
       case 'nodes': {
         const nodes = v.split(',').map((s) => s.trim()).filter(Boolean);

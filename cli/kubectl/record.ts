@@ -181,6 +181,9 @@ export async function runPluginRecord(o: PluginOptions, hooks: PluginHooks = {})
     phase = 'recording';
     const dpath = `/apis/apps/v1/namespaces/${enc(ns)}/deployments/${enc(o.deployment)}`;
     if (o.restart) {
+      // a pre-roll, as `rolltrace record --restart` does: connections opened before the capture began
+      // show no SYN and no request, so one cut at a SIGKILL could not be told from an idle one
+      if (o.preRoll > 0) { say(`recording ${o.preRoll} s before the restart (--pre-roll)`); await guard(sleep(o.preRoll * 1000)); }
       await guard(api('restart the Deployment', 'PATCH', dpath, restartPatch(rfc3339Local()), 'application/strategic-merge-patch+json', ns));
       say(`deploy/${o.deployment} restarted`);
     } else say(`waiting for a rollout of deploy/${o.deployment} in ${ns} (Ctrl-C stops recording)`);

@@ -66,6 +66,7 @@ class RolloutSource implements Source {
   private sawIncomplete = false;
   private completed = false;
   private settleTimer: NodeJS.Timeout | null = null;
+  private preRollTimer: NodeJS.Timeout | null = null;
   private events = 0;
   private sink: Sink | null = null;
   private ctx: RecordContext | null = null;
@@ -89,7 +90,7 @@ class RolloutSource implements Source {
     } catch (e) {
       return { ok: false, clock, detail: `cannot read deployment ${this.ns}/${o.deployment}: ${(e as Error).message}` };
     }
-    const what = [o.restart ? 'restart it like `kubectl rollout restart`' : '', o.untilRolloutComplete ? `stop ${o.settle} s after the rollout completes` : '']
+    const what = [o.restart ? `restart it like \`kubectl rollout restart\`${(o.preRoll ?? 0) > 0 ? ` after ${o.preRoll} s of recording` : ''}` : '', o.untilRolloutComplete ? `stop ${o.settle} s after the rollout completes` : '']
       .filter(Boolean).join(', then ');
     return { ok: true, clock, detail: `deployment ${this.ns}/${o.deployment}: ${what}` };
   }
@@ -130,20 +131,37 @@ class RolloutSource implements Source {
       await dl.start();
       this.loops.push(dl);
     }
-    if (o.restart) {
-      const at = rfc3339Local();
-      const ts = nowNs();
-      const d = await this.client!.request('PATCH', this.dpath, restartPatch(at), 'application/strategic-merge-patch+json');
-      const gen = (d.metadata as { generation?: number } | undefined)?.generation ?? null;
-      this.armedGeneration = gen;
-      sink.event(ev('rollout-restart', ts, 'rollout', `${this.ns}/${o.deployment}`, {
-        namespace: this.ns, deployment: o.deployment!, detail: `patched kubectl.kubernetes.io/restartedAt=${at}${gen !== null ? ` (generation ${gen})` : ''}`,
-      }));
-      this.events++;
-      ctx.log(`rollout: restarted deployment ${this.ns}/${o.deployment} (restartedAt=${at})`);
-    } else {
-      this.armedGeneration = (this.deployment?.metadata as { generation?: number } | undefined)?.generation ?? 0;
+    const preRoll = o.preRoll ?? 0;
+    if (o.restart && preRoll > 0) {
+      // a pre-roll: a connection opened before the capture began shows no SYN and no request, so one cut at
+      // a SIGKILL could not be told from an idle one. Every source is live by now; the restart comes later.
+      ctx.log(`rollout: recording ${preRoll} s before the restart (--pre-roll)`);
+      this.preRollTimer = setTimeout(() => {
+        this.preRollTimer = null;
+        this.restart().catch((e: Error) => {
+          ctx.sourceFailed?.(this.name, `restart of ${this.ns}/${o.deployment} failed: ${e.message}`);
+          ctx.requestStop('the rollout restart failed');
+        });
+      }, preRoll * 1000);
+      return;
     }
+    if (o.restart) await this.restart();
+    else this.armedGeneration = (this.deployment?.metadata as { generation?: number } | undefined)?.generation ?? 0;
+    this.judge();
+  }
+
+  private async restart(): Promise<void> {
+    const o = this.opts, sink = this.sink!;
+    const at = rfc3339Local();
+    const ts = nowNs();
+    const d = await this.client!.request('PATCH', this.dpath, restartPatch(at), 'application/strategic-merge-patch+json');
+    const gen = (d.metadata as { generation?: number } | undefined)?.generation ?? null;
+    this.armedGeneration = gen;
+    sink.event(ev('rollout-restart', ts, 'rollout', `${this.ns}/${o.deployment}`, {
+      namespace: this.ns, deployment: o.deployment!, detail: `patched kubectl.kubernetes.io/restartedAt=${at}${gen !== null ? ` (generation ${gen})` : ''}`,
+    }));
+    this.events++;
+    this.ctx?.log(`rollout: restarted deployment ${this.ns}/${o.deployment} (restartedAt=${at})`);
     this.judge();
   }
 
@@ -168,6 +186,7 @@ class RolloutSource implements Source {
 
   async stop(): Promise<void> {
     if (this.settleTimer) clearTimeout(this.settleTimer);
+    if (this.preRollTimer) clearTimeout(this.preRollTimer);
     await Promise.all(this.loops.map((l) => l.stop()));
     this.loops = [];
     this.client?.closeAll();
