@@ -171,6 +171,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
     warnings.push(`${det.resetsOutsideTenure.length} kernel reset(s) from a pod IP outside every pod's observed tenure not attributed to a pod, not failures`);
     for (const x of det.resetsOutsideTenure) ignored.push({ group: 'outside-tenure', why: x });
   }
+  if (det.beforeCapture.length) {
+    warnings.push(`${det.beforeCapture.length} ICMP error(s) about connections whose SYN may predate the capture not judged (blind spot)`);
+    for (const x of det.beforeCapture) ignored.push({ group: 'before-capture', why: x });
+  }
   const killedBy = new Map<PodSequence, number>();
   for (const f of failures) {
     if (!f.backend.podKey) continue;

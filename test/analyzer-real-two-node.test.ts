@@ -39,3 +39,19 @@ describe('real two-node: node 2 recorded alone', () => {
     expect(a.failures.find((f) => f.client === '10.244.1.2:59156')).toBeUndefined();
   });
 });
+
+describe('real two-node, another run: an ICMP error at the start of the capture', () => {
+  it('host unreachable 266 ms into node 2\'s capture, about a connection never captured, is set aside as before-capture, not a failure', async () => {
+    // CI run: the client's own log has no failure then; the SYN it answers was sent before node 2's recorder started
+    const truth = JSON.parse(readFileSync(join(FIX, 'real-two-node-icmp.truth.json'), 'utf8')) as Truth;
+    const r = await BundleReader.open(join(FIX, 'real-two-node-icmp-node2.rtb.gz'));
+    let a;
+    try { a = await analyzeBundle(r); } finally { r.close(); }
+    expect(a.failures.find((f) => f.client === '10.244.1.2:34362')).toBeUndefined();
+    expect(a.ignored?.find((x) => x.group === 'before-capture')?.why).toMatch(/^ICMP host-unreachable from 10\.244\.1\.1 about 10\.244\.1\.2:34362 -> 10\.96\.0\.10:80 at .* on cni0: \d+\.\d+ ms after that interface's capture began, no SYN of it captured/);
+    // the remote client's failures are all still found
+    const remote = truth.failures.filter((f) => f.node === 'lab-node2').map((f) => f.client).sort();
+    expect(remote.length).toBeGreaterThan(10);
+    expect(a.failures.map((f) => f.client).filter((c) => c.startsWith('10.244.1.2:')).sort()).toEqual(remote);
+  });
+});

@@ -47,6 +47,9 @@ interface Conn {
 
 const MAX_CANDIDATES = 200_000;
 
+/** how long after its SYN an ICMP unreachable can come: neighbour resolution, 3 probes 1 s apart */
+const ICMP_SYN_HORIZON_NS = 3e9;
+
 export class FailureDetector {
   private conns = new Map<string, Conn>();
   /** per server ip:port, the latest handshake among connections it answered, and when/whom it answered */
@@ -58,6 +61,10 @@ export class FailureDetector {
   private lastSweep = 0;
   /** kernel resets from a pod IP at an instant no pod's tenure covers: not attributed */
   readonly resetsOutsideTenure: string[] = [];
+  /** ICMP errors about a connection whose SYN may predate the capture: not judged (blind spot) */
+  readonly beforeCapture: string[] = [];
+  /** each interface's first captured frame: the capture's start as this bundle shows it */
+  private firstOnIface = new Map<string, number>();
   /**
    * Source NAT seen by conntrack: the post-NAT tuple on the wire (client side as rewritten, e.g. the node's
    * bridge address after kube-proxy's masquerade of off-cluster sources) -> the original client. On a real
@@ -135,6 +142,7 @@ export class FailureDetector {
     const ts = sane(p.ts_ns);
     if (ts === null) return;
     this.lastTs = Math.max(this.lastTs, ts);
+    if (!this.firstOnIface.has(p.iface ?? '')) this.firstOnIface.set(p.iface ?? '', ts);
     if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
     if (this.snat.size && p.proto === 'tcp') p = this.unSnat(p);
     if (p.proto === 'tcp' && p.src && p.dst && p.sport !== null && p.dport !== null) {
@@ -201,6 +209,15 @@ export class FailureDetector {
     const isUnreach = (p.proto === 'icmp' && p.icmp_type === 3) || (p.proto === 'icmp6' && p.icmp_type === 1);
     if (isUnreach && p.inner_src && p.inner_dst && p.inner_sport !== null && p.inner_dport !== null) {
       const key = `${p.inner_src}|${p.inner_sport}|${p.inner_dst}|${p.inner_dport}`;
+      // an unreachable error comes up to ~3 s after its SYN (the kernel's neighbour resolution: 3 probes 1 s
+      // apart): one about a connection never seen, that soon after its interface's capture began, answers a
+      // SYN sent before the capture, whose fate the recording cannot tell (real node 2: host unreachable
+      // 266 ms into the capture, a connection the client's own log shows did not fail)
+      const since = ts - (this.firstOnIface.get(p.iface ?? '') ?? ts);
+      if (!this.conns.has(key) && since < ICMP_SYN_HORIZON_NS) {
+        this.beforeCapture.push(`ICMP ${icmpName(p.proto ?? 'icmp', p.icmp_type ?? 0, p.icmp_code ?? 0)} from ${p.src} about ${joinAddr(p.inner_src, p.inner_sport)} -> ${joinAddr(p.inner_dst, p.inner_dport)} at ${iso(ts)}${p.iface ? ` on ${p.iface}` : ''}: ${ms(since)} ms after that interface's capture began, no SYN of it captured: the SYN may predate the capture`);
+        return;
+      }
       const c = this.conns.get(key) ?? { client: p.inner_src, cport: p.inner_sport, server: p.inner_dst, sport: p.inner_dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts };
       this.conns.delete(key);
       const name = icmpName(p.proto ?? "icmp", p.icmp_type ?? 0, p.icmp_code ?? 0);
