@@ -214,7 +214,7 @@ export class FailureDetector {
       // SYN sent before the capture, whose fate the recording cannot tell (real node 2: host unreachable
       // 266 ms into the capture, a connection the client's own log shows did not fail)
       const since = ts - (this.firstOnIface.get(p.iface ?? '') ?? ts);
-      if (!this.conns.has(key) && since < ICMP_SYN_HORIZON_NS) {
+      if (p.inner_proto === 'tcp' && !this.conns.has(key) && since < ICMP_SYN_HORIZON_NS) {
         this.beforeCapture.push(`ICMP ${icmpName(p.proto ?? 'icmp', p.icmp_type ?? 0, p.icmp_code ?? 0)} from ${p.src} about ${joinAddr(p.inner_src, p.inner_sport)} -> ${joinAddr(p.inner_dst, p.inner_dport)} at ${iso(ts)}${p.iface ? ` on ${p.iface}` : ''}: ${ms(since)} ms after that interface's capture began, no SYN of it captured: the SYN may predate the capture`);
         return;
       }
@@ -306,7 +306,7 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   // the ICMP rows' own columns first (few: errors only), by id: the pass over every row then carries the
   // TCP columns only (each column of each row costs a value handed from SQLite to JavaScript)
   const icmp = new Map<number, unknown[]>();
-  for (const r of reader.db.prepare(`SELECT id, icmp_type, icmp_code, inner_src, inner_dst, inner_sport, inner_dport FROM packets
+  for (const r of reader.db.prepare(`SELECT id, icmp_type, icmp_code, inner_src, inner_dst, inner_sport, inner_dport, inner_proto FROM packets
     WHERE proto IN ('icmp','icmp6')`).raw(true).iterate() as IterableIterator<unknown[]>) icmp.set(r[0] as number, r);
   const st = reader.db.prepare(`SELECT id, ts_ns, iface, src, dst, proto, sport, dport, tcp_flags, payload_len
     FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).raw(true);
@@ -319,6 +319,7 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
     row.icmp_type = (i?.[1] ?? null) as number | null; row.icmp_code = (i?.[2] ?? null) as number | null;
     row.inner_src = (i?.[3] ?? null) as string | null; row.inner_dst = (i?.[4] ?? null) as string | null;
     row.inner_sport = (i?.[5] ?? null) as number | null; row.inner_dport = (i?.[6] ?? null) as number | null;
+    row.inner_proto = (i?.[7] ?? null) as string | null;
     d.packet(row);
   }
   // a chunked bundle indexes only some frames: the capture ran until its last frame, so SYNs still
