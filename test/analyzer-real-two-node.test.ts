@@ -18,12 +18,16 @@ import type { Truth } from '../lab/truth.js';
 
 const FIX = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'multinode');
 
+/** a run's truth and the analysis of its node-2 bundle, as recorded */
+async function run(name: string) {
+  const truth = JSON.parse(readFileSync(join(FIX, `${name}.truth.json`), 'utf8')) as Truth;
+  const r = await BundleReader.open(join(FIX, `${name}-node2.rtb.gz`));
+  try { return { truth, a: await analyzeBundle(r) }; } finally { r.close(); }
+}
+
 describe('real two-node: node 2 recorded alone', () => {
   it('every failure of the remote client, as its log and node 2\'s conntrack say, and no other', async () => {
-    const truth = JSON.parse(readFileSync(join(FIX, 'real-two-node.truth.json'), 'utf8')) as Truth;
-    const r = await BundleReader.open(join(FIX, 'real-two-node-node2.rtb.gz'));
-    let a;
-    try { a = await analyzeBundle(r); } finally { r.close(); }
+    const { truth, a } = await run('real-two-node');
     const remote = truth.failures.filter((f) => f.node === 'lab-node2');
     expect(remote).toHaveLength(28);
     expect(a.bundle.node).toBe('lab-node2');
@@ -43,10 +47,7 @@ describe('real two-node: node 2 recorded alone', () => {
 describe('real two-node, another run: an ICMP error at the start of the capture', () => {
   it('host unreachable 266 ms into node 2\'s capture, about a connection never captured, is set aside as before-capture, not a failure', async () => {
     // CI run: the client's own log has no failure then; the SYN it answers was sent before node 2's recorder started
-    const truth = JSON.parse(readFileSync(join(FIX, 'real-two-node-icmp.truth.json'), 'utf8')) as Truth;
-    const r = await BundleReader.open(join(FIX, 'real-two-node-icmp-node2.rtb.gz'));
-    let a;
-    try { a = await analyzeBundle(r); } finally { r.close(); }
+    const { truth, a } = await run('real-two-node-icmp');
     expect(a.failures.find((f) => f.client === '10.244.1.2:34362')).toBeUndefined();
     expect(a.ignored?.find((x) => x.group === 'before-capture')?.why).toMatch(/^ICMP host-unreachable from 10\.244\.1\.1 about 10\.244\.1\.2:34362 -> 10\.96\.0\.10:80 at .* on cni0: \d+\.\d+ ms after that interface's capture began, no SYN of it captured/);
     // the remote client's failures are all still found
