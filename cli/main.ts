@@ -217,9 +217,11 @@ function quietOnClosedPipe(argv: string[]): void {
   pipeCommand = operands(argv)[0] ?? '';
   if (!first) return;
   for (const s of [process.stdout, process.stderr]) {
+    // any write error of our own output (EPIPE, or EIO once the terminal is gone): never a stack trace, and a
+    // recording is never lost to it; other commands stop, with exit 2 unless the reader merely went away
     s.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EPIPE') throw e;
-      if (!['record', 'lab'].includes(pipeCommand ?? '')) process.exit(process.exitCode ?? 0);
+      if (['record', 'lab'].includes(pipeCommand ?? '')) return;
+      process.exit(e.code === 'EPIPE' ? process.exitCode ?? 0 : 2);
     });
   }
 }

@@ -65,6 +65,7 @@ export class FailureDetector {
   readonly beforeCapture: string[] = [];
   /** each interface's first captured frame: the capture's start as this bundle shows it */
   private firstOnIface = new Map<string, number>();
+  private lastIface: string | null | undefined = undefined;
   /**
    * Source NAT seen by conntrack: the post-NAT tuple on the wire (client side as rewritten, e.g. the node's
    * bridge address after kube-proxy's masquerade of off-cluster sources) -> the original client. On a real
@@ -142,7 +143,10 @@ export class FailureDetector {
     const ts = sane(p.ts_ns);
     if (ts === null) return;
     this.lastTs = Math.max(this.lastTs, ts);
-    if (!this.firstOnIface.has(p.iface ?? '')) this.firstOnIface.set(p.iface ?? '', ts);
+    if (p.iface !== this.lastIface) {
+      this.lastIface = p.iface;
+      if (!this.firstOnIface.has(p.iface ?? '')) this.firstOnIface.set(p.iface ?? '', ts);
+    }
     if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
     if (this.snat.size && p.proto === 'tcp') p = this.unSnat(p);
     if (p.proto === 'tcp' && p.src && p.dst && p.sport !== null && p.dport !== null) {
