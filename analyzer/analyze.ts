@@ -102,6 +102,8 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   if (missing.length) warnings.push(`bundle lacks table(s) ${missing.join(', ')}: read as empty`);
   if (!reader.closedCleanly) warnings.push('the recorder did not close this bundle cleanly (crashed or still running): the last second may be missing');
   const range = stage('time range', warnings, null, () => reader.timeRange(), file);
+  // a recorded bundle's packet index is built now, once (it is not in the file: see ensurePacketIndex)
+  stage('packet index', warnings, 0, () => reader.ensurePacketIndex(), file);
   const startNs = sane(reader.metaNumber(META_KEYS.startedNs)) ?? sane(range?.start) ?? null;
   const endNs = sane(reader.metaNumber(META_KEYS.endedNs)) ?? sane(range?.end) ?? null;
   const node = reader.metaValue(META_KEYS.node) ?? reader.metaValue(META_KEYS.hostname) ?? null;

@@ -11,6 +11,7 @@ import type {
 import { META_KEYS } from '../schemas/rows.js';
 import { parseJsonBounded } from '../schemas/json.js';
 import { chunkFrames } from '../schemas/decode/chunks.js';
+import { insertChunkIndex } from './chunk-sink.js';
 import { decodeFrame } from '../schemas/decode/packet.js';
 
 export const CORE_TABLES = ['meta', 'sources', 'events', 'packets', 'conntrack', 'k8s_objects', 'nft_snapshots', 'probe_requests'] as const;
@@ -55,6 +56,8 @@ export class BundleReader {
   close(): void { this.opened.close(); }
 
   get schemaVersion(): number { return this.opened.schemaVersion; }
+  /** was a temporary copy opened (a .rtb.gz inflated, an older schema migrated) rather than the file itself? */
+  get isCopy(): boolean { return this.opened.path !== this.opened.original; }
 
   has(table: string): boolean { return this.tables.has(table); }
   /** core tables this bundle lacks */
@@ -87,6 +90,7 @@ export class BundleReader {
 
   count(table: CoreTable): number {
     if (!this.has(table)) return 0;
+    if (table === 'packets') this.ensurePacketIndex();
     return (this.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
@@ -133,6 +137,38 @@ export class BundleReader {
   }
   badAttrs = 0;
 
+  /**
+   * A recorded bundle keeps its frames in packet_chunks without their index (meta packets_index =
+   * deferred: the recorder spends no CPU on it while the rollout runs). The index is built here on first
+   * need, with the same header scan as import: into a TEMP table that shadows `packets` for this
+   * connection only (every query of the analysis reads it by that name), with TEMP copies of the views
+   * that read `packets`; the file is never written. Returns the rows built (0 when there was nothing to do).
+   */
+  ensurePacketIndex(): number {
+    if (this.indexBuilt !== null) return this.indexBuilt;
+    this.indexBuilt = 0;
+    if (this.metaValue(META_KEYS.packetsIndex) !== 'deferred' || !this.has('packets') || !this.hasChunks()) return 0;
+    const db = this.db;
+    const create = (db.prepare("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = 'packets'").get() as { sql: string } | undefined)?.sql;
+    if (!create || !/^CREATE TABLE\s+"?packets"?\s*\(/i.test(create)) return 0;
+    db.pragma('query_only = OFF');
+    try {
+      db.exec(create.replace(/^CREATE TABLE\s+"?packets"?/i, 'CREATE TEMP TABLE packets'));
+      db.transaction(() => {
+        db.exec('INSERT INTO temp.packets SELECT * FROM main.packets');
+        this.indexBuilt = insertChunkIndex(db, 'temp.packets');
+        db.exec('CREATE INDEX temp.packets_ts ON packets(ts_ns); CREATE INDEX temp.packets_ports ON packets(sport, dport)');
+        for (const v of db.prepare("SELECT sql FROM main.sqlite_master WHERE type = 'view' AND sql LIKE '%packets%'").all() as Array<{ sql: string }>) {
+          if (/^CREATE VIEW\s/i.test(v.sql)) db.exec(v.sql.replace(/^CREATE VIEW\s/i, 'CREATE TEMP VIEW '));
+        }
+      })();
+    } finally {
+      db.pragma('query_only = ON');
+    }
+    return this.indexBuilt;
+  }
+  private indexBuilt: number | null = null;
+
   /** Does the bundle keep its frames in packet_chunks (schema 3), so that `packets` is only their index? */
   hasChunks(): boolean {
     if (this.chunked === null) this.chunked = this.has('packet_chunks') && this.db.prepare('SELECT 1 FROM packet_chunks LIMIT 1').get() !== undefined;
@@ -162,6 +198,7 @@ export class BundleReader {
       return;
     }
     if (!this.has('packets')) return;
+    this.ensurePacketIndex();
     const w = this.where('ts_ns', opts, opts.where ? [opts.where] : []);
     yield* this.db.prepare(`SELECT ${PACKET_COLS}${opts.withData === false ? ', NULL AS data' : ', data'} FROM packets${w.sql} ORDER BY ts_ns, id`).iterate(...w.params) as IterableIterator<StoredPacketRow>;
   }

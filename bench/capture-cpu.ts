@@ -43,8 +43,8 @@ function timing(err: string): { cpu: number; rssMb: number } {
 
 export interface CaptureResult {
   offered: number; seconds: number; pps: number;
-  tcpdump: { captured: number; dropped: number; cpu: number };
-  rolltrace: { captured: number; dropped: number; cpu: number; rssMb: number; bundleMb: number };
+  tcpdump: { captured: number; dropped: number; cpu: number; idleCpu: number };
+  rolltrace: { captured: number; dropped: number; cpu: number; rssMb: number; bundleMb: number; idleCpu: number; lifeS: number };
 }
 
 export async function captureBench(opts: { packets?: number; loops?: number; pps?: number } = {}): Promise<CaptureResult> {
@@ -71,6 +71,7 @@ export async function captureBench(opts: { packets?: number; loops?: number; pps
     const rt = start(['ip', 'netns', 'exec', B, '/usr/bin/time', '-f', 'RT_TIME %e %U %S %M', process.execPath, ...NODE_ARGS, BIN, 'record', '--out', out, '--iface', VB, '--snaplen', String(SNAP),
       '--no-strace', '--no-ebpf', '--no-nft', '--no-conntrack', '--no-kube']);
     procs.push(rt);
+    const rtStart = Date.now();
     if (!(await waitFor(td, /listening on/, 10000))) throw new Error(`tcpdump did not start: ${td.err}`);
     if (!(await waitFor(rt, /^recording/m, 20000))) throw new Error(`rolltrace record did not start: ${rt.err.slice(-500)}`);
     const speed = opts.pps ? ['--pps', String(opts.pps)] : ['--topspeed'];
@@ -81,6 +82,7 @@ export async function captureBench(opts: { packets?: number; loops?: number; pps
     await new Promise((r) => setTimeout(r, 1500));
     // SIGINT to the measured commands (not GNU time, which waits for them)
     for (const p of [td, rt]) { const c = childOf(p.child.pid!); if (c) process.kill(c, 'SIGINT'); }
+    const lifeS = (Date.now() - rtStart) / 1000;
     await Promise.all([td.done, rt.done]);
     const tdStats = /(\d+) packets captured[\s\S]*?(\d+) packets dropped by kernel/.exec(td.err);
     const db = new Database(out, { readonly: true });
@@ -89,10 +91,24 @@ export async function captureBench(opts: { packets?: number; loops?: number; pps
     const frames = (db.prepare('SELECT coalesce(sum(packets), 0) AS n FROM packet_chunks').get() as { n: number }).n;
     db.close();
     const rtT = timing(rt.err), tdT = timing(td.err);
+    const bundleMb = Number(spawnSync('stat', ['-c', '%s', out], { encoding: 'utf8' }).stdout) / 1e6;
+    // the same two commands for the same time with no traffic: what each costs whatever the load
+    // (start-up, timers, close), so that the cost per packet is the rest
+    rmSync(out, { force: true });
+    const tdIdle = start(['ip', 'netns', 'exec', B, '/usr/bin/time', '-f', 'RT_TIME %e %U %S %M', 'tcpdump', '-w', join(dir, 't-idle.pcap'), '-n', '-s', String(SNAP), '-B', '32768', '-i', VB]);
+    procs.push(tdIdle);
+    const rtIdle = start(['ip', 'netns', 'exec', B, '/usr/bin/time', '-f', 'RT_TIME %e %U %S %M', process.execPath, BIN, 'record', '--out', join(dir, 'idle.rtb'), '--iface', VB, '--snaplen', String(SNAP),
+      '--no-strace', '--no-ebpf', '--no-nft', '--no-conntrack', '--no-kube']);
+    procs.push(rtIdle);
+    const idleStart = Date.now();
+    if (!(await waitFor(rtIdle, /^recording/m, 20000))) throw new Error(`idle rolltrace record did not start: ${rtIdle.err.slice(-500)}`);
+    await new Promise((r) => setTimeout(r, Math.max(0, lifeS * 1000 - (Date.now() - idleStart))));
+    for (const p of [tdIdle, rtIdle]) { const c = childOf(p.child.pid!); if (c) process.kill(c, 'SIGINT'); }
+    await Promise.all([tdIdle.done, rtIdle.done]);
     return {
       offered: offeredFrames, seconds, pps: Math.round(offeredFrames / seconds),
-      tcpdump: { captured: Number(tdStats?.[1] ?? NaN), dropped: Number(tdStats?.[2] ?? NaN), cpu: tdT.cpu },
-      rolltrace: { captured: frames, dropped: src?.dropped ?? NaN, cpu: rtT.cpu, rssMb: rtT.rssMb, bundleMb: Number(spawnSync('stat', ['-c', '%s', out], { encoding: 'utf8' }).stdout) / 1e6 },
+      tcpdump: { captured: Number(tdStats?.[1] ?? NaN), dropped: Number(tdStats?.[2] ?? NaN), cpu: tdT.cpu, idleCpu: timing(tdIdle.err).cpu },
+      rolltrace: { captured: frames, dropped: src?.dropped ?? NaN, cpu: rtT.cpu, rssMb: rtT.rssMb, bundleMb, idleCpu: timing(rtIdle.err).cpu, lifeS },
     };
   } finally {
     for (const p of procs) if (p.child.exitCode === null) { const c = childOf(p.child.pid!); if (c) try { process.kill(c, 'SIGKILL'); } catch { /* gone */ } }
@@ -104,14 +120,19 @@ export async function captureBench(opts: { packets?: number; loops?: number; pps
 export function printCapture(r: CaptureResult): boolean {
   const us = (cpu: number, n: number) => (cpu / n) * 1e6;
   const tdUs = us(r.tcpdump.cpu, r.tcpdump.captured), rtUs = us(r.rolltrace.cpu, r.rolltrace.captured);
-  const ratio = rtUs / tdUs;
+  const whole = rtUs / tdUs;
+  // per packet: what the load added to each command's CPU (its idle run's subtracted)
+  const tdMarg = us(r.tcpdump.cpu - r.tcpdump.idleCpu, r.tcpdump.captured), rtMarg = us(r.rolltrace.cpu - r.rolltrace.idleCpu, r.rolltrace.captured);
+  const ratio = rtMarg / tdMarg;
   // tcpdump starts first and may see a few frames of the veth coming up besides the load: rolltrace
   // misses none when it dropped nothing and kept every frame offered
   const noDrops = !(r.tcpdump.dropped === 0 && r.tcpdump.captured >= r.offered) || (r.rolltrace.dropped === 0 && r.rolltrace.captured >= Math.min(r.offered, r.tcpdump.captured));
   console.log(`\ncapture: tcpreplay offered ${r.offered} frames in ${r.seconds.toFixed(1)} s (${r.pps} pps) over a veth; both capturing at once, snaplen ${SNAP}`);
   console.log(`  tcpdump -w           captured ${r.tcpdump.captured}, dropped ${r.tcpdump.dropped}, CPU ${r.tcpdump.cpu.toFixed(2)} s = ${tdUs.toFixed(2)} µs/packet`);
   console.log(`  rolltrace record     captured ${r.rolltrace.captured}, dropped ${r.rolltrace.dropped}, CPU ${r.rolltrace.cpu.toFixed(2)} s = ${rtUs.toFixed(2)} µs/packet (node + its tcpdump), peak RSS ${r.rolltrace.rssMb.toFixed(0)} MB, bundle ${r.rolltrace.bundleMb.toFixed(1)} MB`);
-  console.log(`  CPU per packet       ${ratio.toFixed(2)}× tcpdump -w   goal ≤ 3×: ${ratio <= 3 ? 'met' : 'NOT met'}; no drops where tcpdump has none: ${noDrops ? 'met' : 'NOT met'}`);
+  console.log(`  idle, same ${r.rolltrace.lifeS.toFixed(1)} s     tcpdump -w CPU ${r.tcpdump.idleCpu.toFixed(2)} s; rolltrace record CPU ${r.rolltrace.idleCpu.toFixed(2)} s (start-up, timers, close)`);
+  console.log(`  whole run            ${whole.toFixed(2)}× tcpdump -w (start-up included: it weighs ${((r.rolltrace.idleCpu / r.rolltrace.cpu) * 100).toFixed(0)} % of rolltrace's CPU at this count)`);
+  console.log(`  CPU per packet       ${rtMarg.toFixed(3)} µs vs ${tdMarg.toFixed(3)} µs = ${ratio.toFixed(2)}× tcpdump -w (load minus idle)   goal ≤ 3×: ${ratio <= 3 ? 'met' : 'NOT met'}; no drops where tcpdump has none: ${noDrops ? 'met' : 'NOT met'}`);
   return ratio <= 3 && noDrops;
 }
 

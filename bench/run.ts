@@ -14,7 +14,7 @@ const BENCHES: Record<string, string[]> = {
   'capture-rate': [],
   'analyze-vs-tshark': [],
   // issue 12: capture CPU per packet vs tcpdump -w (tcpreplay over a veth), import/analyze/size/RSS of a 1M-packet pcap vs tcpdump -r and tshark
-  'capture-cpu': ['--packets', '200000', '--loops', '5'],
+  'capture-cpu': ['--packets', '600000', '--loops', '5'],
   offline: ['--packets', '1000000'],
   ready: ['--runs', '5'],
 };

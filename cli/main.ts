@@ -91,6 +91,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
       setExit(await runVerify(file, opts));
     });
 
+  program.command('index')
+    .description("write a recorded bundle's packet index into it, for SQL on packets and its views (rolltrace's own commands build it themselves)")
+    .argument('<file>', 'bundle')
+    .action(async (file: string) => {
+      const { runIndex } = await import('../analyzer/commands/index-packets.js');
+      setExit(await runIndex(file));
+    });
+
   program.command('import')
     .description('build a bundle from captures made by hand (tcpdump/Wireshark, strace -f -ttt, nft -j monitor, watch JSON lines)')
     .requiredOption('--out <file>', 'bundle to write')

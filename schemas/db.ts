@@ -90,6 +90,8 @@ export interface CreateOptions {
   createdBy: string;
   /** overwrite an existing file */
   overwrite?: boolean;
+  /** SQLite page size of a new file (default SQLite's 4096) */
+  pageSize?: number;
 }
 
 /** Create a new bundle file: WAL journal, schema applied, created_by set. */
@@ -104,6 +106,8 @@ export function createBundleDb(path: string, opts: CreateOptions): DB {
   } catch (e) {
     throw new InputError(`cannot create ${path}: ${(e as Error).message}`);
   }
+  // the page size is fixed before the first table (and the WAL) exists
+  if (opts.pageSize) db.pragma(`page_size = ${Math.trunc(opts.pageSize)}`);
   db.pragma('journal_mode = WAL');
   // NORMAL in WAL mode: durable across a crash of the process (SIGKILL), only power loss can drop the last commits.
   db.pragma('synchronous = NORMAL');

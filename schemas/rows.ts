@@ -121,5 +121,6 @@ export const META_KEYS = {
   nodeAddrs: 'node_addrs', // JSON object node -> the node's own interface addresses (the kubelet probes from them)
   redacted: 'redacted', // JSON summary (redact)
   straceMode: 'strace_mode', // JSON {requested, mode, reason}: lazy|all|off as run (record)
+  packetsIndex: 'packets_index', // "deferred": packet_chunks were stored without their index in `packets` (record); readers build it (absent: indexed)
   netns: 'netns', // JSON {arg, path, inode, own, sources}: record --netns, the namespace nftables/conntrack read
 } as const;

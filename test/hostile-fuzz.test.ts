@@ -68,6 +68,8 @@ function bundleCases(id: string, f: string, other: string): FuzzCase[] {
     mk(`${id} export perfetto`, (o) => ['export', f, '--perfetto', join(o, 'x.json')], [f]),
     mk(`${id} redact`, (o) => ['redact', f, '--out', join(o, 'red.rtb'), '--pseudonymize'], [f]),
     mk(`${id} merge`, (o) => ['merge', f, other, '--out', join(o, 'm.rtb')], [f, other]),
+    // last: it may write the index into the file
+    mk(`${id} index`, () => ['index', f], [f]),
   ];
 }
 /** what follows a successful import: the imported bundle through the readers */
@@ -162,7 +164,7 @@ describe('hostile-input fuzz (seeded)', () => {
     expect(results.filter((r) => !r.id.includes(' -> ')).length).toBe(cases.length);
     expect(cases.length).toBeGreaterThanOrEqual(300);
     const kinds = new Set(results.map((r) => r.args[0]));
-    expect([...kinds].sort()).toEqual(['analyze', 'export', 'import', 'merge', 'redact', 'timeline', 'verify']);
+    expect([...kinds].sort()).toEqual(['analyze', 'export', 'import', 'index', 'merge', 'redact', 'timeline', 'verify']);
     expect(elapsedMs).toBeLessThan(240_000);
     const by = (c: number) => results.filter((r) => r.code === c).length;
     const worst = results.reduce((a, r) => (r.peakRssKb > a.peakRssKb ? r : a));

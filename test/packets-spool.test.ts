@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SpoolReader, spoolFile } from '../recorder/sources/packets/spool.js';
-import { PcapStreamCutter, chunkFrames, type PacketChunkRow } from '../schemas/decode/chunks.js';
+import { PcapStreamCutter, chunkFrames, indexChunks, type IndexRow, type PacketChunkRow } from '../schemas/decode/chunks.js';
 import { writeSynthPcap } from './helpers/synth-pcap.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rt-spool-'));
@@ -35,7 +35,7 @@ describe('spool reader', () => {
     const got: Buffer[] = [];
     const chunks: PacketChunkRow[] = [];
     let id = 0;
-    const cutter = new PcapStreamCutter({ chunk: (c) => chunks.push(c), index: () => {}, nextChunkId: () => ++id }, 'eth0', 64 * 1024, true);
+    const cutter = new PcapStreamCutter({ chunk: (c) => chunks.push(c), index: () => {}, nextChunkId: () => ++id }, 'eth0', 64 * 1024, false);
     const reader = new SpoolReader(base, () => exited, (b) => { got.push(Buffer.from(b)); cutter.push(b); }, (e) => { throw e; });
     for (let k = 0; k < 3; k++) {
       const body = pcap.subarray(cuts[k]!, cuts[k + 1]!);
@@ -54,7 +54,14 @@ describe('spool reader', () => {
     expect(reader.bytes).toBe(pcap.length);
     expect(existsSync(spoolFile(base, 2))).toBe(false);
     expect(chunks.reduce((a, c) => a + [...chunkFrames(c.data)].length, 0)).toBe(offs.length);
-    expect(cutter.indexed).toBeGreaterThan(0);
+    // the live capture indexes nothing; the readers' index of its chunks is the inline one's
+    expect(cutter.indexed).toBe(0);
+    const rows: IndexRow[] = [];
+    expect(indexChunks(chunks, { index: (r) => rows.push(r) })).toBeGreaterThan(0);
+    const inline: IndexRow[] = [];
+    const again = new PcapStreamCutter({ chunk: () => {}, index: (r) => inline.push(r), nextChunkId: (() => { let i = 0; return () => ++i; })() }, 'eth0', 64 * 1024);
+    again.push(pcap); again.end();
+    expect(rows.map((r) => [r.ts_ns, r.src, r.sport, r.tcp_flags, r.chunk_id, r.chunk_off])).toEqual(inline.map((r) => [r.ts_ns, r.src, r.sport, r.tcp_flags, r.chunk_id, r.chunk_off]));
   });
 
   it('deletes the oldest waiting files unread when more than the bound wait (bounded disk), and counts them', async () => {

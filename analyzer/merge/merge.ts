@@ -192,7 +192,7 @@ export async function mergeBundles(files: string[], out: string): Promise<MergeR
 
       // ---- meta
       const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
-      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped, META_KEYS.nodeAddrs]);
+      const skip = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.packetsIndex, META_KEYS.startedNs, META_KEYS.endedNs, META_KEYS.closedCleanly, META_KEYS.clockOffsets, META_KEYS.receiptStamped, META_KEYS.nodeAddrs]);
       for (const [k, v] of readers[0]!.meta()) if (!skip.has(k)) insMeta.run(k, v);
       const starts = readers.map((r, i) => (r.metaNumber(META_KEYS.startedNs) ?? r.timeRange()?.start ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);
       const ends = readers.map((r, i) => (r.metaNumber(META_KEYS.endedNs) ?? r.timeRange()?.end ?? NaN) - offsets[nodes[i]!]!).filter(Number.isFinite);

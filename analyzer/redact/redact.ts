@@ -191,7 +191,7 @@ export function redactBundle(reader: BundleReader, out: string, opts: RedactOpti
   };
 
   writeWholeBundle(out, { createdBy: 'redact', overwrite: opts.overwrite, vacuum: true }, (db) => {
-    const skipMeta = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.redacted]);
+    const skipMeta = new Set<string>([META_KEYS.schemaVersion, META_KEYS.createdBy, META_KEYS.packetsIndex, META_KEYS.redacted]);
     const insMeta = db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)');
     for (const [k, v] of reader.meta()) {
       if (skipMeta.has(k)) continue;

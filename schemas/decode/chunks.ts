@@ -225,7 +225,8 @@ export class FrameStore {
   frames = 0;
   indexed = 0;
   bytes = 0;
-  constructor(private sink: ChunkSink, private chunkBytes = CHUNK_BYTES) {}
+  /** `indexFrames: false`: chunks only (the live capture; readers build the index, see indexChunks) */
+  constructor(private sink: ChunkSink, private chunkBytes = CHUNK_BYTES, private indexFrames = true) {}
 
   frame(iface: string | null, linktype: number, ts_ns: number, caplen: number, len: number, data: Uint8Array): void {
     const key = `${iface ?? ''}\u0000${linktype}`;
@@ -244,6 +245,7 @@ export class FrameStore {
     c.took(ts_ns, 16 + n);
     this.frames++;
     this.bytes += 16 + n;
+    if (!this.indexFrames) return;
     const row = this.indexer.wants(linktype, data, n, len);
     if (row) { this.indexed++; this.sink.index(asIndexRow(row, ts_ns, iface, c.id, off, n)); }
   }
@@ -268,7 +270,7 @@ export class FrameStore {
  * order), in order: the header scan, and a decoded row for the frames the analysis reads. Returns how
  * many were indexed.
  */
-export function indexChunk(indexer: FrameIndexer, sink: ChunkSink, c: PacketChunkRow): number {
+export function indexChunk(indexer: FrameIndexer, sink: Pick<ChunkSink, 'index'>, c: PacketChunkRow): number {
   let n = 0;
   const b = c.data;
   if (b.length < 24) return 0;
@@ -295,11 +297,28 @@ export function indexChunk(indexer: FrameIndexer, sink: ChunkSink, c: PacketChun
 }
 
 /**
+ * The index of chunks stored without one (a live capture's): every chunk in id order, one indexer per
+ * interface (as the capture had one stream per interface), so the rows are those the capture would
+ * have indexed as it went. Returns how many rows were handed to `sink.index`.
+ */
+export function indexChunks(chunks: Iterable<PacketChunkRow>, sink: Pick<ChunkSink, 'index'>): number {
+  const indexers = new Map<string, FrameIndexer>();
+  let n = 0;
+  for (const c of chunks) {
+    const key = c.iface ?? '';
+    let ix = indexers.get(key);
+    if (!ix) indexers.set(key, ix = new FrameIndexer());
+    n += indexChunk(ix, sink, c);
+  }
+  return n;
+}
+
+/**
  * A classic pcap byte stream (tcpdump's spooled files, a .pcap file) cut into chunks without decoding: record
  * headers are read for framing and timestamps only, and each read's run of whole records is copied
  * verbatim with one copy (the chunk keeps the stream's own header: byte order, µs or ns). A chunk is
- * indexed (indexChunk) when it closes; with `deferIndex` it is only queued, and indexPending() indexes
- * the queue later, in slices (live capture: reading the pipe first, so that tcpdump is never held up).
+ * indexed (indexChunk) when it closes; with `indexFrames: false` it is not indexed at all (the live
+ * capture: its readers build the index from the chunks, see indexChunks).
  * Errors are the reader's (CaptureStreamParser) so a damaged capture fails the same way on both paths.
  */
 export class PcapStreamCutter {
@@ -315,11 +334,8 @@ export class PcapStreamCutter {
   private chunk: Chunk | null = null;
   private indexer = new FrameIndexer();
   private failed = false;
-  /** closed chunks not indexed yet (deferIndex), oldest first, and where the first one is */
-  private pending: PacketChunkRow[] = [];
-  pendingBytes = 0;
 
-  constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES, private deferIndex = false) {}
+  constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES, private indexFrames = true) {}
 
   /** Does this start of a stream look like classic pcap (else use CaptureStreamParser + FrameStore)? */
   static isClassicPcap(head: Uint8Array): boolean {
@@ -400,27 +416,12 @@ export class PcapStreamCutter {
     this.chunk = null;
     const row: PacketChunkRow = { id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) };
     this.sink.chunk(row);
-    if (!this.deferIndex) { this.indexed += indexChunk(this.indexer, this.sink, row); return; }
-    this.pending.push(row);
-    this.pendingBytes += row.data.length;
+    if (this.indexFrames) this.indexed += indexChunk(this.indexer, this.sink, row);
   }
 
-  /** Index queued chunks (deferIndex) for about `budgetMs` (Infinity: all); true when some remain. */
-  indexPending(budgetMs = Infinity): boolean {
-    const t0 = budgetMs === Infinity ? 0 : performance.now();
-    while (this.pending.length) {
-      const row = this.pending.shift()!;
-      this.pendingBytes -= row.data.length;
-      this.indexed += indexChunk(this.indexer, this.sink, row);
-      if (budgetMs !== Infinity && performance.now() - t0 >= budgetMs) break;
-    }
-    return this.pending.length > 0;
-  }
-
-  /** End of stream: close the chunk and index what is queued; leftover bytes are a cut-off record. */
+  /** End of stream: close the chunk; leftover bytes are a cut-off record. */
   end(): void {
     this.close();
-    this.indexPending();
     if (this.rest && this.rest.length > 0) this.malformed++;
     this.rest = null;
   }

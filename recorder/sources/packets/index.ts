@@ -24,10 +24,6 @@ import { SPOOL_FILE_MB, SPOOL_MAX_WAITING, SpoolReader } from './spool.js';
 import { spawnTied } from '../../tied-spawn.js';
 
 const KERNEL_BUFFER_KIB = 32768;
-/** the indexing of closed chunks runs in slices of this many ms between reads */
-const INDEX_SLICE_MS = 4;
-/** chunks waiting to be indexed: past this, a chunk is indexed as it closes (bounded memory) */
-const INDEX_BACKLOG = 64 << 20;
 
 /**
  * Interfaces of the recorder's network namespace, from /proc/net/dev (per netns of the reader). Not
@@ -109,26 +105,16 @@ export function create(opts: RecordOptions): Source {
   const drops = new Map<string, number>();
   let statsTimer: NodeJS.Timeout | null = null;
   const stderrBuf = new Map<string, string>();
-  /** the chunked path (schema 3): one cutter per tcpdump stream, one store for the cap backend; closed every 250 ms */
+  /**
+   * The chunked path (schema 3): one cutter per tcpdump stream, one store for the cap backend; closed
+   * every 250 ms. Live capture stores the frames only, with no per-frame work beyond the record headers:
+   * the index of the frames the analysis reads is built by the bundle's readers (meta packets_index =
+   * deferred), off the node, not by the recorder while the rollout runs.
+   */
   const cutters: PcapStreamCutter[] = [];
   let store: FrameStore | null = null;
   let chunkTimer: NodeJS.Timeout | null = null;
-  const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); pumpIndex(); };
-  /**
-   * Live capture indexes closed chunks after the fact, a few ms at a time between reads of the pipes
-   * (setImmediate runs after each poll for I/O): a burst is read and stored at the pipe's pace and
-   * indexed once it is past. Past INDEX_BACKLOG bytes waiting, chunks are indexed as they close.
-   */
-  let pumping = false;
-  function pumpIndex(): void {
-    if (pumping || !cutters.some((c) => c.pendingBytes > 0)) return;
-    pumping = true;
-    setImmediate(function slice() {
-      let more = false;
-      for (const c of cutters) more = c.indexPending(INDEX_SLICE_MS) || more;
-      if (more && !stopping) setImmediate(slice); else pumping = false;
-    });
-  }
+  const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); };
 
   const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
   /** frames in spool files deleted unread (a recorder behind the traffic by more than 512 MB), estimated from the mean frame size */
@@ -167,7 +153,7 @@ export function create(opts: RecordOptions): Source {
     child.on('exit', () => { exited = true; });
     const parser = new CaptureStreamParser({ iface });
     // tcpdump writes classic pcap: cut into chunks with a header scan, no per-frame decode
-    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name), iface, undefined, true) : null;
+    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name, { indexed: false }), iface, undefined, false) : null;
     if (cutter) cutters.push(cutter);
     const reader = new SpoolReader(join(dir, 'cap.pcap'), () => exited, (chunk) => {
       if (capped) return;
@@ -176,7 +162,6 @@ export function create(opts: RecordOptions): Source {
         cutter.push(chunk);
         packets += cutter.frames - before;
         bytes += chunk.length;
-        if (cutter.pendingBytes > INDEX_BACKLOG) cutter.indexPending(); else pumpIndex();
         if (bytes >= maxBytes) { cutter.flush(); cap(); }
         return;
       }
@@ -190,7 +175,7 @@ export function create(opts: RecordOptions): Source {
     spooled.push({ reader, cutter });
     finishers.push(reader.done.then(() => {
       if (reader.skippedFiles) ctx?.log(`packets: ${iface}: the recorder fell ${SPOOL_MAX_WAITING * SPOOL_FILE_MB} MB behind tcpdump; ${reader.skippedFiles} spool file(s) (${(reader.skippedBytes / 1e6).toFixed(0)} MB) deleted unread, counted as drops`);
-      if (cutter) { cutter.end(); malformed += cutter.malformed; } // end() indexes what is queued
+      if (cutter) { cutter.end(); malformed += cutter.malformed; }
       else { parser.end(); malformed += parser.malformed; }
       rmSync(dir, { recursive: true, force: true });
     }));
@@ -285,7 +270,7 @@ export function create(opts: RecordOptions): Source {
     async start(s: Sink, c: RecordContext): Promise<void> {
       sink = s; ctx = c;
       if (s.chunkSink) {
-        if (backend === 'cap') store = new FrameStore(s.chunkSink(name));
+        if (backend === 'cap') store = new FrameStore(s.chunkSink(name, { indexed: false }), undefined, false);
         // the bundle writer commits every ≤ 250 ms: close chunks as often, so a kill loses at most ~0.5 s of frames
         chunkTimer = setInterval(flushChunks, 250);
         chunkTimer.unref();
@@ -306,7 +291,6 @@ export function create(opts: RecordOptions): Source {
       await Promise.all(finishers.splice(0));
       if (chunkTimer) { clearInterval(chunkTimer); chunkTimer = null; }
       flushChunks();
-      for (const c of cutters) c.indexPending();
       if (sink) {
         if (kernelDrops()) sink.dropped(name, kernelDrops());
         if (spoolDrops()) sink.dropped(name, spoolDrops());
