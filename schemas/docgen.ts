@@ -52,6 +52,14 @@ export function renderBundleDocs(): string {
     'The `events.attrs` JSON of each event kind is typed in `schemas/events.ts`; the per-source clocks are',
     'in `sources.clock` (kernel, converted-monotonic, receipt, polled, file).',
     '',
+    '**The packet index of a recorded bundle.** `rolltrace record` stores every frame in `packet_chunks`',
+    'and nothing else per frame: the `packets` index (SYN/RST, first payload per direction, early FINs,',
+    'ICMP errors) is left to the bundle\'s readers, off the node (`meta.packets_index = deferred`).',
+    'rolltrace\'s own commands build it when they open the bundle (about as long as `import` takes for',
+    'the same frames) without writing the file; for plain SQL on `packets` and the views that read it',
+    '(`timeline`, `tcp_resets`), `rolltrace index x.rtb` writes it into the file once. Imported, merged',
+    'and redacted bundles carry their index.',
+    '',
   ];
   for (const d of docs) {
     out.push(`## ${d.kind} \`${d.name}\``, '', `${d.text} _(${d.migration})_`, '', '| column | meaning |', '| --- | --- |');
