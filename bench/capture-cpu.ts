@@ -3,7 +3,10 @@
  * vs `tcpdump -w FILE`, both capturing the same traffic at once, in the same run: tcpreplay --topspeed
  * (the highest rate it reaches here) loops the synthetic rollout capture over a veth between two
  * network namespaces this bench creates and removes. CPU is user+sys of each whole process tree
- * (rolltrace's includes its tcpdump child) from GNU time. Run as root, after `npm run build`:
+ * (rolltrace's includes its tcpdump child) from GNU time. Both commands then run again as long with no
+ * traffic: CPU per packet is the loaded run's CPU minus that idle run's (start-up, timers, close), per
+ * packet captured; the whole run's ratio is printed too. GNU time counts in 10 ms ticks: the default 3M
+ * frames keep tcpdump's ~0.3 s well above that. Run as root, after `npm run build`:
  *   npx tsx bench/capture-cpu.ts [--packets N] [--loops L] [--pps R]
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
