@@ -43,8 +43,11 @@ interface Conn {
   syn: number; synAck: number | null; clientData: boolean; serverData: boolean; last: number;
   /** last payload from each side: a request after the last response is unanswered (keep-alive) */
   lastClient?: number; lastServer?: number; responses?: number;
-  /** the table's bookkeeping: its key, its key's place in the table's order, the sweeps done when last seen */
-  key: number | string; pos: number; seen: number;
+  /**
+   * the table's bookkeeping: its key (client to server), the table's key of its slot (one slot holds both
+   * directions of a tuple: see key()), its key's place in the order keys were added, the sweeps done when last seen
+   */
+  key: number | string; slot: number | string; pos: number; seen: number;
 }
 
 const MAX_CANDIDATES = 200_000;
@@ -63,7 +66,7 @@ export class FailureDetector {
    * 8 sweeps, rather than by visiting every connection every second of capture (the index of a chunked
    * bundle holds no FIN of a connection closed normally, so every connection of the last minute is here).
    */
-  private conns = new Map<number | string, Conn>();
+  private conns = new Map<number | string, Conn | [Conn, Conn]>();
   /** connections whose SYN is unanswered (or were, until the sweep checks): the ones a sweep can time out */
   private pending = new Set<Conn>();
   private sweeps = 0;
@@ -209,16 +212,50 @@ export class FailureDetector {
     if (a >= 0 && b >= 0 && sp >= 0 && dp >= 0) return ((a * 65536 + sp) * 1024 + b) * 65536 + dp;
     return `${src}|${sport}|${dst}|${dport}`;
   }
+  /**
+   * The slot of a key in the table: a number key shares its slot with the reverse direction's (the smaller
+   * of the two), so that one lookup finds a segment's connection in either direction; a string key has its own.
+   */
+  private slotOf(k: number | string, src: unknown, sport: unknown, dst: unknown, dport: unknown): number | string {
+    if (typeof k === 'string') return k;
+    const r = this.key(dst, dport, src, sport) as number;
+    return r < k ? r : k;
+  }
   private serverKey(ip: unknown, port: unknown): number | string {
     const a = this.addrId(ip), p = portNum(port);
     return a >= 0 && p >= 0 ? a * 65536 + p : `${ip}|${port}`;
   }
 
-  /** The connection of a key, unless a sweep since it was last seen found it idle for 60 s (then it is forgotten now). */
-  private live(k: number | string): Conn | undefined {
-    const c = this.conns.get(k);
-    if (c !== undefined && c.synAck !== null && this.sweeps > c.seen && this.lastSweep - c.last > 60e9) { this.conns.delete(k); return undefined; }
+  /** The connection of key k in a slot's entry. */
+  private static pick(e: Conn | [Conn, Conn] | undefined, k: number | string): Conn | undefined {
+    if (e === undefined) return undefined;
+    if (!Array.isArray(e)) return e.key === k ? e : undefined;
+    return e[0].key === k ? e[0] : e[1].key === k ? e[1] : undefined;
+  }
+  /** c itself, unless a sweep since it was last seen found it idle for 60 s: then it is forgotten now. */
+  private fresh(c: Conn | undefined): Conn | undefined {
+    if (c !== undefined && c.synAck !== null && this.sweeps > c.seen && this.lastSweep - c.last > 60e9) { this.drop(c); return undefined; }
     return c;
+  }
+  /** The live connection of key k (in slot), as Map.get on a table keyed by k. */
+  private live(slot: number | string, k: number | string): Conn | undefined {
+    return this.fresh(FailureDetector.pick(this.conns.get(slot), k));
+  }
+  /** Add c, replacing the connection of its key if any: Map.set. */
+  private put(c: Conn): void {
+    const e = this.conns.get(c.slot);
+    if (e === undefined) this.conns.set(c.slot, c);
+    else if (!Array.isArray(e)) this.conns.set(c.slot, e.key === c.key ? c : [e, c]);
+    else this.conns.set(c.slot, e[0].key === c.key ? [c, e[1]] : [e[0], c]);
+  }
+  /** Remove c (the connection of its key): Map.delete. */
+  private drop(c: Conn): void {
+    const e = this.conns.get(c.slot);
+    if (e === c) this.conns.delete(c.slot);
+    else if (Array.isArray(e)) {
+      if (e[0] === c) this.conns.set(c.slot, e[1]);
+      else if (e[1] === c) this.conns.set(c.slot, e[0]);
+    }
   }
 
   private tcpSegment(ts: number, iface: string | null, src: string, sport: number, dst: string, dport: number, f: number, payload: boolean): void {
@@ -226,19 +263,25 @@ export class FailureDetector {
     const a = this.addrId(src), b = this.addrId(dst), sp = portNum(sport), dp = portNum(dport);
     const packed = a >= 0 && b >= 0 && sp >= 0 && dp >= 0;
     const fwd = packed ? ((a * 65536 + sp) * 1024 + b) * 65536 + dp : `${src}|${sport}|${dst}|${dport}`;
+    const rev = packed ? ((b * 65536 + dp) * 1024 + a) * 65536 + sp : `${dst}|${dport}|${src}|${sport}`;
+    // a number key's slot holds both directions: one lookup for the segment's connection either way
+    const slotF = packed ? (fwd < rev ? fwd : rev) : fwd, slotR = packed ? slotF : rev;
+    const e = this.conns.get(slotF);
     if ((f & TCP.SYN) && !(f & TCP.ACK)) {
-      const c = this.live(fwd);
+      const c = this.fresh(FailureDetector.pick(e, fwd));
       // a SYN on a connection that carried payload opens a new one on the same 4-tuple (a reused
       // port; a chunked bundle's index drops the FINs that closed the old one); else it is a retransmission
       if (!c || c.clientData || c.serverData) {
         // a replaced connection's key keeps its place in the table
-        const n: Conn = { client: src, cport: sport, server: dst, sport: dport, iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts, key: fwd, pos: c ? c.pos : this.nextPos++, seen: this.sweeps };
-        this.conns.set(fwd, n);
+        // every field from the start: one object shape for every connection
+        const n: Conn = { client: src, cport: sport, server: dst, sport: dport, iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts,
+          lastClient: undefined, lastServer: undefined, responses: undefined, key: fwd, slot: slotF, pos: c ? c.pos : this.nextPos++, seen: this.sweeps };
+        this.put(n);
         this.pending.add(n);
       } else { c.last = ts; c.seen = this.sweeps; }
       return;
     }
-    const c2s = this.live(fwd);
+    const c2s = this.fresh(FailureDetector.pick(e, fwd));
     if (c2s) {
       c2s.last = ts; c2s.seen = this.sweeps;
       // the client acknowledging proves a SYN-ACK reached it, also one no capture here saw as such: on a
@@ -247,24 +290,23 @@ export class FailureDetector {
       if (c2s.synAck === null && (f & TCP.ACK) && !(f & TCP.RST)) c2s.synAck = ts;
       if (payload) { c2s.clientData = true; c2s.lastClient = ts; }
       if (f & (TCP.RST | TCP.FIN)) {
-        if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.conns.delete(fwd);
+        if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.drop(c2s);
       }
       return;
     }
-    const rev = packed ? ((b * 65536 + dp) * 1024 + a) * 65536 + sp : `${dst}|${dport}|${src}|${sport}`;
-    const s2c = this.live(rev);
+    const s2c = this.fresh(FailureDetector.pick(packed ? e : this.conns.get(slotR), rev));
     if (!s2c) return;
     s2c.last = ts; s2c.seen = this.sweeps;
     if ((f & TCP.SYN) && (f & TCP.ACK)) { if (s2c.synAck === null) s2c.synAck = ts; return; }
     // keep-alive: a request sent after the last response, then the server resets or closes the connection
     const pending = s2c.serverData && s2c.lastClient !== undefined && s2c.lastClient > (s2c.lastServer ?? 0);
     if ((f & (TCP.RST | TCP.FIN)) && pending) {
-      this.conns.delete(rev);
+      this.drop(s2c);
       this.connFailure(s2c, 'reused-unanswered', ts, `${f & TCP.RST ? 'RST' : 'FIN'} with a request unanswered on a reused (keep-alive) connection, after ${s2c.responses ?? 1} response(s) on it (request sent ${iso(s2c.lastClient!)})`);
       return;
     }
     if (f & TCP.RST) {
-      this.conns.delete(rev);
+      this.drop(s2c);
       if (s2c.serverData) return;
       if (s2c.synAck === null) this.connFailure(s2c, 'syn-rst', ts, 'SYN answered by RST');
       else this.connFailure(s2c, 'rst-before-response', ts, 'RST before any response on an established connection');
@@ -276,15 +318,16 @@ export class FailureDetector {
       if (s2c.synAck !== null) {
         const k = this.serverKey(s2c.server, s2c.sport);
         const cur = this.served.get(k);
-        if (!cur || s2c.synAck > cur.synAck) this.served.set(k, { synAck: s2c.synAck, at: ts, conn: s2c });
+        if (!cur) this.served.set(k, { synAck: s2c.synAck, at: ts, conn: s2c });
+        else if (s2c.synAck > cur.synAck) { cur.synAck = s2c.synAck; cur.at = ts; cur.conn = s2c; }
       }
     }
     if ((f & TCP.FIN) && !s2c.serverData) {
-      this.conns.delete(rev);
+      this.drop(s2c);
       if (s2c.clientData) this.connFailure(s2c, 'fin-before-response', ts, 'FIN before any response on an established connection');
       return;
     }
-    if ((f & TCP.FIN) && s2c.serverData) this.conns.delete(rev);
+    if ((f & TCP.FIN) && s2c.serverData) this.drop(s2c);
   }
 
   /** An ICMP unreachable about a connection: that connection failed (or, early in the capture, a blind spot). */
@@ -292,17 +335,19 @@ export class FailureDetector {
     const isUnreach = (p.proto === 'icmp' && p.icmp_type === 3) || (p.proto === 'icmp6' && p.icmp_type === 1);
     if (isUnreach && p.inner_src && p.inner_dst && p.inner_sport !== null && p.inner_dport !== null) {
       const key = this.key(p.inner_src, p.inner_sport, p.inner_dst, p.inner_dport);
+      const slot = this.slotOf(key, p.inner_src, p.inner_sport, p.inner_dst, p.inner_dport);
       // an unreachable error comes up to ~3 s after its SYN (the kernel's neighbour resolution: 3 probes 1 s
       // apart): one about a connection never seen, that soon after its interface's capture began, answers a
       // SYN sent before the capture, whose fate the recording cannot tell (real node 2: host unreachable
       // 266 ms into the capture, a connection the client's own log shows did not fail)
       const since = ts - (this.firstOnIface.get(p.iface ?? '') ?? ts);
-      if (p.inner_proto === 'tcp' && !this.live(key) && since < ICMP_SYN_HORIZON_NS) {
+      if (p.inner_proto === 'tcp' && !this.live(slot, key) && since < ICMP_SYN_HORIZON_NS) {
         this.beforeCapture.push(`ICMP ${icmpName(p.proto ?? 'icmp', p.icmp_type ?? 0, p.icmp_code ?? 0)} from ${p.src} about ${joinAddr(p.inner_src, p.inner_sport)} -> ${joinAddr(p.inner_dst, p.inner_dport)} at ${iso(ts)}${p.iface ? ` on ${p.iface}` : ''}: ${ms(since)} ms after that interface's capture began, no SYN of it captured: the SYN may predate the capture`);
         return;
       }
-      const c = this.live(key) ?? { client: p.inner_src, cport: p.inner_sport, server: p.inner_dst, sport: p.inner_dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts, key, pos: -1, seen: this.sweeps };
-      this.conns.delete(key);
+      const c = this.live(slot, key) ?? { client: p.inner_src, cport: p.inner_sport, server: p.inner_dst, sport: p.inner_dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts,
+        lastClient: undefined, lastServer: undefined, responses: undefined, key, slot, pos: -1, seen: this.sweeps };
+      this.drop(c);
       const name = icmpName(p.proto ?? "icmp", p.icmp_type ?? 0, p.icmp_code ?? 0);
       this.connFailure(c, 'icmp-unreachable', ts, `ICMP ${name} from ${p.src}`, { type: p.icmp_type ?? 0, code: p.icmp_code ?? 0, from: p.src ?? '?', name });
     }
@@ -313,7 +358,8 @@ export class FailureDetector {
     const fwd = `${p.src}|${p.sport}|${p.dst}|${p.dport}`, rev = `${p.dst}|${p.dport}|${p.src}|${p.sport}`;
     // a packet of a connection already tracked as it is on the wire stays as it is: a NAT port can be
     // another connection's own (unNATed) port a moment later
-    if (this.live(this.key(p.src, p.sport, p.dst, p.dport)) || this.live(this.key(p.dst, p.dport, p.src, p.sport))) return p;
+    const kf = this.key(p.src, p.sport, p.dst, p.dport), kr = this.key(p.dst, p.dport, p.src, p.sport);
+    if (this.live(this.slotOf(kf, p.src, p.sport, p.dst, p.dport), kf) || this.live(this.slotOf(kr, p.dst, p.dport, p.src, p.sport), kr)) return p;
     const c2s = this.snatAt(fwd, p.ts_ns);
     if (c2s) return { ...p, src: c2s.client, sport: c2s.cport };
     const s2c = this.snatAt(rev, p.ts_ns);
@@ -330,21 +376,26 @@ export class FailureDetector {
     this.sweeps++;
     let due: Conn[] | null = null;
     for (const c of this.pending) {
-      if (c.synAck !== null || this.conns.get(c.key) !== c) { this.pending.delete(c); continue; }
+      if (c.synAck !== null || FailureDetector.pick(this.conns.get(c.slot), c.key) !== c) { this.pending.delete(c); continue; }
       if (now - c.syn > 3e9 || (final && now - c.syn > 1e9)) (due ??= []).push(c);
-      else if (now - c.last > 60e9 || final) { this.conns.delete(c.key); this.pending.delete(c); }
+      else if (now - c.last > 60e9 || final) { this.drop(c); this.pending.delete(c); }
     }
     if (due) {
       due.sort((a, b) => a.pos - b.pos);
       for (const c of due) {
-        this.conns.delete(c.key);
+        this.drop(c);
         this.pending.delete(c);
         this.connFailure(c, 'syn-timeout', c.syn, `SYN never answered (last seen ${ms(c.last - c.syn)} ms after the first SYN)`);
       }
     }
     if (final) { this.conns.clear(); this.pending.clear(); return; }
     if (this.sweeps % 8 === 0) {
-      this.conns.forEach((c, k) => { if (c.synAck !== null && this.sweeps > c.seen && now - c.last > 60e9) this.conns.delete(k); });
+      const idle = (c: Conn) => c.synAck !== null && this.sweeps > c.seen && now - c.last > 60e9;
+      this.conns.forEach((e) => {
+        if (!Array.isArray(e)) { if (idle(e)) this.drop(e); return; }
+        if (idle(e[0])) this.drop(e[0]);
+        if (idle(e[1])) this.drop(e[1]);
+      });
     }
   }
 
