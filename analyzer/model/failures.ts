@@ -67,8 +67,8 @@ export class FailureDetector {
    * bundle holds no FIN of a connection closed normally, so every connection of the last minute is here).
    */
   private conns = new Map<number | string, Conn | [Conn, Conn]>();
-  /** connections whose SYN is unanswered (or were, until the sweep checks): the ones a sweep can time out */
-  private pending = new Set<Conn>();
+  /** connections whose SYN is unanswered (or were, until the next sweep checks): the ones a sweep can time out */
+  private pending: Conn[] = [];
   private sweeps = 0;
   private nextPos = 0;
   /** per server ip:port, the latest handshake among connections it answered, and when (and which one) it answered */
@@ -277,7 +277,7 @@ export class FailureDetector {
         const n: Conn = { client: src, cport: sport, server: dst, sport: dport, iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts,
           lastClient: undefined, lastServer: undefined, responses: undefined, key: fwd, slot: slotF, pos: c ? c.pos : this.nextPos++, seen: this.sweeps };
         this.put(n);
-        this.pending.add(n);
+        this.pending.push(n);
       } else { c.last = ts; c.seen = this.sweeps; }
       return;
     }
@@ -375,20 +375,22 @@ export class FailureDetector {
     this.lastSweep = now;
     this.sweeps++;
     let due: Conn[] | null = null;
+    const still: Conn[] = [];
     for (const c of this.pending) {
-      if (c.synAck !== null || FailureDetector.pick(this.conns.get(c.slot), c.key) !== c) { this.pending.delete(c); continue; }
+      if (c.synAck !== null || FailureDetector.pick(this.conns.get(c.slot), c.key) !== c) continue;
       if (now - c.syn > 3e9 || (final && now - c.syn > 1e9)) (due ??= []).push(c);
-      else if (now - c.last > 60e9 || final) { this.drop(c); this.pending.delete(c); }
+      else if (now - c.last > 60e9 || final) this.drop(c);
+      else still.push(c);
     }
+    this.pending = still;
     if (due) {
       due.sort((a, b) => a.pos - b.pos);
       for (const c of due) {
         this.drop(c);
-        this.pending.delete(c);
         this.connFailure(c, 'syn-timeout', c.syn, `SYN never answered (last seen ${ms(c.last - c.syn)} ms after the first SYN)`);
       }
     }
-    if (final) { this.conns.clear(); this.pending.clear(); return; }
+    if (final) { this.conns.clear(); this.pending = []; return; }
     if (this.sweeps % 8 === 0) {
       const idle = (c: Conn) => c.synAck !== null && this.sweeps > c.seen && now - c.last > 60e9;
       this.conns.forEach((e) => {
