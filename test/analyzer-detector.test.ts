@@ -44,22 +44,18 @@ describe('failure detector connection table', () => {
   });
 
   it('both directions of one 4-tuple are two connections', () => {
-    // C:41000 -> B:8080 and B:8080 -> C:41000 both SYN; C's ends with its own RST; then C resets B's
-    const d = run([
-      pkt(1 * S, C, 41000, B, 8080, TCP.SYN),
-      pkt(1 * S + 1e5, B, 8080, C, 41000, TCP.SYN),
-      pkt(1 * S + 2e5, C, 41000, B, 8080, TCP.RST),
-      pkt(1 * S + 3e5, C, 41000, B, 8080, TCP.RST | TCP.ACK),
-    ]);
-    expect(kinds(d)).toEqual([`${B}:8080 syn-rst`]);
-    // B's ends with its own RST; then B resets C's
-    const e = run([
-      pkt(1 * S, C, 41000, B, 8080, TCP.SYN),
-      pkt(1 * S + 1e5, B, 8080, C, 41000, TCP.SYN),
-      pkt(1 * S + 2e5, B, 8080, C, 41000, TCP.RST),
-      pkt(1 * S + 3e5, B, 8080, C, 41000, TCP.RST | TCP.ACK),
-    ]);
-    expect(kinds(e)).toEqual([`${C}:41000 syn-rst`]);
+    // C:41000 -> B:8080 and B:8080 -> C:41000 both SYN; one side's own RST ends its connection, its next RST resets the other's
+    const bothThenResets = (from: 'C' | 'B') => {
+      const [x, xp, y, yp] = from === 'C' ? [C, 41000, B, 8080] : [B, 8080, C, 41000];
+      return run([
+        pkt(1 * S, C, 41000, B, 8080, TCP.SYN),
+        pkt(1 * S + 1e5, B, 8080, C, 41000, TCP.SYN),
+        pkt(1 * S + 2e5, x, xp, y, yp, TCP.RST),
+        pkt(1 * S + 3e5, x, xp, y, yp, TCP.RST | TCP.ACK),
+      ]);
+    };
+    expect(kinds(bothThenResets('C'))).toEqual([`${B}:8080 syn-rst`]);
+    expect(kinds(bothThenResets('B'))).toEqual([`${C}:41000 syn-rst`]);
   });
 
   it('a port read as text is the same port', () => {
