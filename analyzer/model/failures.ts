@@ -44,8 +44,9 @@ interface Conn {
   /** last payload from each side: a request after the last response is unanswered (keep-alive) */
   lastClient?: number; lastServer?: number; responses?: number;
   /**
-   * the table's bookkeeping: its key (client to server), the table's key of its slot (one slot holds both
-   * directions of a tuple: see key()), its key's place in the order keys were added, the sweeps done when last seen
+   * the table's bookkeeping: its key (client to server: see key()), its slot in the table (one slot holds
+   * both directions of a tuple: see slotOf()), its key's place in the order keys were added (the order of a
+   * Map keyed by key), the sweeps done when it was last seen
    */
   key: number | string; slot: number | string; pos: number; seen: number;
 }
@@ -61,10 +62,11 @@ const PACKET_COLUMNS = `id, ts_ns, iface, linktype, caplen, len, l3, src, dst, p
 
 export class FailureDetector {
   /**
-   * Connections by key (see key()), in the order their keys were inserted. A connection idle for 60 s is
-   * forgotten at the first sweep that finds it so: here when next looked up (live()), or by the purge every
-   * 8 sweeps, rather than by visiting every connection every second of capture (the index of a chunked
-   * bundle holds no FIN of a connection closed normally, so every connection of the last minute is here).
+   * Connections by slot (see slotOf()), read and written as a Map keyed by key() (live, put, drop). A
+   * connection idle for 60 s is forgotten at the first sweep that finds it so: here when next looked up
+   * (fresh()), or by the purge every 8 sweeps, rather than by visiting every connection every second of
+   * capture (the index of a chunked bundle holds no FIN of a connection closed normally, so every
+   * connection of the last minute is here).
    */
   private conns = new Map<number | string, Conn | [Conn, Conn]>();
   /** connections whose SYN is unanswered (or were, until the next sweep checks): the ones a sweep can time out */
@@ -184,7 +186,7 @@ export class FailureDetector {
    * A TCP segment of the packet pass (scanPackets): its columns as they are, no row object; what `packet`
    * does with a TCP row whose proto, addresses and ports are set, when no source NAT is known.
    */
-  tcpRow(tsNs: unknown, iface: string | null, src: string, sport: number, dst: string, dport: number, flags: number, payloadLen: number | null): void {
+  tcpRow(tsNs: unknown, iface: string | null, src: string, sport: number, dst: string, dport: number, flags: number | null, payloadLen: number | null): void {
     const ts = sane(tsNs);
     if (ts === null) return;
     this.tick(ts, iface);
@@ -472,13 +474,13 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
     if (typeof k === 'string') {
       const row = one.get(k.slice(3)) as StoredPacketRow | undefined;
       if (!row) continue;
-      // the TCP columns as a TCP row's are read (a TCP row with text flags comes this way too)
+      // a TCP row (one with text flags comes this way) carries no ICMP columns, as in the rest of the pass
       if (row.proto === 'tcp') { row.icmp_type = null; row.icmp_code = null; row.inner_src = null; row.inner_dst = null; row.inner_sport = null; row.inner_dport = null; row.inner_proto = null; }
       d.packet(row);
       continue;
     }
     const src = r[2], dst = r[3], sport = r[4], dport = r[5];
-    if (!nat && src && dst && sport !== null && dport !== null) d.tcpRow(r[0], r[1], src, sport, dst, dport, k as number, r[7]);
+    if (!nat && src && dst && sport !== null && dport !== null) d.tcpRow(r[0], r[1], src, sport, dst, dport, k as number | null, r[7]);
     else {
       d.packet({ id: 0, ts_ns: r[0] as number, iface: r[1], linktype: 1, caplen: 0, len: 0, l3: null, src, dst, proto: 'tcp', sport, dport, tcp_flags: k as number | null, seq: null, ack: null, payload_len: r[7],
         icmp_type: null, icmp_code: null, inner_src: null, inner_dst: null, inner_proto: null, inner_sport: null, inner_dport: null, data: null });
