@@ -20,6 +20,8 @@ describe('tracepoint formats of kernel 6.18 (captured here)', () => {
     const ss = fmt('inet_sock_set_state');
     expect([...ss.fields.keys()]).toEqual(expect.arrayContaining(['oldstate', 'newstate', 'sport', 'family', 'saddr_v6', 'skaddr']));
     expect(fmt('signal_generate').fields.get('comm')).toMatchObject({ array: 16 });
+    expect(fmt('signal_generate').fields.get('pid')).toMatchObject({ offset: 36, size: 4, signed: true });
+    expect(ss.fields.get('sport')).toMatchObject({ offset: 24, size: 2, signed: false });
   });
 
   it('generates the program that produced the fixture output, and adapts to an older layout', () => {

@@ -118,6 +118,10 @@ export interface KernelOffsets {
   netInum: number;
   /** struct task_struct -> exit_code */
   exitCode: number;
+  /** struct sk_buff -> the `struct net_device *` (skb->dev) */
+  skbDev: number;
+  /** struct net_device -> the `struct net *` (dev->nd_net.net) */
+  devNet: number;
 }
 
 /** The offsets the program needs, or null when this kernel's BTF lacks one of them. */
@@ -125,6 +129,9 @@ export function kernelOffsets(btf: Btf): KernelOffsets | null {
   const skNet = btf.offsetOf('sock', '__sk_common.skc_net.net');
   const netInum = btf.offsetOf('net', 'ns.inum');
   const exitCode = btf.offsetOf('task_struct', 'exit_code');
-  if (skNet === null || netInum === null || exitCode === null || !btf.isPointer('sock', '__sk_common.skc_net.net')) return null;
-  return { skNet, netInum, exitCode };
+  const skbDev = btf.offsetOf('sk_buff', 'dev');
+  const devNet = btf.offsetOf('net_device', 'nd_net.net');
+  if (skNet === null || netInum === null || exitCode === null || skbDev === null || devNet === null) return null;
+  if (!btf.isPointer('sock', '__sk_common.skc_net.net') || !btf.isPointer('sk_buff', 'dev') || !btf.isPointer('net_device', 'nd_net.net')) return null;
+  return { skNet, netInum, exitCode, skbDev, devNet };
 }

@@ -48,7 +48,7 @@ export function generateForThisKernel(): { program: Program; formats: Record<str
   const btf = existsSync(BTF_PATH);
   let offsets: KernelOffsets | null = null;
   if (btf) try { offsets = kernelOffsets(new Btf(readFileSync(BTF_PATH))); } catch { /* unreadable BTF: struct types, as bpftrace resolves them */ }
-  return { program: buildProgram({ ...formats, btf, offsets }), formats };
+  return { program: buildProgram({ ...formats, btf, offsets, fieldOffsets: true }), formats };
 }
 
 /**
