@@ -117,6 +117,13 @@ export function create(_opts: RecordOptions): Source {
     if (run && run.c.exitCode === null) run.c.kill('SIGKILL');
     if (dir) rmSync(dir, { recursive: true, force: true });
   };
+  /** a preflight that fails after bpftrace was launched: it goes, and start() (if ever called) launches anew */
+  const abandon = () => {
+    killEarly();
+    process.off('exit', killEarly);
+    run = null;
+    dir = null;
+  };
 
   /** Start bpftrace on the program; what it says is kept until start() takes it (Launched.replay). */
   function launch(prog: Program): Launched {
@@ -152,20 +159,27 @@ export function create(_opts: RecordOptions): Source {
   return {
     name,
     async preflight(): Promise<Preflight> {
+      // bpftrace's compile (most of the time to live) starts first, alongside the version check, the clock
+      // offset and the other sources' preflights; abandoned when a check below fails
+      const root = !process.getuid || process.getuid() === 0;
+      const g = root ? generateForThisKernel() : null;
+      if (g && !('error' in g) && g.program.features.length > 0) launch(g.program);
+      const fail = (detail: string, versions?: Record<string, string>): Preflight => {
+        abandon();
+        return { ok: false, detail, clock: 'converted-monotonic', ...(versions ? { versions } : {}) };
+      };
       const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
-      if (v.error || v.status !== 0) return { ok: false, detail: `${bin} not found (${v.error?.message ?? v.stderr.trim()})`, clock: 'converted-monotonic' };
-      const version = v.stdout.trim();
-      if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root', clock: 'converted-monotonic', versions: { bpftrace: version } };
-      const g = generateForThisKernel();
-      if ('error' in g) return { ok: false, detail: g.error, clock: 'converted-monotonic', versions: { bpftrace: version } };
+      if (v.error || v.status !== 0) return fail(`${bin} not found (${v.error?.message ?? v.stderr.trim()})`);
+      const versions = { bpftrace: v.stdout.trim() };
+      if (!root || !g) return fail('needs root', versions);
+      if ('error' in g) return fail(g.error, versions);
       program = g.program;
       resetReasons = g.formats.sendReset?.symbols.get('reason');
-      if (program.features.length === 0) return { ok: false, detail: `no usable tracepoint: ${program.missing.join('; ')}`, clock: 'converted-monotonic', versions: { bpftrace: version } };
+      if (program.features.length === 0) return fail(`no usable tracepoint: ${program.missing.join('; ')}`, versions);
       offset = measureMonotonicToRealtime();
-      launch(program);
       return {
-        ok: true, clock: 'converted-monotonic', versions: { bpftrace: version },
-        detail: `${version}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
+        ok: true, clock: 'converted-monotonic', versions,
+        detail: `${versions.bpftrace}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
           + `nsecs (monotonic) + offset ${offset.offsetNs} ns (±${Math.round(offset.uncertaintyNs / 1000)} µs)`,
         meta: { clock_offsets: JSON.stringify({ ebpf_monotonic_to_realtime_ns: offset.offsetNs, ebpf_offset_uncertainty_ns: offset.uncertaintyNs }) },
       };
