@@ -2,7 +2,7 @@
  * Member offsets from the kernel's BTF (/sys/kernel/btf/vmlinux), read here so that the bpftrace program
  * reaches the few kernel struct fields it needs by plain offsets (`*(uint32 *)((uint64)ptr + N)`)
  * instead of through struct types: a struct type (or `curtask->`) in a bpftrace 0.17 program makes it
- * build C definitions from BTF and parse them with clang, ~0.5 s of its ~0.8 s start-up on this machine.
+ * build C definitions from BTF and parse them with clang, ~0.4 s of its start-up on this machine.
  *
  * Pure: the BTF bytes in, offsets out (null when a struct or member is not there). One pass notes where
  * each type's record is; names and members are read only for the types looked up.
