@@ -45,7 +45,7 @@ export function buildProgram(i: ProgramInput): Program {
   /** a field of the tracepoint: args->name, or (fieldOffsets) read at its offset from $a = (uint64)args */
   const arg = (f: TpFormat, name: string): string => {
     const fd = f.fields.get(name);
-    if (!i.fieldOffsets || !fd || fd.array !== null || ![1, 2, 4, 8].includes(fd.size)) return `args->${name}`;
+    if (!i.fieldOffsets || !fd || fd.array !== null || fd.signed === null || ![1, 2, 4, 8].includes(fd.size)) return `args->${name}`;
     return `*(${fd.signed ? '' : 'u'}int${fd.size * 8} *)($a + ${fd.offset})`;
   };
   /** an inline array field: its address (for buf/str), or null to go through args-> */
