@@ -20,6 +20,8 @@ describe('tracepoint formats of kernel 6.18 (captured here)', () => {
     const ss = fmt('inet_sock_set_state');
     expect([...ss.fields.keys()]).toEqual(expect.arrayContaining(['oldstate', 'newstate', 'sport', 'family', 'saddr_v6', 'skaddr']));
     expect(fmt('signal_generate').fields.get('comm')).toMatchObject({ array: 16 });
+    expect(fmt('signal_generate').fields.get('pid')).toMatchObject({ offset: 36, size: 4, signed: true });
+    expect(ss.fields.get('sport')).toMatchObject({ offset: 24, size: 2, signed: false });
   });
 
   it('generates the program that produced the fixture output, and adapts to an older layout', () => {
@@ -46,6 +48,22 @@ format:
     expect(q.text).toContain('args->sport, args->dport');
     expect(q.text).not.toContain('struct sock');
     expect(buildProgram({ btf: false }).missing).toHaveLength(4);
+  });
+
+  it('fieldOffsets: fields read at their format offsets, filters as if; a field of unknown signedness through args->', () => {
+    const input = { sockState: fmt('inet_sock_set_state'), sendReset: fmt('tcp_send_reset'), signalGenerate: fmt('signal_generate'), processExit: fmt('sched_process_exit') };
+    const offsets = { skNet: 48, netInum: 176, exitCode: 1164, skbDev: 16, devNet: 264 };
+    const p = buildProgram({ ...input, btf: true, offsets, fieldOffsets: true });
+    expect(p.text.match(/args->\w+/g)).toEqual(['args->saddr_v6']);
+    expect(p.text.match(/\$a = \(uint64\)args;/g)).toHaveLength(3);
+    expect(p.text).toContain('if (*(int32 *)($a + 8) == 15 || *(int32 *)($a + 8) == 9) {');
+    expect(p.text).toContain('ntop(2, *(uint32 *)($a + 32))');
+    expect(p.text).toContain('str($a + 20, 16)');
+    expect(p.text).toContain('buf($a + 60, 28)');
+    expect(p.text).toContain('*(uint32 *)(*(uint64 *)(*(uint64 *)((uint64)*(uint64 *)($a + 8) + 16) + 264) + 176)');
+    expect(p.features).toEqual(buildProgram({ ...input, btf: true }).features);
+    const unsigned = parseTracepointFormat(F('format-signal_generate.txt').replace(/\s*signed:\d;/g, ''));
+    expect(buildProgram({ signalGenerate: unsigned, btf: true, fieldOffsets: true }).text).toContain('args->sig == 15');
   });
 });
 

@@ -36,7 +36,9 @@ function readFormat(root: string, ev: string): TpFormat | null {
 
 const BTF_PATH = '/sys/kernel/btf/vmlinux';
 
-export function generateForThisKernel(): { program: Program; formats: Record<string, TpFormat | null> } | { error: string } {
+type Generated = { program: Program; formats: Record<string, TpFormat | null> } | { error: string };
+
+export function generateForThisKernel(): Generated {
   const root = tracefsRoot();
   if (!root) return { error: 'tracefs not mounted and cannot be mounted' };
   const formats = {
@@ -48,7 +50,7 @@ export function generateForThisKernel(): { program: Program; formats: Record<str
   const btf = existsSync(BTF_PATH);
   let offsets: KernelOffsets | null = null;
   if (btf) try { offsets = kernelOffsets(new Btf(readFileSync(BTF_PATH))); } catch { /* unreadable BTF: struct types, as bpftrace resolves them */ }
-  return { program: buildProgram({ ...formats, btf, offsets }), formats };
+  return { program: buildProgram({ ...formats, btf, offsets, fieldOffsets: true }), formats };
 }
 
 /**
@@ -92,10 +94,86 @@ export function scanPodCgroups(): Map<number, string> {
 
 interface Launched {
   c: ChildProcess;
+  /** the program file's directory */
+  dir: string;
   on: { out(l: string): void; err(l: string): void; attached(): void; exit(code: number | null): void; error(e: Error): void } | null;
   /** lines dropped before start() took them */
   early: number;
   replay(): void;
+  /** the recorder takes over: this process exiting no longer kills it */
+  release(): void;
+  /** kill it (if running) and remove its directory */
+  discard(): void;
+}
+
+const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+
+/**
+ * Start bpftrace on the program; what it says is kept until start() takes it (Launched.replay). Until
+ * released, a process that exits (a recording that ends before start(): a bundle that cannot be created,
+ * a stop during preflight) leaves no bpftrace behind.
+ */
+function launchBpftrace(bin: string, prog: Program): Launched {
+  const dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));
+  const file = join(dir, 'rolltrace.bt');
+  writeFileSync(file, prog.text);
+  // __BPFTRACE_NOTIFY_PROBES_ATTACHED (bpftrace's own test hook): it prints that line on stderr once
+  // every probe is attached
+  const c = spawnTied(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64', __BPFTRACE_NOTIFY_PROBES_ATTACHED: '1' } });
+  const kept: Array<() => void> = [];
+  const kill = () => {
+    if (running(c)) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('exit', kill);
+  const r: Launched = {
+    c, dir, on: null, early: 0,
+    replay() { for (const f of kept.splice(0)) f(); },
+    release() { process.off('exit', kill); },
+    discard() { process.off('exit', kill); kill(); },
+  };
+  // until start() sets r.on: kept in order (bounded: bpftrace says little before its probes run)
+  const deliver = (f: (on: NonNullable<Launched['on']>) => void) => {
+    if (r.on) f(r.on);
+    else if (kept.length < 10000) kept.push(() => f(r.on!));
+    else r.early++;
+  };
+  createInterface({ input: c.stdout! }).on('line', (l) => deliver((on) => on.out(l)));
+  createInterface({ input: c.stderr! }).on('line', (l) => {
+    if (l === '__BPFTRACE_NOTIFY_PROBES_ATTACHED') return deliver((on) => on.attached());
+    if (!/RLIMIT_MEMLOCK|Attaching/.test(l)) deliver((on) => on.err(l));
+  });
+  c.on('exit', (code) => deliver((on) => on.exit(code)));
+  c.on('error', (e) => deliver((on) => on.error(e)));
+  return r;
+}
+
+const bpftraceBin = () => process.env.ROLLTRACE_BPFTRACE ?? 'bpftrace';
+
+/** bpftrace launched by launchEarly(), until the ebpf source's preflight takes it */
+let early: { bin: string; g: Generated; run: Launched } | null = null;
+
+/**
+ * `rolltrace record` (bin/rolltrace.mjs, before it loads the CLI and the recorder): launch bpftrace now, so
+ * that its compile, most of this source's time to live, runs while they load (~60 ms here) and the other
+ * sources' preflights run. The ebpf source's preflight takes it over (and checks it as it checks its own);
+ * one never taken (a usage error, --no-ebpf after all) goes with discardEarly() or with the process.
+ */
+export function launchEarly(argv: string[]): void {
+  const args = argv.slice(2);
+  if (args[0] !== 'record' || args.some((a) => a === '--no-ebpf' || a === '--help' || a === '-h')) return;
+  if (process.getuid && process.getuid() !== 0) return;
+  try {
+    const g = generateForThisKernel();
+    if ('error' in g || g.program.features.length === 0) return;
+    const bin = bpftraceBin();
+    early = { bin, g, run: launchBpftrace(bin, g.program) };
+  } catch { /* the preflight tries again and says why */ }
+}
+
+export function discardEarly(): void {
+  early?.run.discard();
+  early = null;
 }
 
 export function create(_opts: RecordOptions): Source {
@@ -109,63 +187,44 @@ export function create(_opts: RecordOptions): Source {
   let resetReasons: Map<number, string> | undefined;
   let offset = { offsetNs: 0, uncertaintyNs: 0, samples: 0 };
   let podCgroups = new PodCgroupIndex();
-  let dir: string | null = null;
-  const bin = process.env.ROLLTRACE_BPFTRACE ?? 'bpftrace';
+  const bin = bpftraceBin();
 
-  /** a recording that ends before start() (a bundle that cannot be created, a stop during preflight) leaves no bpftrace behind */
-  const killEarly = () => {
-    if (run && run.c.exitCode === null) run.c.kill('SIGKILL');
-    if (dir) rmSync(dir, { recursive: true, force: true });
+  /** a preflight that fails after bpftrace was launched: it goes, and start() (if ever called) launches anew */
+  const abandon = () => {
+    run?.discard();
+    run = null;
   };
-
-  /** Start bpftrace on the program; what it says is kept until start() takes it (Launched.replay). */
-  function launch(prog: Program): Launched {
-    dir = mkdtempSync(join(tmpdir(), 'rolltrace-ebpf-'));
-    const file = join(dir, 'rolltrace.bt');
-    writeFileSync(file, prog.text);
-    // __BPFTRACE_NOTIFY_PROBES_ATTACHED (bpftrace's own test hook): it prints that line on stderr once
-    // every probe is attached
-    const c = spawnTied(bin, ['-B', 'line', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BPFTRACE_STRLEN: '64', __BPFTRACE_NOTIFY_PROBES_ATTACHED: '1' } });
-    const kept: Array<() => void> = [];
-    const r: Launched = {
-      c, on: null, early: 0,
-      replay() { for (const f of kept.splice(0)) f(); },
-    };
-    // until start() sets r.on: kept in order (bounded: bpftrace says little before its probes run)
-    const deliver = (f: (on: NonNullable<Launched['on']>) => void) => {
-      if (r.on) f(r.on);
-      else if (kept.length < 10000) kept.push(() => f(r.on!));
-      else r.early++;
-    };
-    createInterface({ input: c.stdout! }).on('line', (l) => deliver((on) => on.out(l)));
-    createInterface({ input: c.stderr! }).on('line', (l) => {
-      if (l === '__BPFTRACE_NOTIFY_PROBES_ATTACHED') return deliver((on) => on.attached());
-      if (!/RLIMIT_MEMLOCK|Attaching/.test(l)) deliver((on) => on.err(l));
-    });
-    c.on('exit', (code) => deliver((on) => on.exit(code)));
-    c.on('error', (e) => deliver((on) => on.error(e)));
-    process.on('exit', killEarly);
-    run = r;
-    return r;
-  }
 
   return {
     name,
     async preflight(): Promise<Preflight> {
+      // bpftrace's compile (most of the time to live) starts first, alongside the version check, the clock
+      // offset and the other sources' preflights; abandoned when a check below fails
+      const root = !process.getuid || process.getuid() === 0;
+      let g: Generated | null;
+      if (early && early.bin === bin) {
+        ({ g, run } = early);
+        early = null;
+      } else {
+        g = root ? generateForThisKernel() : null;
+        if (g && !('error' in g) && g.program.features.length > 0) run = launchBpftrace(bin, g.program);
+      }
+      const fail = (detail: string, versions?: Record<string, string>): Preflight => {
+        abandon();
+        return { ok: false, detail, clock: 'converted-monotonic', ...(versions ? { versions } : {}) };
+      };
       const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
-      if (v.error || v.status !== 0) return { ok: false, detail: `${bin} not found (${v.error?.message ?? v.stderr.trim()})`, clock: 'converted-monotonic' };
-      const version = v.stdout.trim();
-      if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root', clock: 'converted-monotonic', versions: { bpftrace: version } };
-      const g = generateForThisKernel();
-      if ('error' in g) return { ok: false, detail: g.error, clock: 'converted-monotonic', versions: { bpftrace: version } };
+      if (v.error || v.status !== 0) return fail(`${bin} not found (${v.error?.message ?? v.stderr.trim()})`);
+      const versions = { bpftrace: v.stdout.trim() };
+      if (!root || !g) return fail('needs root', versions);
+      if ('error' in g) return fail(g.error, versions);
       program = g.program;
       resetReasons = g.formats.sendReset?.symbols.get('reason');
-      if (program.features.length === 0) return { ok: false, detail: `no usable tracepoint: ${program.missing.join('; ')}`, clock: 'converted-monotonic', versions: { bpftrace: version } };
+      if (program.features.length === 0) return fail(`no usable tracepoint: ${program.missing.join('; ')}`, versions);
       offset = measureMonotonicToRealtime();
-      launch(program);
       return {
-        ok: true, clock: 'converted-monotonic', versions: { bpftrace: version },
-        detail: `${version}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
+        ok: true, clock: 'converted-monotonic', versions,
+        detail: `${versions.bpftrace}; cost: none measurable to the pods (kernel tracepoints, no ptrace); ${program.features.join(', ')}${program.missing.length ? `; missing: ${program.missing.join(', ')}` : ''}; `
           + `nsecs (monotonic) + offset ${offset.offsetNs} ns (±${Math.round(offset.uncertaintyNs / 1000)} µs)`,
         meta: { clock_offsets: JSON.stringify({ ebpf_monotonic_to_realtime_ns: offset.offsetNs, ebpf_offset_uncertainty_ns: offset.uncertaintyNs }) },
       };
@@ -178,7 +237,7 @@ export function create(_opts: RecordOptions): Source {
         resetReasons = g.formats.sendReset?.symbols.get('reason');
         offset = measureMonotonicToRealtime();
       }
-      const r = run ?? launch(program);
+      const r = run ??= launchBpftrace(bin, program);
       podCgroups = new PodCgroupIndex();
       podCgroups.rescan();
       ctx.onPodsChanged(() => podCgroups.rescan());
@@ -231,16 +290,18 @@ export function create(_opts: RecordOptions): Source {
     },
     async stop(): Promise<void> {
       stopping = true;
-      process.off('exit', killEarly);
-      const c = run?.c ?? null;
-      if (c && c.exitCode === null) {
+      const r = run;
+      if (!r) return;
+      r.release();
+      const c = r.c;
+      if (running(c)) {
         await new Promise<void>((res) => {
           const t = setTimeout(() => c.kill('SIGKILL'), 5000);
           c.on('exit', () => { clearTimeout(t); res(); });
           c.kill('SIGINT');
         });
       }
-      if (dir) { rmSync(dir, { recursive: true, force: true }); dir = null; }
+      rmSync(r.dir, { recursive: true, force: true });
     },
     stats(): SourceStats { return { events, dropped: parser?.malformed ?? 0 }; },
   };
