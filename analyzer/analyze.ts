@@ -139,10 +139,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const mergedNodes = (() => { const v = reader.metaJson<unknown>('nodes'); return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []; })();
   const ctx: ResolveContext = {
     id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [], nodeAddrs: nodeAddrsOf(reader, id),
-    conntrack: (client, cport, t) => {
+    conntrack: (client, cport, t, before) => {
       if (!ctStmt) return null;
       try {
-        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null; raw: string | null } | undefined;
+        const r = ctStmt.get(client, cport, t - 30e9, before !== undefined ? Math.min(t + 30e9, before - 1) : t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null; raw: string | null } | undefined;
         if (!r) return null;
         if (r.orig_dst && r.reply_src !== r.orig_dst) vips.add(r.orig_dst);
         // merge prefixes each node's conntrack line with [node]

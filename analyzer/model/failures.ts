@@ -11,7 +11,7 @@ import type { Facts } from './facts.js';
 import { podLabel, type Identity } from './identity.js';
 import { belongs, type PodSequence } from './pods.js';
 
-export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'icmp-unreachable' | 'probe' | 'reset-sent';
+export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'syn-late-abandoned' | 'icmp-unreachable' | 'probe' | 'reset-sent';
 
 export interface View { server: string; sport: number | null; ts: number; iface: string | null }
 
@@ -32,6 +32,11 @@ export interface Candidate {
   /** the server answered an earlier request on this connection (so the app had accepted it): instant of that response */
   answeredAt?: number | null;
   /**
+   * the first SYN went unanswered and only a retransmission was answered (a handshake the client had given up
+   * on): that retransmission's instant; whatever that retransmission reached is not where the failed SYN went
+   */
+  lateSyn?: number | null;
+  /**
    * a connection to the same ip:port established after this one was answered before this one failed: the
    * accept queue is FIFO, so the app had taken this one out of it (instant of that answer, and what)
    */
@@ -41,6 +46,8 @@ export interface Candidate {
 interface Conn {
   client: string; cport: number; server: string; sport: number; iface: string | null;
   syn: number; synAck: number | null; clientData: boolean; serverData: boolean; last: number;
+  /** the last retransmission of the SYN before the handshake completed */
+  resyn?: number;
   /** last payload from each side: a request after the last response is unanswered (keep-alive) */
   lastClient?: number; lastServer?: number; responses?: number;
 }
@@ -49,6 +56,16 @@ const MAX_CANDIDATES = 200_000;
 
 /** how long after its SYN an ICMP unreachable can come: neighbour resolution, 3 probes 1 s apart */
 const ICMP_SYN_HORIZON_NS = 3e9;
+
+/**
+ * A client whose first SYN went unanswered and whose handshake completed only on a retransmission, then
+ * closed the connection without sending a byte within this long of the handshake, had given up on it: its
+ * connect timeout fired as the kernel retransmitted (Linux's first SYN retransmission comes 1 s after the SYN,
+ * the usual 1 s client timeout too). Real node, local-blackhole: the SYN dropped while the service had no
+ * endpoint, the retransmission answered by the replacement pod, the client's FIN 0.26 ms later, its own log
+ * "timeout". One held longer unused (an idle pooled connection) is not judged.
+ */
+const LATE_ABANDON_NS = 1e9;
 
 export class FailureDetector {
   private conns = new Map<string, Conn>();
@@ -119,6 +136,7 @@ export class FailureDetector {
     if (c.probe) hit.probe = c.probe;
     if (c.answeredAt != null) hit.answeredAt = c.answeredAt;
     if (c.dequeued) hit.dequeued = c.dequeued;
+    if (c.lateSyn != null) hit.lateSyn = c.lateSyn;
     if (hit.evidence.length < 12 && !hit.evidence.includes(c.evidence)) hit.evidence.push(c.evidence);
   }
 
@@ -126,9 +144,16 @@ export class FailureDetector {
     this.add({
       ts, client: c.client, cport: c.cport, kind, via: 'packets', view: { server: c.server, sport: c.sport, ts, iface: c.iface },
       synTs: c.syn, establishedTs: c.synAck, icmp, error: what, probe: null, answeredAt: kind === 'reused-unanswered' ? c.lastServer ?? null : null,
+      lateSyn: kind === 'syn-late-abandoned' ? c.resyn ?? null : null,
       dequeued: this.dequeuedProof(c),
       evidence: `${what}: ${joinAddr(c.client, c.cport)} -> ${joinAddr(c.server, c.sport)} at ${iso(ts)}${c.iface ? ` on ${c.iface}` : ''} (SYN at ${iso(c.syn)}${c.synAck !== null ? `, handshake done ${iso(c.synAck)}` : ''})`,
     });
+  }
+
+  /** the client closed, without a byte, a connection whose handshake needed a SYN retransmission: it had given up */
+  private lateAbandoned(c: Conn, ts: number, f: number): void {
+    if (c.synAck === null || c.resyn === undefined || c.resyn > c.synAck || ts - c.synAck > LATE_ABANDON_NS) return;
+    this.connFailure(c, 'syn-late-abandoned', c.syn, `SYN unanswered for ${ms(c.resyn - c.syn)} ms, answered only on its retransmission at ${iso(c.resyn)}; the client closed (${f & TCP.RST ? 'RST' : 'FIN'}) ${ms(ts - c.synAck)} ms after that handshake without sending a byte: it had given up (connect timeout)`);
   }
 
   private dequeuedProof(c: Conn): Candidate['dequeued'] {
@@ -158,7 +183,10 @@ export class FailureDetector {
         // port; a chunked bundle's index drops the FINs that closed the old one); else it is a retransmission
         if (!c || c.clientData || c.serverData) {
           this.conns.set(fwd, { client: p.src, cport: p.sport, server: p.dst, sport: p.dport, iface: p.iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts });
-        } else c.last = ts;
+        } else {
+          c.last = ts;
+          if (c.synAck === null) c.resyn = ts;
+        }
         return;
       }
       const c2s = this.conns.get(fwd);
@@ -171,6 +199,7 @@ export class FailureDetector {
         if ((p.payload_len ?? 0) > 0) { c2s.clientData = true; c2s.lastClient = ts; }
         if (f & (TCP.RST | TCP.FIN)) {
           if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.conns.delete(fwd);
+          if (!c2s.clientData && !c2s.serverData) this.lateAbandoned(c2s, ts, f);
         }
         return;
       }
@@ -386,7 +415,8 @@ export interface ResolveContext {
   /** pod sequences by pod key */
   seqs: Map<string, PodSequence>;
   vips: Set<string>;
-  conntrack: (client: string, cport: number, t: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
+  /** the conntrack row of client:cport nearest t (a DNAT first); before: only rows stamped before that instant */
+  conntrack: (client: string, cport: number, t: number, before?: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
   /** the recording node (a merged bundle's reference node) */
   node?: string | null;
   /** every node whose bundle is in this one (merged: several) */
@@ -452,8 +482,20 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
     else if (isPod || !isVip) { if (backend.ip === null || isPod) backend = { ip: v.server, port: v.sport }; }
   }
   let ctNode: string | null | undefined = null;
+  let ctRow = false;
   if (c.cport !== null) {
-    const ct = ctx.conntrack(c.client, c.cport, c.ts);
+    // a handshake given up on (syn-late-abandoned): the retransmission that was answered opened the flow
+    // conntrack shows (the first SYN, dropped or rejected, was never confirmed); it reached a backend only
+    // after the client's attempt had failed, so it is not this failure's backend
+    const ct = ctx.conntrack(c.client, c.cport, c.ts, c.lateSyn ?? undefined);
+    ctRow = !!ct;
+    const late = c.lateSyn != null ? ctx.conntrack(c.client, c.cport, c.lateSyn) : null;
+    if (late && late.ts >= c.lateSyn! && late.reply_src && late.reply_src !== late.orig_dst) {
+      const lp = id.podAt(late.reply_src, late.ts);
+      ev.push(`conntrack: only the retransmission was tracked, ${joinAddr(c.client, c.cport)} -> ${joinAddr(late.orig_dst, late.orig_dport)} DNAT to ${joinAddr(late.reply_src, late.reply_sport)}${lp ? ` (${podLabel(lp.pod)})` : ''} at ${iso(late.ts)}${late.state ? ` (${late.state})` : ''}: answered after the client had given up, not where its first SYN went`);
+      c.via.add('conntrack');
+      if (!service && late.orig_dst) service = joinAddr(late.orig_dst, late.orig_dport);
+    }
     if (ct) {
       if (ct.reply_src && ct.reply_src !== ct.orig_dst) ctNode = ct.node;
       // the pre-DNAT destination only when this row is the DNAT (straight to a pod IP, the service was chosen elsewhere or never)
@@ -470,6 +512,7 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
   const hit = backend.ip ? id.podAt(backend.ip, c.ts) : null;
   if (hit) ev.push(`backend ${joinAddr(backend.ip, backend.port)} was held by pod ${podLabel(hit.pod)}${hit.pod.uid ? ` (uid ${hit.pod.uid})` : ''} at that instant (${hit.how})`);
   else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
+  else if (c.lateSyn != null && !ctRow) ev.push(`no backend: the SYN that failed was never DNATed where this node could see it (no conntrack entry for this client port before its retransmission at ${iso(c.lateSyn)})`);
   else ev.push('backend unknown: no packet after DNAT and no conntrack entry for this client port');
   const seq = hit ? ctx.seqs.get(hit.pod.key) ?? null : null;
   const routed = routedBy(c, ctx, service, backend, ctNode);
