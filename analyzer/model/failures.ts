@@ -61,9 +61,10 @@ const ICMP_SYN_HORIZON_NS = 3e9;
  * A client whose first SYN went unanswered and whose handshake completed only on a retransmission, then
  * closed the connection without sending a byte within this long of the handshake, had given up on it: its
  * connect timeout fired as the kernel retransmitted (Linux's first SYN retransmission comes 1 s after the SYN,
- * the usual 1 s client timeout too). Real node, local-blackhole: the SYN dropped while the service had no
- * endpoint, the retransmission answered by the replacement pod, the client's FIN 0.26 ms later, its own log
- * "timeout". One held longer unused (an idle pooled connection) is not judged.
+ * the usual 1 s client timeout too). Real node, local-blackhole: the SYN unanswered while the service had no
+ * endpoint (kube-proxy's reject, its ICMP error rate-limited away), the retransmission answered by the
+ * replacement pod, the client's FIN 0.15 ms after that handshake, its own log "timeout". One held longer unused
+ * (an idle pooled connection) is not judged.
  */
 const LATE_ABANDON_NS = 1e9;
 
