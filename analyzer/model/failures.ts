@@ -68,6 +68,14 @@ const ICMP_SYN_HORIZON_NS = 3e9;
  */
 const LATE_ABANDON_NS = 1e9;
 
+/**
+ * A connection's conntrack flow begins (NEW, stamped on receipt) after its first SYN was captured; this much
+ * earlier still counts (merged bundles align node clocks to a few ms), and NEWs this close together are the
+ * same connection seen by several nodes. A flow on the same client ip:port is seconds to minutes apart (the
+ * client's TIME_WAIT; conntrack keeps a closed flow 120 s and a new SYN on it destroys it only then).
+ */
+export const CT_FLOW_SLACK_NS = 1e9;
+
 export class FailureDetector {
   private conns = new Map<string, Conn>();
   /** per server ip:port, the latest handshake among connections it answered, and when/whom it answered */
@@ -416,8 +424,12 @@ export interface ResolveContext {
   /** pod sequences by pod key */
   seqs: Map<string, PodSequence>;
   vips: Set<string>;
-  /** the conntrack row of client:cport nearest t (a DNAT first); before: only rows stamped before that instant */
-  conntrack: (client: string, cport: number, t: number, before?: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
+  /**
+   * the conntrack row of client:cport nearest t (a DNAT first). synAt: the connection's first SYN was captured
+   * then, so only its own flow counts (from the first NEW at most CT_FLOW_SLACK_NS before it, until a NEW on that
+   * client ip:port at least CT_FLOW_SLACK_NS after that one); before: only rows stamped up to that instant
+   */
+  conntrack: (client: string, cport: number, t: number, o?: { synAt?: number | null; before?: number }) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
   /** the recording node (a merged bundle's reference node) */
   node?: string | null;
   /** every node whose bundle is in this one (merged: several) */
@@ -488,9 +500,9 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
     // a handshake given up on (syn-late-abandoned): the retransmission that was answered opened the flow
     // conntrack shows (the first SYN, dropped or rejected, was never confirmed); it reached a backend only
     // after the client's attempt had failed, so it is not this failure's backend
-    const ct = ctx.conntrack(c.client, c.cport, c.ts, c.lateSyn ?? undefined);
+    const ct = ctx.conntrack(c.client, c.cport, c.ts, { synAt: c.synTs, before: c.lateSyn ?? undefined });
     ctRow = !!ct;
-    const late = c.lateSyn != null ? ctx.conntrack(c.client, c.cport, c.lateSyn) : null;
+    const late = c.lateSyn != null ? ctx.conntrack(c.client, c.cport, c.lateSyn, { synAt: c.lateSyn }) : null;
     if (late && late.ts >= c.lateSyn! && late.reply_src && late.reply_src !== late.orig_dst) {
       const lp = id.podAt(late.reply_src, late.ts);
       ev.push(`conntrack: only the retransmission was tracked, ${joinAddr(c.client, c.cport)} -> ${joinAddr(late.orig_dst, late.orig_dport)} DNAT to ${joinAddr(late.reply_src, late.reply_sport)}${lp ? ` (${podLabel(lp.pod)})` : ''} at ${iso(late.ts)}${late.state ? ` (${late.state})` : ''}: answered after the client had given up, not where its first SYN went`);
