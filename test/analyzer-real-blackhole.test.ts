@@ -1,13 +1,18 @@
 /**
- * The real node's local-blackhole in nftables mode, one CI run (fixtures/analysis/real-local-blackhole-late-syn.rtb.gz
- * and the truth of that run, read from the components' own records: the NodePort client's log, conntrack).
+ * The real node's local-blackhole, two runs of test/e2e-real.test.ts whose analysis missed failures the truth has
+ * (bundles and truths in fixtures/analysis, the truth read from the components' own records: the NodePort client's
+ * log, conntrack). With no endpoint anywhere kube-proxy rejects, and the kernel rate-limits the ICMP errors (six,
+ * then one a second), so most SYNs to the NodePort get no answer and their client times out after 1 s.
  *
- * What the run taught: with no endpoint anywhere kube-proxy rejects, and the kernel rate-limits the ICMP errors
- * (six, then one a second), so most SYNs to the NodePort get no answer and their client times out after 1 s.
- * One SYN (192.168.77.2:56276, 18:22:44.7816) went unanswered 1000.8 ms; the kernel retransmitted it just as the
- * client's 1 s timeout fired, the replacement pod had become ready meanwhile, and the retransmission was answered:
- * the client closed the connection 0.15 ms after the handshake without sending a byte, and its log says timeout.
- * The analysis saw a completed handshake and reported nothing: the truth's timeout had no failure to match.
+ * real-local-blackhole-late-syn (nftables, a CI run): one SYN (192.168.77.2:56276, 18:22:44.7816) went unanswered
+ * 1000.8 ms; the kernel retransmitted it just as the client's 1 s timeout fired, the replacement pod had become ready
+ * meanwhile, and the retransmission was answered: the client closed the connection 0.15 ms after the handshake
+ * without sending a byte, and its log says timeout. The analysis saw a completed handshake and reported nothing.
+ *
+ * real-local-blackhole-reused-port (iptables): the client reused ports 48804 and 48904, whose earlier connections to
+ * the old pod lingered in conntrack (TIME_WAIT, 120 s). The new SYN destroys such a flow, and that DESTROY row
+ * (DNAT to the old pod, stamped 0.4 ms after the SYN) was taken for the new connection's: two rejected SYNs were
+ * reported listener-closed at the old pod, 1.3 s after its rule was gone, and two truth timeouts matched nothing.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -92,5 +97,30 @@ describe('a handshake the client gave up on (the failure detector alone)', () =>
     d.packet(pkt(1e9 + 200e3, C, 5001, S, 30080, TCP.FIN | TCP.ACK, 0, 'eth0'));
     d.sweep(20e9, true);
     expect(d.candidates()).toEqual([]);
+  });
+});
+
+describe('real local-blackhole (iptables): a reused client port whose older flow lingered in conntrack', () => {
+  it('the analysis agrees with the truth, failure by failure, as test/e2e-real.test.ts judges it', async () => {
+    const { a, truth } = await run('real-local-blackhole-reused-port');
+    expect(truth.mode).toBe('iptables');
+    const { problems } = compareWithTruth(a, truth, EXPECT['local-blackhole']!);
+    expect([...problems, ...realClaims(a, truth)]).toEqual([]);
+  });
+
+  it('a rejected SYN on a port whose old flow conntrack destroyed at that SYN has no backend: no-endpoint, not the old pod', async () => {
+    const { a } = await run('real-local-blackhole-reused-port');
+    for (const [client, at] of [['192.168.77.2:48804', '2026-12-01T19:17:46.422884Z'], ['192.168.77.2:48904', '2026-12-01T19:17:47.024738Z']] as const) {
+      const f = a.failures.find((x) => x.client === client)!;
+      expect(f.at, client).toBe(at);
+      expect(f.backend, client).toEqual({ ip: null, port: null, pod: null });
+      expect(f.cause, client).toBe('no-endpoint');
+      expect(f.path, client).toEqual({ path: 'node-port', addr: '*:30080', policy: 'Local' });
+      expect(f.evidence.join('\n'), client).not.toMatch(/DNAT to 10\.244\.0\.2/);
+    }
+    // the old pod is charged only with what reached it while this node still routed to it
+    const old = a.pods.find((p) => p.name === 'web-6d68d8b544-snpw5')!;
+    const rule = nsFromIso(old.ruleRemovedAt!)!;
+    expect(a.failures.filter((f) => f.backend.pod === 'default/web-6d68d8b544-snpw5' && nsFromIso(f.at)! > rule + 50e6)).toEqual([]);
   });
 });
