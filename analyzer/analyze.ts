@@ -8,7 +8,7 @@ import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 import type { BundleReader } from './bundle-reader.js';
 import { emptyFacts, loadFacts, type Facts } from './model/facts.js';
-import { feedProbes, feedResets, FailureDetector, resolveFailure, scanPackets, unresolvedFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
+import { CT_FLOW_SLACK_NS, feedProbes, feedResets, FailureDetector, resolveFailure, scanPackets, unresolvedFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
 import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
 import { podSequences, type PodSequence } from './model/pods.js';
@@ -138,13 +138,31 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
     // a DNATed row first (merged bundles hold the DNATing node's row and the receiving node's one)
     'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state, raw FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY (reply_src IS orig_dst), abs(ts_ns - ?) LIMIT 1'), file) : null;
+  // flows begin with NEW: a connection whose SYN was captured owns only the rows from its flow's NEW on (a SYN
+  // on a tuple whose older flow lingers in TIME_WAIT destroys that flow: its DESTROY row, stamped just after the
+  // new SYN, names the older flow's backend)
+  const ctNewStmt = ctStmt && reader.db.prepare("SELECT 1 FROM conntrack WHERE type = 'NEW' LIMIT 1").get() !== undefined
+    ? reader.db.prepare("SELECT ts_ns FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND type = 'NEW' AND ts_ns >= ? ORDER BY ts_ns LIMIT 1") : null;
   const mergedNodes = (() => { const v = reader.metaJson<unknown>('nodes'); return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []; })();
   const ctx: ResolveContext = {
     id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [], nodeAddrs: nodeAddrsOf(reader, id),
-    conntrack: (client, cport, t) => {
+    conntrack: (client, cport, t, o) => {
       if (!ctStmt) return null;
       try {
-        const r = ctStmt.get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null; raw: string | null } | undefined;
+        let lo = t - 30e9, hi = t + 30e9;
+        if (o?.synAt != null && ctNewStmt) {
+          // this connection's NEW (each node of a merged bundle has its own, within ms) and the next flow's on
+          // this client ip:port, at least CT_FLOW_SLACK_NS later (ns as doubles are exact to ~0.25 µs: 1 µs margins)
+          const first = ctNewStmt.get(client, cport, o.synAt - CT_FLOW_SLACK_NS) as { ts_ns: number } | undefined;
+          // no flow began near its SYN: the node never confirmed one (a rejected or dropped SYN)
+          if (!first || first.ts_ns > t + CT_FLOW_SLACK_NS) return null;
+          const next = ctNewStmt.get(client, cport, first.ts_ns + CT_FLOW_SLACK_NS) as { ts_ns: number } | undefined;
+          lo = first.ts_ns - 1e3;
+          if (next) hi = Math.min(hi, next.ts_ns - 1e3);
+        }
+        if (o?.before !== undefined) hi = Math.min(hi, o.before);
+        if (hi < lo) return null;
+        const r = ctStmt.get(client, cport, lo, hi, t) as { ts_ns: number; orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; state: string | null; raw: string | null } | undefined;
         if (!r) return null;
         if (r.orig_dst && r.reply_src !== r.orig_dst) vips.add(r.orig_dst);
         // merge prefixes each node's conntrack line with [node]

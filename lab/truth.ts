@@ -53,6 +53,8 @@ export interface TruthFailure {
   kind: 'refused' | 'closed-at-kill' | 'reset-at-close' | 'timeout' | 'error';
   /** where the lab learnt it */
   from: 'conntrack' | 'client-log';
+  /** client-log: the error the client logged (e.g. ECONNRESET, timeout) */
+  error?: string;
   /** two-node scenarios: the node whose rules DNATed it, when not the first (the remote client's failures) */
   node?: string;
 }
@@ -155,14 +157,18 @@ export function buildTruth(i: TruthInput): Truth {
   const used = new Set<TruthFailure>();
   for (const r of i.clientResults ?? []) {
     if (r.ok) continue;
-    // a refused connection already seen by conntrack is not counted twice (a refused socket has no
-    // local address in the client's log: match it by time to a conntrack failure on the NodePort)
+    // a connection already seen by conntrack is not counted twice. A socket whose connect failed has no local
+    // address in the client's log: match it by time to a conntrack failure on the NodePort that its error
+    // names — ECONNREFUSED, or ECONNRESET: a reset that came before the client's event loop saw the handshake
+    // complete fails the connect itself (real node, local-blackhole: reset-at-close 3.3 ms before the log line)
     if (r.client && failures.some((f) => f.client === r.client)) continue;
-    const twin = failures.find((f) => f.from === 'conntrack' && !used.has(f) && svc.nodePort != null && f.service.endsWith(`:${svc.nodePort}`)
-      && Math.abs(f.atNs - r.ts_ns) < 200e6 && /ECONNREFUSED/.test(r.error ?? ''));
+    const err = r.error ?? '';
+    const twin = failures.filter((f) => f.from === 'conntrack' && !used.has(f) && svc.nodePort != null && f.service.endsWith(`:${svc.nodePort}`)
+      && Math.abs(f.atNs - r.ts_ns) < 200e6 && (/ECONNREFUSED/.test(err) || (/ECONNRESET/.test(err) && (f.kind === 'reset-at-close' || f.kind === 'closed-at-kill'))))
+      .sort((a, b) => Math.abs(a.atNs - r.ts_ns) - Math.abs(b.atNs - r.ts_ns))[0];
     if (twin) { used.add(twin); continue; }
     failures.push({ atNs: r.ts_ns, client: r.client ?? '?', service: r.target, backendIp: null, backendPort: null, backendPod: null,
-      kind: /timeout|abort/i.test(r.error ?? '') ? 'timeout' : 'error', from: 'client-log' });
+      kind: /timeout|abort/i.test(err) ? 'timeout' : 'error', from: 'client-log', ...(err ? { error: err } : {}) });
   }
   failures.sort((a, b) => a.atNs - b.atNs);
   return {

@@ -5,12 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FailureDetector } from '../analyzer/model/failures.js';
-import { TCP, type StoredPacketRow } from '../schemas/rows.js';
-
-const pkt = (ts: number, src: string, sport: number, dst: string, dport: number, flags: number, payload = 0): StoredPacketRow => ({
-  id: ts, ts_ns: ts, iface: 'cni0', linktype: 1, caplen: 0, len: 0, l3: 'ip4', src, dst, proto: 'tcp', sport, dport, tcp_flags: flags, seq: null, ack: null,
-  payload_len: payload, icmp_type: null, icmp_code: null, inner_src: null, inner_dst: null, inner_sport: null, inner_dport: null, inner_proto: null, data: null,
-} as unknown as StoredPacketRow);
+import { TCP } from '../schemas/rows.js';
+import { pkt } from './helpers/packets.js';
 
 // 192.168.77.1:22455 -> 10.96.0.10:80, DNAT to 10.244.0.2:8080, SNAT to 10.244.0.1:64985
 const ct = { orig_src: '192.168.77.1', orig_sport: 22455, reply_src: '10.244.0.2', reply_sport: 8080, reply_dst: '10.244.0.1', reply_dport: 64985 };

@@ -11,7 +11,7 @@ import type { Facts } from './facts.js';
 import { podLabel, type Identity } from './identity.js';
 import { belongs, type PodSequence } from './pods.js';
 
-export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'icmp-unreachable' | 'probe' | 'reset-sent';
+export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'syn-late-abandoned' | 'icmp-unreachable' | 'probe' | 'reset-sent';
 
 export interface View { server: string; sport: number | null; ts: number; iface: string | null }
 
@@ -32,6 +32,11 @@ export interface Candidate {
   /** the server answered an earlier request on this connection (so the app had accepted it): instant of that response */
   answeredAt?: number | null;
   /**
+   * the first SYN went unanswered and only a retransmission was answered (a handshake the client had given up
+   * on): that retransmission's instant; whatever that retransmission reached is not where the failed SYN went
+   */
+  lateSyn?: number | null;
+  /**
    * a connection to the same ip:port established after this one was answered before this one failed: the
    * accept queue is FIFO, so the app had taken this one out of it (instant of that answer, and what)
    */
@@ -41,6 +46,8 @@ export interface Candidate {
 interface Conn {
   client: string; cport: number; server: string; sport: number; iface: string | null;
   syn: number; synAck: number | null; clientData: boolean; serverData: boolean; last: number;
+  /** the last retransmission of the SYN before the handshake completed */
+  resyn?: number;
   /** last payload from each side: a request after the last response is unanswered (keep-alive) */
   lastClient?: number; lastServer?: number; responses?: number;
   /**
@@ -59,6 +66,25 @@ const ICMP_SYN_HORIZON_NS = 3e9;
 /** what the packet pass reads of a row it needs whole (ICMP errors) */
 const PACKET_COLUMNS = `id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack, payload_len,
   icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, NULL AS data`;
+
+/**
+ * A client whose first SYN went unanswered and whose handshake completed only on a retransmission, then
+ * closed the connection without sending a byte within this long of the handshake, had given up on it: its
+ * connect timeout fired as the kernel retransmitted (Linux's first SYN retransmission comes 1 s after the SYN,
+ * the usual 1 s client timeout too). Real node, local-blackhole: the SYN unanswered while the service had no
+ * endpoint (kube-proxy's reject, its ICMP error rate-limited away), the retransmission answered by the
+ * replacement pod, the client's FIN 0.15 ms after that handshake, its own log "timeout". One held longer unused
+ * (an idle pooled connection) is not judged.
+ */
+const LATE_ABANDON_NS = 1e9;
+
+/**
+ * A connection's conntrack flow begins (NEW, stamped on receipt) after its first SYN was captured; this much
+ * earlier still counts (merged bundles align node clocks to a few ms), and NEWs this close together are the
+ * same connection seen by several nodes. A flow on the same client ip:port is seconds to minutes apart (the
+ * client's TIME_WAIT; conntrack keeps a closed flow 120 s and a new SYN on it destroys it only then).
+ */
+export const CT_FLOW_SLACK_NS = 1e9;
 
 export class FailureDetector {
   /**
@@ -140,6 +166,7 @@ export class FailureDetector {
     if (c.probe) hit.probe = c.probe;
     if (c.answeredAt != null) hit.answeredAt = c.answeredAt;
     if (c.dequeued) hit.dequeued = c.dequeued;
+    if (c.lateSyn != null) hit.lateSyn = c.lateSyn;
     if (hit.evidence.length < 12 && !hit.evidence.includes(c.evidence)) hit.evidence.push(c.evidence);
   }
 
@@ -147,9 +174,16 @@ export class FailureDetector {
     this.add({
       ts, client: c.client, cport: c.cport, kind, via: 'packets', view: { server: c.server, sport: c.sport, ts, iface: c.iface },
       synTs: c.syn, establishedTs: c.synAck, icmp, error: what, probe: null, answeredAt: kind === 'reused-unanswered' ? c.lastServer ?? null : null,
+      lateSyn: kind === 'syn-late-abandoned' ? c.resyn ?? null : null,
       dequeued: this.dequeuedProof(c),
       evidence: `${what}: ${joinAddr(c.client, c.cport)} -> ${joinAddr(c.server, c.sport)} at ${iso(ts)}${c.iface ? ` on ${c.iface}` : ''} (SYN at ${iso(c.syn)}${c.synAck !== null ? `, handshake done ${iso(c.synAck)}` : ''})`,
     });
+  }
+
+  /** the client closed, without a byte, a connection whose handshake needed a SYN retransmission: it had given up */
+  private lateAbandoned(c: Conn, ts: number, f: number): void {
+    if (c.synAck === null || c.resyn === undefined || c.resyn > c.synAck || ts - c.synAck > LATE_ABANDON_NS) return;
+    this.connFailure(c, 'syn-late-abandoned', c.syn, `SYN unanswered for ${ms(c.resyn - c.syn)} ms, answered only on its retransmission at ${iso(c.resyn)}; the client closed (${f & TCP.RST ? 'RST' : 'FIN'}) ${ms(ts - c.synAck)} ms after that handshake without sending a byte: it had given up (connect timeout)`);
   }
 
   private dequeuedProof(c: Conn): Candidate['dequeued'] {
@@ -277,10 +311,13 @@ export class FailureDetector {
         // a replaced connection's key keeps its place in the table
         // every field from the start: one object shape for every connection
         const n: Conn = { client: src, cport: sport, server: dst, sport: dport, iface, syn: ts, synAck: null, clientData: false, serverData: false, last: ts,
-          lastClient: undefined, lastServer: undefined, responses: undefined, key: fwd, slot: slotF, pos: c ? c.pos : this.nextPos++, seen: this.sweeps };
+          resyn: undefined, lastClient: undefined, lastServer: undefined, responses: undefined, key: fwd, slot: slotF, pos: c ? c.pos : this.nextPos++, seen: this.sweeps };
         this.put(n);
         this.pending.push(n);
-      } else { c.last = ts; c.seen = this.sweeps; }
+      } else {
+        c.last = ts; c.seen = this.sweeps;
+        if (c.synAck === null) c.resyn = ts;
+      }
       return;
     }
     const c2s = this.fresh(FailureDetector.pick(e, fwd));
@@ -293,6 +330,7 @@ export class FailureDetector {
       if (payload) { c2s.clientData = true; c2s.lastClient = ts; }
       if (f & (TCP.RST | TCP.FIN)) {
         if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.drop(c2s);
+        if (!c2s.clientData && !c2s.serverData) this.lateAbandoned(c2s, ts, f);
       }
       return;
     }
@@ -546,7 +584,12 @@ export interface ResolveContext {
   /** pod sequences by pod key */
   seqs: Map<string, PodSequence>;
   vips: Set<string>;
-  conntrack: (client: string, cport: number, t: number) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
+  /**
+   * the conntrack row of client:cport nearest t (a DNAT first). synAt: the connection's first SYN was captured
+   * then, so only its own flow counts (from the first NEW at most CT_FLOW_SLACK_NS before it, until a NEW on that
+   * client ip:port at least CT_FLOW_SLACK_NS after that one); before: only rows stamped up to that instant
+   */
+  conntrack: (client: string, cport: number, t: number, o?: { synAt?: number | null; before?: number }) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
   /** the recording node (a merged bundle's reference node) */
   node?: string | null;
   /** every node whose bundle is in this one (merged: several) */
@@ -612,8 +655,20 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
     else if (isPod || !isVip) { if (backend.ip === null || isPod) backend = { ip: v.server, port: v.sport }; }
   }
   let ctNode: string | null | undefined = null;
+  let ctRow = false;
   if (c.cport !== null) {
-    const ct = ctx.conntrack(c.client, c.cport, c.ts);
+    // a handshake given up on (syn-late-abandoned): the retransmission that was answered opened the flow
+    // conntrack shows (the first SYN, dropped or rejected, was never confirmed); it reached a backend only
+    // after the client's attempt had failed, so it is not this failure's backend
+    const ct = ctx.conntrack(c.client, c.cport, c.ts, { synAt: c.synTs, before: c.lateSyn ?? undefined });
+    ctRow = !!ct;
+    const late = c.lateSyn != null ? ctx.conntrack(c.client, c.cport, c.lateSyn, { synAt: c.lateSyn }) : null;
+    if (late && late.ts >= c.lateSyn! && late.reply_src && late.reply_src !== late.orig_dst) {
+      const lp = id.podAt(late.reply_src, late.ts);
+      ev.push(`conntrack: only the retransmission was tracked, ${joinAddr(c.client, c.cport)} -> ${joinAddr(late.orig_dst, late.orig_dport)} DNAT to ${joinAddr(late.reply_src, late.reply_sport)}${lp ? ` (${podLabel(lp.pod)})` : ''} at ${iso(late.ts)}${late.state ? ` (${late.state})` : ''}: answered after the client had given up, not where its first SYN went`);
+      c.via.add('conntrack');
+      if (!service && late.orig_dst) service = joinAddr(late.orig_dst, late.orig_dport);
+    }
     if (ct) {
       if (ct.reply_src && ct.reply_src !== ct.orig_dst) ctNode = ct.node;
       // the pre-DNAT destination only when this row is the DNAT (straight to a pod IP, the service was chosen elsewhere or never)
@@ -630,6 +685,7 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
   const hit = backend.ip ? id.podAt(backend.ip, c.ts) : null;
   if (hit) ev.push(`backend ${joinAddr(backend.ip, backend.port)} was held by pod ${podLabel(hit.pod)}${hit.pod.uid ? ` (uid ${hit.pod.uid})` : ''} at that instant (${hit.how})`);
   else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
+  else if (c.lateSyn != null && !ctRow) ev.push(`no backend: the SYN that failed was never DNATed where this node could see it (no conntrack entry for this client port before its retransmission at ${iso(c.lateSyn)})`);
   else ev.push('backend unknown: no packet after DNAT and no conntrack entry for this client port');
   const seq = hit ? ctx.seqs.get(hit.pod.key) ?? null : null;
   const routed = routedBy(c, ctx, service, backend, ctNode);

@@ -81,7 +81,7 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
     }
     if (!ebpfOnly(f)) {
       // a failure the packet scan did not flag itself (probe error, conntrack): say what the packets show
-      const pktKinds = ['syn-rst', 'rst-before-response', 'fin-before-response', 'syn-timeout', 'icmp-unreachable'] as const;
+      const pktKinds = ['syn-rst', 'rst-before-response', 'fin-before-response', 'syn-timeout', 'syn-late-abandoned', 'icmp-unreachable'] as const;
       const cl = splitAddr(f.client);
       if (flowSt && !pktKinds.some((k) => f.c.kinds.has(k)) && cl && cl.port !== null && f.backend.ip && f.backend.port !== null) {
         const b = f.backend;
