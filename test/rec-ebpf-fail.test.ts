@@ -76,6 +76,24 @@ describe('ebpf source failure paths', () => {
     await src.stop();
   });
 
+  it('a bpftrace that refuses reading fields by offset (newer versions refuse `(uint64)args`): the args-> program, compiled by the real bpftrace', async () => {
+    const bin = fake('newer', 'bpftrace --version; exit 0', `if grep -q '(uint64)args;' "$3"; then echo "$3:16:8-16: ERROR: Cannot cast from struct type \"struct _tracepoint_signal_signal_generate\"" >&2; exit 1; fi
+exec bpftrace "$@"`);
+    const src = withBin<Source>(bin);
+    const { ctx, failed, logs } = context();
+    expect((await src.preflight(ctx)).ok).toBe(true);
+    await src.start(sink, ctx);
+    expect(logs.some((l) => /refuses reading tracepoint fields by offset; starting the program with args-> instead/.test(l))).toBe(true);
+    expect(pids(bin)).toHaveLength(2);
+    const second = pids(bin)[1]!;
+    expect(alive(second)).toBe(true);
+    expect(readFileSync(`/proc/${second}/cmdline`, 'utf8')).toMatch(/^bpftrace\0-B\0line\0/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(failed).toEqual([]);
+    await src.stop();
+    expect(await until(() => !alive(second))).toBe(true);
+  }, 30_000);
+
   it('bpftrace dying while recording: the source reports it failed, with bpftrace\'s last words', async () => {
     const bin = fake('dies', 'echo "bpftrace v0.17.0"; exit 0', DIES);
     const src = withBin<Source>(bin);

@@ -38,7 +38,12 @@ const BTF_PATH = '/sys/kernel/btf/vmlinux';
 
 type Generated = { program: Program; formats: Record<string, TpFormat | null> } | { error: string };
 
-export function generateForThisKernel(): Generated {
+/**
+ * `fieldOffsets`: tracepoint fields read at their format offsets from `(uint64)args` (bpftrace 0.17 reads
+ * the event list ~20 times per `args->field`, ~0.3 s of its start-up). Newer bpftrace refuses that cast
+ * ("Cannot cast from struct type"): start() then falls back to the program with `args->`.
+ */
+export function generateForThisKernel(fieldOffsets = true): Generated {
   const root = tracefsRoot();
   if (!root) return { error: 'tracefs not mounted and cannot be mounted' };
   const formats = {
@@ -50,7 +55,7 @@ export function generateForThisKernel(): Generated {
   const btf = existsSync(BTF_PATH);
   let offsets: KernelOffsets | null = null;
   if (btf) try { offsets = kernelOffsets(new Btf(readFileSync(BTF_PATH))); } catch { /* unreadable BTF: struct types, as bpftrace resolves them */ }
-  return { program: buildProgram({ ...formats, btf, offsets, fieldOffsets: true }), formats };
+  return { program: buildProgram({ ...formats, btf, offsets, fieldOffsets }), formats };
 }
 
 /**
@@ -237,7 +242,6 @@ export function create(_opts: RecordOptions): Source {
         resetReasons = g.formats.sendReset?.symbols.get('reason');
         offset = measureMonotonicToRealtime();
       }
-      const r = run ??= launchBpftrace(bin, program);
       podCgroups = new PodCgroupIndex();
       podCgroups.rescan();
       ctx.onPodsChanged(() => podCgroups.rescan());
@@ -248,10 +252,11 @@ export function create(_opts: RecordOptions): Source {
         podOfPid: (pid) => cgroupOf(pid)?.podUid ?? null,
       });
       const p = parser;
-      if (r.early > 0) ctx.log(`ebpf: ${r.early} lines from bpftrace before the recording started were not kept`);
       let attached: () => void = () => {};
       const allAttached = new Promise<void>((res) => { attached = res; });
-      const began = new Promise<void>((resolve, reject) => {
+      /** resolves at bpftrace's BEGIN line; rejects when it exits (or fails) before, with what it said */
+      const begin = (r: Launched) => new Promise<void>((resolve, reject) => {
+        if (r.early > 0) ctx.log(`ebpf: ${r.early} lines from bpftrace before the recording started were not kept`);
         const t = setTimeout(() => reject(new Error('bpftrace did not start within 20 s')), 20000);
         const errLines: string[] = [];
         r.on = {
@@ -271,15 +276,27 @@ export function create(_opts: RecordOptions): Source {
             clearTimeout(t);
             const why = `bpftrace exited (${code}): ${errLines.slice(-3).join(' / ')}`;
             // before BEGIN this fails start(); afterwards the kernel events after this instant are missing
-            if (p.beginNs === null) reject(new Error(why));
-            else if (!stopping) ctx.sourceFailed?.(name, `${why} at ${new Date().toISOString()}`);
+            if (p.beginNs === null) reject(Object.assign(new Error(why), { compile: errLines.some((l) => /ERROR/.test(l)) }));
+            else if (!stopping && run === r) ctx.sourceFailed?.(name, `${why} at ${new Date().toISOString()}`);
           },
           error: (e) => { clearTimeout(t); reject(e); },
         };
         // what bpftrace said while the other sources' preflights ran, in order
         r.replay();
       });
-      await began;
+      try {
+        await begin(run ??= launchBpftrace(bin, program));
+      } catch (e) {
+        // a bpftrace that refuses the fields-by-offset program (newer versions refuse the cast of args): the
+        // program with args-> (slower to compile, same events)
+        if (!(e as { compile?: boolean }).compile) throw e;
+        const g = generateForThisKernel(false);
+        if ('error' in g) throw e;
+        ctx.log(`ebpf: ${(e as Error).message.split(' / ')[0]}: this bpftrace refuses reading tracepoint fields by offset; starting the program with args-> instead`);
+        run?.discard();
+        program = g.program;
+        await begin(run = launchBpftrace(bin, program));
+      }
       // live once every probe is attached: bpftrace says so (above); one that does not (older, or a
       // changed hook) gets the 300 ms the attachment took at most here
       let slow: NodeJS.Timeout | undefined;
