@@ -37,6 +37,8 @@ export interface BundleWriterOptions {
   overwrite?: boolean;
   /** batch interval, ms (max 250) */
   flushMs?: number;
+  /** SQLite page size of the new file (default 4096) */
+  pageSize?: number;
 }
 
 /** What every source writes to: one method per table, all non-blocking. */
@@ -78,9 +80,7 @@ export class BundleWriter implements Sink {
 
   constructor(path: string, opts: BundleWriterOptions = {}) {
     this.path = path;
-    // 32 KiB pages: packet chunks (~1 MiB BLOBs, most of a bundle's bytes) cross 8× fewer page
-    // boundaries than with 4 KiB ones: a quarter less CPU to store them (bench/capture-cpu.ts)
-    this.db = createBundleDb(path, { createdBy: opts.createdBy ?? 'record', overwrite: opts.overwrite, pageSize: 32768 });
+    this.db = createBundleDb(path, { createdBy: opts.createdBy ?? 'record', overwrite: opts.overwrite, pageSize: opts.pageSize });
     try { chmodSync(path, 0o600); } catch { /* best effort */ }
     const d = this.db;
     this.stmts = {
