@@ -3,7 +3,8 @@
  * of bundles that lack a table (older or damaged recorders): a missing table reads as empty and is
  * reported by `missing()`.
  */
-import { openBundleForRead, type DB, type OpenedBundle } from '../schemas/db.js';
+import Database from 'better-sqlite3';
+import { migrate, openBundleForRead, type DB, type OpenedBundle } from '../schemas/db.js';
 import type { EventKind } from '../schemas/events.js';
 import type {
   ConntrackRow, EventRow, K8sObjectRow, MetaRow, NftSnapshotRow, ProbeRequestRow, SourceRow, StoredPacketRow,
@@ -34,6 +35,22 @@ const capped = (col: string, max = 1024) => `CASE WHEN typeof(${col}) = 'text' A
 
 const PACKET_COLS = `id, ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack, payload_len,
       icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport`;
+
+let ownSchema: { table: string; columns: string; views: string[] } | null = null;
+/** `packets` and the views that read it as this rolltrace creates them (its migrations on a scratch database) */
+function ownPacketsSchema(): { table: string; columns: string; views: string[] } {
+  if (ownSchema) return ownSchema;
+  const m = new Database(':memory:');
+  try {
+    migrate(m);
+    const table = (m.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'packets'").get() as { sql: string }).sql;
+    const columns = (m.prepare("SELECT name FROM pragma_table_info('packets')").all() as Array<{ name: string }>).map((c) => c.name).join(', ');
+    const views = (m.prepare("SELECT sql FROM sqlite_master WHERE type = 'view' AND sql LIKE '%packets%' ORDER BY name").all() as Array<{ sql: string }>).map((v) => v.sql);
+    return (ownSchema = { table, columns, views });
+  } finally {
+    m.close();
+  }
+}
 
 export class BundleReader {
   readonly db: DB;
@@ -151,18 +168,18 @@ export class BundleReader {
     this.indexBuilt = 0;
     if (this.metaValue(META_KEYS.packetsIndex) !== 'deferred' || !this.has('packets') || !this.hasChunks()) return 0;
     const db = this.db;
-    const create = (db.prepare("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = 'packets'").get() as { sql: string } | undefined)?.sql;
-    if (!create || !/^CREATE TABLE\s+"?packets"?\s*\(/i.test(create)) return 0;
+    // the TEMP table and views from this rolltrace's own schema, never SQL read from the bundle
+    const own = ownPacketsSchema();
     db.pragma('query_only = OFF');
     try {
-      db.exec(create.replace(/^CREATE TABLE\s+"?packets"?/i, 'CREATE TEMP TABLE packets'));
+      db.exec(own.table.replace(/^CREATE TABLE\s+"?packets"?/i, 'CREATE TEMP TABLE packets'));
       db.transaction(() => {
-        db.exec('INSERT INTO temp.packets SELECT * FROM main.packets');
+        // rows of a legacy writer (frames in packets.data) stay readable too
+        db.exec(`INSERT INTO temp.packets(${own.columns}) SELECT ${own.columns} FROM main.packets`);
         this.indexBuilt = insertChunkIndex(db, 'temp.packets');
-        db.exec('CREATE INDEX temp.packets_ts ON packets(ts_ns); CREATE INDEX temp.packets_ports ON packets(sport, dport)');
-        for (const v of db.prepare("SELECT sql FROM main.sqlite_master WHERE type = 'view' AND sql LIKE '%packets%'").all() as Array<{ sql: string }>) {
-          if (/^CREATE VIEW\s/i.test(v.sql)) db.exec(v.sql.replace(/^CREATE VIEW\s/i, 'CREATE TEMP VIEW '));
-        }
+        db.exec('CREATE INDEX temp.packets_ts ON packets(ts_ns)');
+        db.exec('CREATE INDEX temp.packets_ports ON packets(sport, dport)');
+        for (const v of own.views) db.exec(v.replace(/^CREATE VIEW\s/i, 'CREATE TEMP VIEW '));
       })();
     } finally {
       db.pragma('query_only = ON');
