@@ -163,6 +163,21 @@ describe('deferred index (the live capture stores chunks only)', () => {
     expect(cli(['index', copy]).stdout).toContain('already in the file');
     const rc = cli(['analyze', copy, '--format', 'json']);
     expect(strip(rc.stdout).failures).toEqual(strip(ra.stdout).failures);
+    // a damaged chunk (cut short) indexes up to its damage; the others whole
+    const cut = join(dir, 'live-cut.rtb');
+    copyFileSync(out, cut);
+    const dcut = new Database(cut);
+    const first = dcut.prepare('SELECT id, length(data) AS n FROM packet_chunks ORDER BY id LIMIT 1').get() as { id: number; n: number };
+    dcut.prepare('UPDATE packet_chunks SET data = substr(data, 1, ?) WHERE id = ?').run(Math.floor(first.n / 3), first.id);
+    dcut.close();
+    const rcut = await BundleReader.open(cut);
+    try {
+      const n = rcut.ensurePacketIndex();
+      expect(n).toBeGreaterThan(0);
+      expect(n).toBeLessThan(expectedIndex(pcap).length);
+    } finally { rcut.close(); }
+    const acut = cli(['analyze', cut, '--format', 'json']);
+    expect(acut.code, acut.stderr).toBe(rb.code);
     const bad = cli(['index', pcap]);
     expect(bad.code).toBe(2);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
