@@ -34,17 +34,32 @@ async function attached(prog: string): Promise<{ out(): string; stop(): Promise<
   bt.stdout!.on('data', (d) => { out += d; });
   bt.stderr!.on('data', (d) => { out += d; }); // the attached notice
   const closed = new Promise((r) => bt.on('close', r));
-  const stop = async () => { bt.kill('SIGINT'); await closed; return out; };
+  // SIGINT detaches and exits; one that has not exited 5 s later is killed (a stop never hangs the test)
+  const stop = async () => {
+    bt.kill('SIGINT');
+    const k = setTimeout(() => bt.kill('SIGKILL'), 5000);
+    await closed;
+    clearTimeout(k);
+    return out;
+  };
   try {
     await new Promise<void>((res, rej) => {
       const t = setTimeout(() => rej(new Error(`bpftrace did not attach: ${out}`)), 30000);
       const i = setInterval(() => { if (out.includes('__BPFTRACE_NOTIFY_PROBES_ATTACHED')) { clearInterval(i); clearTimeout(t); res(); } }, 20);
+      // a bpftrace that exits (did not compile) fails now, not at the timeout
+      void closed.then(() => { clearInterval(i); clearTimeout(t); rej(new Error(`bpftrace exited before attaching: ${out}`)); });
     });
   } catch (e) { await stop(); throw e; }
   return { out: () => out, stop };
 }
 
 const inNs = (args: string[]) => ['netns', 'exec', NS, ...args];
+/** a step of the test's own traffic: bounded, and named when it fails */
+function run(what: string, args: string[], opts: { stdio?: 'ignore' } = {}): ReturnType<typeof spawnSync> {
+  const r = spawnSync('ip', inNs(args), { timeout: 15_000, encoding: 'utf8', ...opts });
+  if (r.error || r.signal === 'SIGTERM') throw new Error(`${what}: ${r.error?.message ?? 'timed out'} ${r.stderr ?? ''}`);
+  return r;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('kernel offsets from BTF', () => {
@@ -104,10 +119,14 @@ tracepoint:sock:inet_sock_set_state /args->newstate == 10 && args->sport == ${po
         net.createServer((c) => c.resetAndDestroy()).listen(${port}, '127.0.0.1', () =>
           net.createServer().listen(${port + 1}, '::1', () => console.log('up')));`]), { stdio: ['ignore', 'pipe', 'inherit'] });
       pids.add(server.pid!);
-      await new Promise((r) => server.stdout!.once('data', r));
-      spawnSync('ip', inNs([process.execPath, '-e', `require('net').connect(${port}, '127.0.0.1').on('error', () => {}).on('close', () => process.exit(0))`]));
-      spawnSync('ip', inNs(['bash', '-c', 'exec 3<>/dev/tcp/127.0.0.1/9; exec 4<>/dev/tcp/::1/9']), { stdio: 'ignore' });
-      const seven = spawnSync('ip', inNs([process.execPath, '-e', `require('net').createServer().listen(${port + 2}, '127.0.0.1', () => process.exit(7))`]));
+      await new Promise<void>((res, rej) => {
+        const t = setTimeout(() => rej(new Error('the test server did not listen within 15 s')), 15_000);
+        server.stdout!.once('data', () => { clearTimeout(t); res(); });
+        server.once('exit', (c) => { clearTimeout(t); rej(new Error(`the test server exited (${c}) before listening`)); });
+      });
+      run('the reset connection', [process.execPath, '-e', `require('net').connect(${port}, '127.0.0.1').on('error', () => {}).on('close', () => process.exit(0))`]);
+      run('SYNs to a closed port', ['bash', '-c', 'exec 3<>/dev/tcp/127.0.0.1/9; exec 4<>/dev/tcp/::1/9'], { stdio: 'ignore' });
+      const seven = run('the listener exiting 7', [process.execPath, '-e', `require('net').createServer().listen(${port + 2}, '127.0.0.1', () => process.exit(7))`]);
       pids.add(seven.pid!);
       const sleeper = spawn('ip', inNs(['sleep', '30']), { stdio: 'ignore' });
       pids.add(sleeper.pid!);
