@@ -162,6 +162,8 @@ export class BundleReader {
    * need, with the same header scan as import: into a TEMP table that shadows `packets` for this
    * connection only (every query of the analysis reads it by that name), with TEMP copies of the views
    * that read `packets`; the file is never written. Returns the rows built (0 when there was nothing to do).
+   * It writes to the connection: call it before opening any other iterator of this reader (analyze and
+   * the timeline do); packets() calls it too, for a reader used one query at a time.
    */
   ensurePacketIndex(): number {
     if (this.indexBuilt !== null) return this.indexBuilt;
@@ -172,8 +174,9 @@ export class BundleReader {
     const own = ownPacketsSchema();
     db.pragma('query_only = OFF');
     try {
-      db.exec(own.table.replace(/^CREATE TABLE\s+"?packets"?/i, 'CREATE TEMP TABLE packets'));
       db.transaction(() => {
+        // in the transaction: a build that fails leaves no empty table shadowing the bundle's own
+        db.exec(own.table.replace(/^CREATE TABLE\s+"?packets"?/i, 'CREATE TEMP TABLE packets'));
         // rows of a legacy writer (frames in packets.data) stay readable too
         db.exec(`INSERT INTO temp.packets(${own.columns}) SELECT ${own.columns} FROM main.packets`);
         this.indexBuilt = insertChunkIndex(db, 'temp.packets');

@@ -158,7 +158,12 @@ export function* timelineItems(reader: BundleReader, opts: TimelineOptions): Ite
   if (wants(opts, 'probe')) streams.push(probeItems(reader, opts));
   if (wants(opts, 'conntrack')) streams.push(conntrackItems(reader, opts));
   if (wants(opts, 'kube')) streams.push(kubeItems(reader, opts));
-  if (wants(opts, 'packets')) streams.push(packetItems(reader, opts));
+  if (wants(opts, 'packets')) {
+    // a recorded bundle's index is built before any stream starts: it is written while no statement of
+    // the connection is open (the streams below read concurrently)
+    reader.ensurePacketIndex();
+    streams.push(packetItems(reader, opts));
+  }
   const heads: Array<TimelineItem | null> = streams.map((s) => { const n = s.next(); return n.done ? null : n.value; });
   const terms = opts.pod ? [opts.pod, ...(opts.podTerms ?? [])].filter((t) => t.length > 0) : null;
   for (;;) {

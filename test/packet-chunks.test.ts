@@ -106,7 +106,7 @@ describe('deferred index (the live capture stores chunks only)', () => {
     const out = join(dir, 'live.rtb');
     const w = new BundleWriter(out, { createdBy: 'record' });
     w.setSource('packets', { status: 'running', clock: 'kernel' });
-    const cutter = new PcapStreamCutter(w.chunkSink('packets', { indexed: false }), 'synth.pcap', undefined, false);
+    const cutter = new PcapStreamCutter(w.chunkSink('packets', { indexed: false }), 'synth.pcap');
     const bytes = readFileSync(pcap);
     for (let o = 0; o < bytes.length; o += 65536) cutter.push(bytes.subarray(o, o + 65536));
     cutter.end();
@@ -147,6 +147,18 @@ describe('deferred index (the live capture stores chunks only)', () => {
     expect(strip(ra.stdout).failures).toEqual(strip(rb.stdout).failures);
     expect(strip(ra.stdout).failures.length).toBeGreaterThan(0);
     expect(sha()).toBe(before);
+
+    // the timeline reads events and packets at once: the index is built before either stream starts
+    const withEvents = join(dir, 'live-events.rtb');
+    copyFileSync(out, withEvents);
+    const de = new Database(withEvents);
+    de.exec("INSERT INTO events(ts_ns, source, kind, subject, attrs) SELECT min(first_ts_ns) + 1000, 'kube', 'pod-deleted', 'default/web-1', '{}' FROM packet_chunks");
+    de.exec("INSERT INTO events(ts_ns, source, kind, subject, attrs) SELECT max(last_ts_ns), 'kube', 'pod-deleted', 'default/web-2', '{}' FROM packet_chunks");
+    de.close();
+    const tl = cli(['timeline', withEvents]);
+    expect(tl.code, tl.stderr).toBe(0);
+    expect(tl.stdout).toContain('pod-deleted');
+    expect(tl.stdout.split('\n').filter((l) => /\[packets\]\s+syn /.test(l)).length).toBeGreaterThan(100);
 
     // `rolltrace index` writes the same rows into a copy of the file, for plain SQL
     const copy = join(dir, 'live-indexed.rtb');
