@@ -150,8 +150,10 @@ export class BundleWriter implements Sink {
   nftSnapshot(s: NftSnapshotRow, source = 'nftables'): void { this.push({ t: 'nft', r: s, s: source }); }
   probeRequest(p: ProbeRequestRow, source = 'probe'): void { this.push({ t: 'probe', r: p, s: source }); }
   chunkSink(source: string, opts: { indexed?: boolean } = {}): ChunkSink {
-    if (opts.indexed === false) this.setMeta(META_KEYS.packetsIndex, 'deferred');
+    const deferIndex = opts.indexed === false;
+    if (deferIndex) this.setMeta(META_KEYS.packetsIndex, 'deferred');
     return {
+      deferIndex,
       nextChunkId: () => ++this.chunkId,
       chunk: (c) => {
         if (this.closed) return;

@@ -35,7 +35,7 @@ describe('spool reader', () => {
     const got: Buffer[] = [];
     const chunks: PacketChunkRow[] = [];
     let id = 0;
-    const cutter = new PcapStreamCutter({ chunk: (c) => chunks.push(c), index: () => {}, nextChunkId: () => ++id }, 'eth0', 64 * 1024, false);
+    const cutter = new PcapStreamCutter({ chunk: (c) => chunks.push(c), index: () => {}, nextChunkId: () => ++id, deferIndex: true }, 'eth0', 64 * 1024);
     const reader = new SpoolReader(base, () => exited, (b) => { got.push(Buffer.from(b)); cutter.push(b); }, (e) => { throw e; });
     for (let k = 0; k < 3; k++) {
       const body = pcap.subarray(cuts[k]!, cuts[k + 1]!);

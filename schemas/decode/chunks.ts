@@ -26,6 +26,8 @@ export interface ChunkSink {
   index(r: IndexRow): void;
   /** a fresh packet_chunks.id */
   nextChunkId(): number;
+  /** chunks only, no index rows (the live capture: the bundle's readers build the index, see indexChunks) */
+  readonly deferIndex?: boolean;
 }
 
 const PCAP_NS = 0xa1b23c4d;
@@ -225,8 +227,7 @@ export class FrameStore {
   frames = 0;
   indexed = 0;
   bytes = 0;
-  /** `indexFrames: false`: chunks only (the live capture; readers build the index, see indexChunks) */
-  constructor(private sink: ChunkSink, private chunkBytes = CHUNK_BYTES, private indexFrames = true) {}
+  constructor(private sink: ChunkSink, private chunkBytes = CHUNK_BYTES) {}
 
   frame(iface: string | null, linktype: number, ts_ns: number, caplen: number, len: number, data: Uint8Array): void {
     const key = `${iface ?? ''}\u0000${linktype}`;
@@ -245,7 +246,7 @@ export class FrameStore {
     c.took(ts_ns, 16 + n);
     this.frames++;
     this.bytes += 16 + n;
-    if (!this.indexFrames) return;
+    if (this.sink.deferIndex) return;
     const row = this.indexer.wants(linktype, data, n, len);
     if (row) { this.indexed++; this.sink.index(asIndexRow(row, ts_ns, iface, c.id, off, n)); }
   }
@@ -317,8 +318,8 @@ export function indexChunks(chunks: Iterable<PacketChunkRow>, sink: Pick<ChunkSi
  * A classic pcap byte stream (tcpdump's spooled files, a .pcap file) cut into chunks without decoding: record
  * headers are read for framing and timestamps only, and each read's run of whole records is copied
  * verbatim with one copy (the chunk keeps the stream's own header: byte order, µs or ns). A chunk is
- * indexed (indexChunk) when it closes; with `indexFrames: false` it is not indexed at all (the live
- * capture: its readers build the index from the chunks, see indexChunks).
+ * indexed (indexChunk) when it closes, unless its sink defers the index (the live capture: the bundle's
+ * readers build it from the chunks, see indexChunks).
  * Errors are the reader's (CaptureStreamParser) so a damaged capture fails the same way on both paths.
  */
 export class PcapStreamCutter {
@@ -335,7 +336,7 @@ export class PcapStreamCutter {
   private indexer = new FrameIndexer();
   private failed = false;
 
-  constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES, private indexFrames = true) {}
+  constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES) {}
 
   /** Does this start of a stream look like classic pcap (else use CaptureStreamParser + FrameStore)? */
   static isClassicPcap(head: Uint8Array): boolean {
@@ -416,7 +417,7 @@ export class PcapStreamCutter {
     this.chunk = null;
     const row: PacketChunkRow = { id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) };
     this.sink.chunk(row);
-    if (this.indexFrames) this.indexed += indexChunk(this.indexer, this.sink, row);
+    if (!this.sink.deferIndex) this.indexed += indexChunk(this.indexer, this.sink, row);
   }
 
   /** End of stream: close the chunk; leftover bytes are a cut-off record. */

@@ -153,7 +153,7 @@ export function create(opts: RecordOptions): Source {
     child.on('exit', () => { exited = true; });
     const parser = new CaptureStreamParser({ iface });
     // tcpdump writes classic pcap: cut into chunks with a header scan, no per-frame decode
-    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name, { indexed: false }), iface, undefined, false) : null;
+    const cutter = sink?.chunkSink ? new PcapStreamCutter(sink.chunkSink(name, { indexed: false }), iface) : null;
     if (cutter) cutters.push(cutter);
     const reader = new SpoolReader(join(dir, 'cap.pcap'), () => exited, (chunk) => {
       if (capped) return;
@@ -270,7 +270,7 @@ export function create(opts: RecordOptions): Source {
     async start(s: Sink, c: RecordContext): Promise<void> {
       sink = s; ctx = c;
       if (s.chunkSink) {
-        if (backend === 'cap') store = new FrameStore(s.chunkSink(name, { indexed: false }), undefined, false);
+        if (backend === 'cap') store = new FrameStore(s.chunkSink(name, { indexed: false }));
         // the bundle writer commits every ≤ 250 ms: close chunks as often, so a kill loses at most ~0.5 s of frames
         chunkTimer = setInterval(flushChunks, 250);
         chunkTimer.unref();
