@@ -75,6 +75,8 @@ export class BundleReader {
   get schemaVersion(): number { return this.opened.schemaVersion; }
   /** was a temporary copy opened (a .rtb.gz inflated, an older schema migrated) rather than the file itself? */
   get isCopy(): boolean { return this.opened.path !== this.opened.original; }
+  /** the file SQLite opened: the bundle itself, or its temporary copy */
+  get openedPath(): string { return this.opened.path; }
 
   has(table: string): boolean { return this.tables.has(table); }
   /** core tables this bundle lacks */

@@ -10,6 +10,7 @@ import { iso, joinAddr, ms, sane, splitAddr } from '../util.js';
 import type { Facts } from './facts.js';
 import { podLabel, type Identity } from './identity.js';
 import { belongs, type PodSequence } from './pods.js';
+import { NULL_I32, readPassRows, RowKind, tsOf } from './packet-pages.js';
 
 export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'syn-late-abandoned' | 'icmp-unreachable' | 'probe' | 'reset-sent';
 
@@ -220,12 +221,15 @@ export class FailureDetector {
    * A TCP segment of the packet pass (scanPackets): its columns as they are, no row object; what `packet`
    * does with a TCP row whose proto, addresses and ports are set, when no source NAT is known.
    */
-  tcpRow(tsNs: unknown, iface: string | null, src: string, sport: number, dst: string, dport: number, flags: number | null, payloadLen: number | null): void {
+  tcpRow(tsNs: unknown, iface: string | null, src: string, sport: number, dst: string, dport: number, flags: number | null, payloadLen: number | null, srcId?: number, dstId?: number): void {
     const ts = sane(tsNs);
     if (ts === null) return;
     this.tick(ts, iface);
-    this.tcpSegment(ts, iface, src, sport, dst, dport, flags ?? 0, (payloadLen ?? 0) > 0);
+    this.tcpSegment(ts, iface, src, sport, dst, dport, flags ?? 0, (payloadLen ?? 0) > 0, srcId, dstId);
   }
+
+  /** an address's number in connection keys (what tcpRow's srcId and dstId take): -1 when it keys by text */
+  addrNumber(a: string): number { return this.addrId(a); }
 
   /**
    * Addresses interned as small numbers, so that a connection's key is a number built without a string:
@@ -294,9 +298,9 @@ export class FailureDetector {
     }
   }
 
-  private tcpSegment(ts: number, iface: string | null, src: string, sport: number, dst: string, dport: number, f: number, payload: boolean): void {
+  private tcpSegment(ts: number, iface: string | null, src: string, sport: number, dst: string, dport: number, f: number, payload: boolean, a = this.addrId(src), b = this.addrId(dst)): void {
     // key(src, sport, dst, dport), and key(dst, dport, src, sport) below, with each address looked up once
-    const a = this.addrId(src), b = this.addrId(dst), sp = portNum(sport), dp = portNum(dport);
+    const sp = portNum(sport), dp = portNum(dport);
     const packed = a >= 0 && b >= 0 && sp >= 0 && dp >= 0;
     const fwd = packed ? ((a * 65536 + sp) * 1024 + b) * 65536 + dp : `${src}|${sport}|${dst}|${dport}`;
     const rev = packed ? ((b * 65536 + dp) * 1024 + a) * 65536 + sp : `${dst}|${dport}|${src}|${sport}`;
@@ -486,13 +490,15 @@ export function feedProbes(d: FailureDetector, reader: BundleReader): void {
   for (const r of reader.probeRequests()) d.probe(r);
 }
 
+type PassTuple = [unknown, string | null, string | null, string | null, number | null, number | null, unknown, number | null];
+
 /**
  * One pass over the packets: ICMP and TCP only, in capture order. Each value handed from SQLite to
  * JavaScript costs (~0.3 µs a row, ~0.05 µs a column: most of the pass), so a TCP row carries only the
  * columns the detector reads and goes to it without a row object; a row of anything else (ICMP errors,
  * a few) carries its id as text in the flags column and is read whole by that id.
  */
-export function scanPackets(d: FailureDetector, reader: BundleReader): void {
+export function scanPackets(d: FailureDetector, reader: BundleReader, o: { pages?: boolean } = {}): void {
   if (!reader.has('packets')) return;
   if (reader.has('conntrack')) {
     const nat = reader.db.prepare(`SELECT orig_src, orig_sport, reply_src, reply_sport, reply_dst, reply_dport, MIN(ts_ns) AS first FROM conntrack
@@ -503,26 +509,51 @@ export function scanPackets(d: FailureDetector, reader: BundleReader): void {
   // in capture order across interfaces (the packets_ts index): rows are inserted per interface (a chunk of
   // one interface's frames at a time, or one capture process each), so id order can put one interface's
   // whole handshake before the other interface's SYN of the same connection, which then looks unanswered
-  const st = reader.db.prepare(`SELECT ts_ns, iface, src, dst, sport, dport, CASE WHEN proto = 'tcp' AND typeof(tcp_flags) != 'text' THEN tcp_flags ELSE 'id ' || id END, payload_len
-    FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).raw(true);
+  const cols = `ts_ns, iface, src, dst, sport, dport, CASE WHEN proto = 'tcp' AND typeof(tcp_flags) != 'text' THEN tcp_flags ELSE 'id ' || id END, payload_len`;
   const one = reader.db.prepare(`SELECT ${PACKET_COLUMNS} FROM packets WHERE id = CAST(? AS INTEGER)`);
   const nat = d.snat.size > 0;
-  for (const r of st.iterate() as IterableIterator<[unknown, string | null, string | null, string | null, number | null, number | null, unknown, number | null]>) {
+  const tcp = (ts: unknown, iface: string | null, src: string | null, dst: string | null, sport: number | null, dport: number | null, flags: number | null, plen: number | null, srcId?: number, dstId?: number): void => {
+    if (!nat && src && dst && sport !== null && dport !== null) d.tcpRow(ts, iface, src, sport, dst, dport, flags, plen, srcId, dstId);
+    else {
+      d.packet({ id: 0, ts_ns: ts as number, iface, linktype: 1, caplen: 0, len: 0, l3: null, src, dst, proto: 'tcp', sport, dport, tcp_flags: flags, seq: null, ack: null, payload_len: plen,
+        icmp_type: null, icmp_code: null, inner_src: null, inner_dst: null, inner_proto: null, inner_sport: null, inner_dport: null, data: null });
+    }
+  };
+  const feed = (r: PassTuple): void => {
     const k = r[6];
     if (typeof k === 'string') {
       const row = one.get(k.slice(3)) as StoredPacketRow | undefined;
-      if (!row) continue;
+      if (!row) return;
       // a TCP row (one with text flags comes this way) carries no ICMP columns, as in the rest of the pass
       if (row.proto === 'tcp') { row.icmp_type = null; row.icmp_code = null; row.inner_src = null; row.inner_dst = null; row.inner_sport = null; row.inner_dport = null; row.inner_proto = null; }
       d.packet(row);
-      continue;
+      return;
     }
-    const src = r[2], dst = r[3], sport = r[4], dport = r[5];
-    if (!nat && src && dst && sport !== null && dport !== null) d.tcpRow(r[0], r[1], src, sport, dst, dport, k as number | null, r[7]);
-    else {
-      d.packet({ id: 0, ts_ns: r[0] as number, iface: r[1], linktype: 1, caplen: 0, len: 0, l3: null, src, dst, proto: 'tcp', sport, dport, tcp_flags: k as number | null, seq: null, ack: null, payload_len: r[7],
-        icmp_type: null, icmp_code: null, inner_src: null, inner_dst: null, inner_proto: null, inner_sport: null, inner_dport: null, data: null });
+    tcp(r[0], r[1], r[2], r[3], r[4], r[5], k as number | null, r[7]);
+  };
+  const rows = o.pages === false ? null : readPassRows(reader.db, reader.openedPath);
+  if (rows) {
+    // the same rows from the file's pages (packet-pages.ts): only the odd ones are read in SQL, by id
+    const byId = reader.db.prepare(`SELECT ${cols} FROM packets WHERE id = ?`).raw(true);
+    const s = rows.strings, n = rows.n, order = rows.order;
+    const i32 = (v: number): number | null => (v === NULL_I32 ? null : v);
+    // each string's number in the detector's keys, looked up once per string rather than per row
+    const ids = new Int32Array(s.length).fill(-2);
+    const id = (k: number): number | undefined => (k < 0 ? undefined : ids[k] !== -2 ? ids[k] : (ids[k] = d.addrNumber(s[k]!)));
+    for (let j = 0; j < n; j++) {
+      const i = order === null ? j : order[j]!;
+      const kind = rows.kind[i]!;
+      if (kind === RowKind.Tcp) {
+        const a = rows.iface[i]!, b = rows.src[i]!, c = rows.dst[i]!;
+        tcp(tsOf(rows, i), a < 0 ? null : s[a]!, b < 0 ? null : s[b]!, c < 0 ? null : s[c]!, i32(rows.sport[i]!), i32(rows.dport[i]!), i32(rows.flags[i]!), i32(rows.plen[i]!), id(b), id(c));
+      } else if (kind === RowKind.ById) {
+        const r = byId.get(rows.rowid[i]!) as PassTuple | undefined;
+        if (r) feed(r);
+      }
     }
+  } else {
+    const st = reader.db.prepare(`SELECT ${cols} FROM packets WHERE proto IN ('tcp','icmp','icmp6') ORDER BY ts_ns, id`).raw(true);
+    for (const r of st.iterate() as IterableIterator<PassTuple>) feed(r);
   }
   // a chunked bundle indexes only some frames: the capture ran until its last frame, so SYNs still
   // unanswered then are judged against that instant, as when every frame was a row
