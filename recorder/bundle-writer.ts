@@ -156,7 +156,7 @@ export class BundleWriter implements Sink {
       deferIndex,
       nextChunkId: () => ++this.chunkId,
       chunk: (c) => {
-        if (this.closed) return;
+        if (this.closed) { c.release?.(); return; }
         this.packetBytes += c.data.length;
         this.queue.push({ t: 'chunk', r: c, s: source });
         this.count(source, c.packets);
@@ -256,6 +256,8 @@ export class BundleWriter implements Sink {
     }
     this.rows += batch.length;
     this.dirtySources.clear();
+    // SQLite copied the chunks' bytes: their buffers go back to the capture for its next chunks
+    for (const p of batch) if (p.t === 'chunk') p.r.release?.();
   }
 
   /** [min, max] ts_ns of everything written so far (flushes first), or null when empty. */

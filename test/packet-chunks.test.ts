@@ -98,6 +98,38 @@ describe('import into chunks', () => {
     expect(b).toEqual(a);
     expect(a.chunks.length).toBeGreaterThan(3);
     expect(a.malformed).toBe(0);
+    // records cut inside their header, at its end, one byte into the frame: the first ~150 kB, every split
+    const head = (step: number, n: number) => {
+      const chunks: string[] = []; let id = 0;
+      const c = new PcapStreamCutter({ chunk: (x) => chunks.push(Buffer.from(x.data).toString('base64')), index: () => {}, nextChunkId: () => ++id, deferIndex: true }, 'eth0', 16 * 1024);
+      for (let o = 0; o < n; o += step) c.push(bytes.subarray(o, Math.min(o + step, n)));
+      c.end();
+      return { chunks, malformed: c.malformed, frames: c.frames };
+    };
+    const n = 150_000, whole = head(n, n);
+    expect(whole.chunks.length).toBeGreaterThan(5);
+    for (const step of [1, 5, 16, 17, 23, 4099]) expect(head(step, n), `split every ${step} bytes`).toEqual(whole);
+  });
+
+  it('reuses a chunk buffer the sink released, and a buffer it did not release is never written again', () => {
+    const bytes = readFileSync(pcap);
+    const run = (release: 'all' | 'none' | 'odd') => {
+      const chunks: PacketChunkRow[] = []; const copies: string[] = []; const buffers = new Set<ArrayBufferLike>(); let id = 0;
+      const c = new PcapStreamCutter({
+        chunk: (x) => { chunks.push(x); copies.push(Buffer.from(x.data).toString('base64')); buffers.add(x.data.buffer); if (release === 'all' || (release === 'odd' && x.id % 2 === 1)) x.release?.(); },
+        index: () => {}, nextChunkId: () => ++id, deferIndex: true,
+      }, 'eth0', 64 * 1024);
+      for (let o = 0; o < bytes.length; o += 65_000) c.push(bytes.subarray(o, o + 65_000));
+      c.end();
+      return { chunks, copies, buffers: buffers.size };
+    };
+    const none = run('none'), all = run('all'), odd = run('odd');
+    expect(all.copies).toEqual(none.copies);
+    expect(none.buffers).toBe(none.chunks.length);
+    expect(all.buffers).toBeLessThanOrEqual(2);
+    // the chunks kept (not released) still hold their own bytes after the whole stream
+    odd.chunks.forEach((x, i) => { if (x.id % 2 === 0) expect(Buffer.from(x.data).toString('base64')).toBe(odd.copies[i]); });
+    expect(odd.copies).toEqual(none.copies);
   });
 });
 

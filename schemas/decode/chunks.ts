@@ -17,6 +17,11 @@ export const CHUNK_BYTES = 1 << 20;
 
 export interface PacketChunkRow {
   id: number; iface: string | null; linktype: number; first_ts_ns: number; last_ts_ns: number; packets: number; data: Buffer;
+  /**
+   * the sink calls it once it holds `data` no longer (written): its memory is then reused for a later
+   * chunk. A sink that never calls it costs a fresh buffer per chunk.
+   */
+  release?: () => void;
 }
 /** an index row: the decoded columns, no bytes, and where the frame is */
 export type IndexRow = PacketRow & { chunk_id: number; chunk_off: number };
@@ -190,9 +195,9 @@ class Chunk {
   packets = 0;
   first = 0;
   last = 0;
-  constructor(id: number, header: Uint8Array, size: number) {
+  constructor(id: number, header: Uint8Array, size: number, spare?: Buffer) {
     this.id = id;
-    this.buf = Buffer.allocUnsafe(Math.max(size, 24));
+    this.buf = spare && spare.length >= Math.max(size, 24) ? spare : Buffer.allocUnsafe(Math.max(size, 24));
     this.buf.set(header.subarray(0, 24), 0);
   }
   /** a record of `n` bytes (header included) was written at `used` */
@@ -335,6 +340,8 @@ export class PcapStreamCutter {
   private chunk: Chunk | null = null;
   private indexer = new FrameIndexer();
   private failed = false;
+  /** chunk buffers the sink released, for the next chunks (a fresh 1 MiB buffer per chunk costs its page faults) */
+  private spare: Buffer[] = [];
 
   constructor(private sink: ChunkSink, private iface: string | null, private chunkBytes = CHUNK_BYTES) {}
 
@@ -354,18 +361,52 @@ export class PcapStreamCutter {
 
   push(input: Buffer): void {
     if (this.failed) return;
-    let b = input;
-    if (this.rest) { b = Buffer.concat([this.rest, input]); this.rest = null; }
     let off = 0;
+    if (this.rest) {
+      const r = this.rest;
+      this.rest = null;
+      // the record cut at the previous read's end is completed from this read's head, alone: joining the
+      // whole read to it would cost a fresh buffer of its size per read
+      const need = this.header ? this.cutNeeds(r, input) : -1;
+      if (need < 0) {
+        // before the stream's header, or the cut record's length still unknown: join (a few bytes)
+        const b = Buffer.concat([r, input]);
+        const end = this.scan(b, 0);
+        if (end < b.length) this.rest = Buffer.from(b.subarray(end));
+        return;
+      }
+      if (need > input.length) { this.rest = Buffer.concat([r, input]); return; }
+      const one = Buffer.concat([r, input.subarray(0, need)]);
+      this.scan(one, 0);
+      off = need;
+    }
+    const end = this.scan(input, off);
+    if (end < input.length) this.rest = Buffer.from(input.subarray(end));
+  }
+
+  /** bytes of `input` that complete the record begun in `r`, -1 when its header is not whole yet */
+  private cutNeeds(r: Buffer, input: Buffer): number {
+    if (r.length + input.length < 16) return -1;
+    const at = 8;
+    const byte = (i: number) => (i < r.length ? r[i]! : input[i - r.length]!);
+    const b0 = byte(at), b1 = byte(at + 1), b2 = byte(at + 2), b3 = byte(at + 3);
+    const caplen = this.le ? (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)) >>> 0 : ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3) >>> 0;
+    // an impossible length: the scan of the joined bytes says so
+    if (caplen > 262144 * 4) return -1;
+    return Math.max(0, 16 + caplen - r.length);
+  }
+
+  /** Cut b from off: the header if not yet read, then whole records; returns where an incomplete record begins. */
+  private scan(b: Buffer, off: number): number {
     if (!this.header) {
-      if (b.length < 24) { this.rest = b; return; }
-      const le = b.readUInt32LE(0), be = b.readUInt32BE(0);
+      if (b.length - off < 24) return off;
+      const le = b.readUInt32LE(off), be = b.readUInt32BE(off);
       if (le === PCAP_US || le === PCAP_NS) { this.le = true; this.nanos = le === PCAP_NS; }
       else if (be === PCAP_US || be === PCAP_NS) { this.le = false; this.nanos = be === PCAP_NS; }
       else { this.failed = true; throw new InputError('not a pcap or pcapng capture (bad magic number)'); }
-      this.header = Buffer.from(b.subarray(0, 24));
-      this.linktype = (this.le ? b.readUInt32LE(20) : b.readUInt32BE(20)) & 0x03ffffff;
-      off = 24;
+      this.header = Buffer.from(b.subarray(off, off + 24));
+      this.linktype = (this.le ? b.readUInt32LE(off + 20) : b.readUInt32BE(off + 20)) & 0x03ffffff;
+      off += 24;
     }
     const le = this.le;
     // runs of whole records, each copied at once into the open chunk
@@ -373,7 +414,7 @@ export class PcapStreamCutter {
     const copyRun = () => {
       if (n === 0) return;
       let c = this.chunk;
-      if (!c) c = this.chunk = new Chunk(this.sink.nextChunkId(), this.header!, this.chunkBytes);
+      if (!c) c = this.chunk = new Chunk(this.sink.nextChunkId(), this.header!, this.chunkBytes, this.spare.pop());
       c.ensure(off - run);
       b.copy(c.buf, c.used, run, off);
       if (c.packets === 0) c.first = this.ts(b, run);
@@ -402,7 +443,7 @@ export class PcapStreamCutter {
       off += 16 + caplen;
     }
     copyRun();
-    if (off < b.length) this.rest = Buffer.from(b.subarray(off));
+    return off;
   }
 
   /** the stream's format, null before its header arrived */
@@ -416,6 +457,12 @@ export class PcapStreamCutter {
     if (!c || c.packets === 0) return;
     this.chunk = null;
     const row: PacketChunkRow = { id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) };
+    // only when no index row points into the buffer (the index rows wait for the sink's next write too)
+    if (this.sink.deferIndex) {
+      const buf = c.buf, spare = this.spare, size = this.chunkBytes;
+      let released = false;
+      row.release = () => { if (!released && buf.length === size && spare.length < 8) spare.push(buf); released = true; };
+    }
     this.sink.chunk(row);
     if (!this.sink.deferIndex) this.indexed += indexChunk(this.indexer, this.sink, row);
   }
