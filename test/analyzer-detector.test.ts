@@ -73,4 +73,39 @@ describe('failure detector connection table', () => {
     expect(kinds(d)).toEqual([`${C}:41001 syn-timeout`, `${C}:41002 syn-timeout`]);
     expect(d.candidates().map((c) => c.ts)).toEqual([1 * S, 1 * S]);
   });
+
+  describe('a connection at rest (handshake done, payload both ways) comes back as it was', () => {
+    /** handshake at 1 s, a request, its response: done */
+    const done = [...opened, pkt(1 * S + 3e5, B, 8080, C, 41000, TCP.PSH | TCP.ACK, 100)];
+    const iso = (ns: number) => new Date(ns / 1e6).toISOString().replace('Z', '');
+
+    it('a keep-alive request then a reset: unanswered, with the first handshake\'s times and the responses counted', () => {
+      const d = run([...done, ...filler(1.5 * S, 5 * S), pkt(5 * S, C, 41000, B, 8080, TCP.PSH | TCP.ACK, 80), pkt(6 * S, B, 8080, C, 41000, TCP.RST)]);
+      expect(kinds(d)).toEqual([`${C}:41000 reused-unanswered`]);
+      const c = d.candidates()[0]!;
+      expect([c.ts, c.synTs, c.establishedTs, c.answeredAt]).toEqual([6 * S, 1 * S, 1 * S + 1e5, 1 * S + 3e5]);
+      expect(c.evidence[0]).toContain(`after 1 response(s) on it (request sent ${iso(5 * S)}`);
+    });
+
+    it('a reset with no request pending is no failure; forgotten after 60 s idle, remembered before', () => {
+      expect(kinds(run([...done, ...filler(1.5 * S, 5 * S), pkt(6 * S, B, 8080, C, 41000, TCP.RST)]))).toEqual([]);
+      const late = (t: number) => [pkt(t, C, 41000, B, 8080, TCP.PSH | TCP.ACK, 80), pkt(t + 1e5, B, 8080, C, 41000, TCP.RST)];
+      expect(kinds(run([...done, ...filler(1.5 * S, 59 * S), ...late(59 * S)]))).toEqual([`${C}:41000 reused-unanswered`]);
+      expect(kinds(run([...done, ...filler(1.5 * S, 62.5 * S), ...late(62.5 * S)]))).toEqual([]);
+    });
+
+    it('a SYN on its 4-tuple opens a new connection: its own times, not the old one\'s', () => {
+      const d = run([...done, pkt(3 * S, C, 41000, B, 8080, TCP.SYN), ...filler(1.5 * S, 8 * S)]);
+      expect(kinds(d)).toEqual([`${C}:41000 syn-timeout`]);
+      expect([d.candidates()[0]!.synTs, d.candidates()[0]!.establishedTs]).toEqual([3 * S, null]);
+    });
+
+    it('an ICMP error about it names its handshake', () => {
+      const icmp = { ...pkt(2 * S, B, 0, C, 0, 0), proto: 'icmp', sport: null, dport: null, tcp_flags: null, icmp_type: 3, icmp_code: 1,
+        inner_src: C, inner_sport: 41000, inner_dst: B, inner_dport: 8080, inner_proto: 'tcp' } as unknown as StoredPacketRow;
+      const d = run([...done, ...filler(1.5 * S, 2 * S), icmp]);
+      expect(kinds(d)).toEqual([`${C}:41000 icmp-unreachable`]);
+      expect([d.candidates()[0]!.synTs, d.candidates()[0]!.establishedTs]).toEqual([1 * S, 1 * S + 1e5]);
+    });
+  });
 });

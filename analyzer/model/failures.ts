@@ -95,7 +95,9 @@ export class FailureDetector {
    * capture (the index of a chunked bundle holds no FIN of a connection closed normally, so every
    * connection of the last minute is here).
    */
-  private conns = new Map<number | string, Conn | [Conn, Conn]>();
+  private conns = new Map<number | string, Conn | [Conn, Conn] | number>();
+  /** connections at rest (see freeze()): their entry in conns is their number here */
+  private cold = new ColdConns();
   /** connections whose SYN is unanswered (or were, until the next sweep checks): the ones a sweep can time out */
   private pending: Conn[] = [];
   private sweeps = 0;
@@ -279,18 +281,40 @@ export class FailureDetector {
   }
   /** The live connection of key k (in slot), as Map.get on a table keyed by k. */
   private live(slot: number | string, k: number | string): Conn | undefined {
-    return this.fresh(FailureDetector.pick(this.conns.get(slot), k));
+    return this.fresh(FailureDetector.pick(this.entry(slot), k));
+  }
+  /**
+   * The entry of a slot as the table's code reads it: a connection at rest comes back as a connection
+   * object first (thaw), the same fields it had.
+   */
+  private entry(slot: number | string): Conn | [Conn, Conn] | undefined {
+    const e = this.conns.get(slot);
+    if (typeof e !== 'number') return e;
+    const c = this.cold.thaw(e);
+    this.conns.set(slot, c);
+    return c;
+  }
+  /**
+   * A connection whose handshake is done and that carried payload both ways has nothing left but what a
+   * later segment of it might change (a reset, a keep-alive request, a reused port's SYN, an ICMP error):
+   * rare in an index of the first segments. It rests as a row of typed arrays rather than an object with
+   * its numbers boxed, which the garbage collector would copy and mark for as long as it stays (the
+   * minute a connection stays without its FIN); the next segment of it brings it back as it was.
+   */
+  private freeze(c: Conn): void {
+    if (!c.clientData || !c.serverData || c.synAck === null || typeof c.slot !== 'number' || typeof c.key !== 'number' || this.conns.get(c.slot) !== c) return;
+    this.conns.set(c.slot, this.cold.freeze(c));
   }
   /** Add c, replacing the connection of its key if any: Map.set. */
   private put(c: Conn): void {
-    const e = this.conns.get(c.slot);
+    const e = this.entry(c.slot);
     if (e === undefined) this.conns.set(c.slot, c);
     else if (!Array.isArray(e)) this.conns.set(c.slot, e.key === c.key ? c : [e, c]);
     else this.conns.set(c.slot, e[0].key === c.key ? [c, e[1]] : [e[0], c]);
   }
   /** Remove c (the connection of its key): Map.delete. */
   private drop(c: Conn): void {
-    const e = this.conns.get(c.slot);
+    const e = this.entry(c.slot);
     if (e === c) this.conns.delete(c.slot);
     else if (Array.isArray(e)) {
       if (e[0] === c) this.conns.set(c.slot, e[1]);
@@ -306,7 +330,7 @@ export class FailureDetector {
     const rev = packed ? ((b * 65536 + dp) * 1024 + a) * 65536 + sp : `${dst}|${dport}|${src}|${sport}`;
     // a number key's slot holds both directions: one lookup for the segment's connection either way
     const slotF = packed ? (fwd < rev ? fwd : rev) : fwd, slotR = packed ? slotF : rev;
-    const e = this.conns.get(slotF);
+    const e = this.entry(slotF);
     if ((f & TCP.SYN) && !(f & TCP.ACK)) {
       const c = this.fresh(FailureDetector.pick(e, fwd));
       // a SYN on a connection that carried payload opens a new one on the same 4-tuple (a reused
@@ -336,9 +360,10 @@ export class FailureDetector {
         if (c2s.serverData || (f & TCP.RST) || !c2s.clientData) this.drop(c2s);
         if (!c2s.clientData && !c2s.serverData) this.lateAbandoned(c2s, ts, f);
       }
+      this.freeze(c2s);
       return;
     }
-    const s2c = this.fresh(FailureDetector.pick(packed ? e : this.conns.get(slotR), rev));
+    const s2c = this.fresh(FailureDetector.pick(packed ? e : this.entry(slotR), rev));
     if (!s2c) return;
     s2c.last = ts; s2c.seen = this.sweeps;
     if ((f & TCP.SYN) && (f & TCP.ACK)) { if (s2c.synAck === null) s2c.synAck = ts; return; }
@@ -372,6 +397,7 @@ export class FailureDetector {
       return;
     }
     if ((f & TCP.FIN) && s2c.serverData) this.drop(s2c);
+    this.freeze(s2c);
   }
 
   /** An ICMP unreachable about a connection: that connection failed (or, early in the capture, a blind spot). */
@@ -421,7 +447,9 @@ export class FailureDetector {
     let due: Conn[] | null = null;
     const still: Conn[] = [];
     for (const c of this.pending) {
-      if (c.synAck !== null || FailureDetector.pick(this.conns.get(c.slot), c.key) !== c) continue;
+      // (a connection at rest has its handshake done: never one of these)
+      const e = c.synAck === null ? this.conns.get(c.slot) : undefined;
+      if (e === undefined || typeof e === 'number' || FailureDetector.pick(e, c.key) !== c) continue;
       if (now - c.syn > 3e9 || (final && now - c.syn > 1e9)) (due ??= []).push(c);
       else if (now - c.last > 60e9 || final) this.drop(c);
       else still.push(c);
@@ -434,10 +462,11 @@ export class FailureDetector {
         this.connFailure(c, 'syn-timeout', c.syn, `SYN never answered (last seen ${ms(c.last - c.syn)} ms after the first SYN)`);
       }
     }
-    if (final) { this.conns.clear(); this.pending = []; return; }
+    if (final) { this.conns.clear(); this.cold = new ColdConns(); this.pending = []; return; }
     if (this.sweeps % 8 === 0) {
       const idle = (c: Conn) => c.synAck !== null && this.sweeps > c.seen && now - c.last > 60e9;
-      this.conns.forEach((e) => {
+      this.conns.forEach((e, slot) => {
+        if (typeof e === 'number') { if (this.cold.idle(e, this.sweeps, now)) { this.conns.delete(slot); this.cold.free(e); } return; }
         if (!Array.isArray(e)) { if (idle(e)) this.drop(e); return; }
         if (idle(e[0])) this.drop(e[0]);
         if (idle(e[1])) this.drop(e[1]);
@@ -469,6 +498,61 @@ export class FailureDetector {
     const out: Candidate[] = [];
     for (const l of this.byClient.values()) out.push(...l);
     return out.sort((a, b) => a.ts - b.ts);
+  }
+}
+
+/**
+ * Connections at rest (FailureDetector.freeze): each field of Conn in a column, a connection one row; NaN
+ * stands for null (synAck) or undefined (the optional numbers). Rows are reused once thawed or forgotten.
+ */
+class ColdConns {
+  private n = 0;
+  private freeRows: number[] = [];
+  private client: string[] = []; private server: string[] = []; private iface: (string | null)[] = [];
+  private cport: number[] = []; private sport: number[] = [];
+  private f64 = new Float64Array(0);
+  private flags = new Uint8Array(0);
+  /** syn, synAck, last, resyn, lastClient, lastServer, responses, key, slot, pos, seen */
+  private static readonly W = 11;
+
+  freeze(c: Conn): number {
+    let i = this.freeRows.pop();
+    if (i === undefined) {
+      i = this.n++;
+      if (i * ColdConns.W >= this.f64.length) {
+        const f = new Float64Array(Math.max(1024, this.n * 2) * ColdConns.W); f.set(this.f64); this.f64 = f;
+        const g = new Uint8Array(Math.max(1024, this.n * 2)); g.set(this.flags); this.flags = g;
+      }
+    }
+    const o = i * ColdConns.W, v = this.f64;
+    const opt = (x: number | null | undefined) => (x === null || x === undefined ? NaN : x);
+    v[o] = c.syn; v[o + 1] = opt(c.synAck); v[o + 2] = c.last; v[o + 3] = opt(c.resyn); v[o + 4] = opt(c.lastClient); v[o + 5] = opt(c.lastServer);
+    v[o + 6] = opt(c.responses); v[o + 7] = c.key as number; v[o + 8] = c.slot as number; v[o + 9] = c.pos; v[o + 10] = c.seen;
+    this.client[i] = c.client; this.server[i] = c.server; this.iface[i] = c.iface; this.cport[i] = c.cport; this.sport[i] = c.sport;
+    this.flags[i] = (c.clientData ? 1 : 0) | (c.serverData ? 2 : 0);
+    return i;
+  }
+
+  /** the connection of row i, as it was frozen; the row is free again */
+  thaw(i: number): Conn {
+    const o = i * ColdConns.W, v = this.f64;
+    const u = (x: number) => (Number.isNaN(x) ? undefined : x);
+    const c: Conn = { client: this.client[i]!, cport: this.cport[i]!, server: this.server[i]!, sport: this.sport[i]!, iface: this.iface[i]!, syn: v[o]!,
+      synAck: Number.isNaN(v[o + 1]!) ? null : v[o + 1]!, clientData: (this.flags[i]! & 1) !== 0, serverData: (this.flags[i]! & 2) !== 0, last: v[o + 2]!,
+      resyn: u(v[o + 3]!), lastClient: u(v[o + 4]!), lastServer: u(v[o + 5]!), responses: u(v[o + 6]!), key: v[o + 7]!, slot: v[o + 8]!, pos: v[o + 9]!, seen: v[o + 10]! };
+    this.free(i);
+    return c;
+  }
+
+  /** FailureDetector.fresh's test on row i: handshake done, not seen since the last sweep, idle 60 s */
+  idle(i: number, sweeps: number, now: number): boolean {
+    const o = i * ColdConns.W, v = this.f64;
+    return !Number.isNaN(v[o + 1]!) && sweeps > v[o + 10]! && now - v[o + 2]! > 60e9;
+  }
+
+  free(i: number): void {
+    this.client[i] = this.server[i] = ''; this.iface[i] = null;
+    this.freeRows.push(i);
   }
 }
 
