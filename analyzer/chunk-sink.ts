@@ -3,7 +3,7 @@
  * same FrameStore as the recorder's, so a derived bundle keeps the chunked layout and its index.
  */
 import type { DB } from '../schemas/db.js';
-import { indexChunks, type ChunkSink, type PacketChunkRow } from '../schemas/decode/chunks.js';
+import { indexChunks, type ChunkSink, type IndexRow, type PacketChunkRow } from '../schemas/decode/chunks.js';
 
 export function dbChunkSink(db: DB): ChunkSink {
   let id = (db.prepare('SELECT coalesce(max(id), 0) AS n FROM packet_chunks').get() as { n: number }).n;
@@ -25,7 +25,7 @@ export function dbChunkSink(db: DB): ChunkSink {
  * index`), with the same header scan as import; one chunk in memory at a time. Runs in the caller's
  * transaction; returns the rows inserted.
  */
-export function insertChunkIndex(db: DB, table: 'temp.packets' | 'main.packets'): number {
+export function insertChunkIndex(db: DB, table: 'temp.packets' | 'main.packets', inserted?: (id: number, r: IndexRow) => void): number {
   const ins = db.prepare(`INSERT INTO ${table}(ts_ns, iface, linktype, caplen, len, l3, src, dst, proto, sport, dport, tcp_flags, seq, ack,
     payload_len, icmp_type, icmp_code, inner_src, inner_dst, inner_proto, inner_sport, inner_dport, chunk_id, chunk_off)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
@@ -40,8 +40,9 @@ export function insertChunkIndex(db: DB, table: 'temp.packets' | 'main.packets')
   }
   return indexChunks(chunks(), {
     index: (r) => {
-      ins.run(Math.round(r.ts_ns), r.iface, r.linktype, r.caplen, r.len, r.l3, r.src, r.dst, r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack,
+      const info = ins.run(Math.round(r.ts_ns), r.iface, r.linktype, r.caplen, r.len, r.l3, r.src, r.dst, r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack,
         r.payload_len, r.icmp_type, r.icmp_code, r.inner_src, r.inner_dst, r.inner_proto, r.inner_sport, r.inner_dport, r.chunk_id, r.chunk_off);
+      inserted?.(Number(info.lastInsertRowid), r);
     },
   });
 }

@@ -14,7 +14,10 @@ import { cli } from './helpers/cli.js';
 import { writeSynthPcap } from './helpers/synth-pcap.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
 import { FailureDetector, scanPackets } from '../analyzer/model/failures.js';
-import { readPassRows } from '../analyzer/model/packet-pages.js';
+import { readPassRows, type PassRows } from '../analyzer/model/packet-pages.js';
+import { BundleWriter } from '../recorder/bundle-writer.js';
+import { PcapStreamCutter } from '../schemas/decode/chunks.js';
+import { readFileSync } from 'node:fs';
 
 let dir: string;
 let bundle: string;
@@ -50,6 +53,51 @@ async function both(file: string): Promise<{ pages: unknown; sql: unknown; read:
     return { pages: run(true), sql: run(false), read };
   } finally { reader.close(); }
 }
+
+/** a bundle laid out as `record` writes it (chunks only, meta packets_index = deferred), one or two interfaces */
+function recorded(ifaces: string[]): string {
+  const f = join(dir, `rec-${n++}.rtb`);
+  const w = new BundleWriter(f, { createdBy: 'record' });
+  w.setSource('packets', { status: 'running', clock: 'kernel' });
+  const bytes = readFileSync(join(dir, 'synth.pcap'));
+  const cutters = ifaces.map((i) => new PcapStreamCutter(w.chunkSink('packets', { indexed: false }), i, 64 * 1024));
+  // the same capture seen on each interface, chunks interleaved: time order only across interfaces
+  for (let o = 0; o < bytes.length; o += 100_000) cutters.forEach((c) => c.push(bytes.subarray(o, o + 100_000)));
+  cutters.forEach((c) => c.end());
+  w.setSource('packets', { status: 'ok', clock: 'kernel' });
+  w.close();
+  return f;
+}
+
+describe('the packet pass from the index built on open', () => {
+  for (const ifaces of [['eth0'], ['eth0', 'eth1']]) {
+    it(`a recorded bundle (${ifaces.length} interface(s)): the rows collected as the TEMP index is built, the same pass as SQL's`, async () => {
+      const f = recorded(ifaces);
+      const reader = await BundleReader.open(f);
+      try {
+        expect(reader.ensurePacketIndex()).toBeGreaterThan(1000);
+        const run = (pages: boolean) => {
+          const d = new FailureDetector();
+          scanPackets(d, reader, { pages });
+          d.sweep(d.lastTs, true);
+          return { candidates: d.candidates(), beforeCapture: d.beforeCapture };
+        };
+        // what the pass takes (once: the SQL pass after it reads the TEMP table)
+        let rows: PassRows | null = null;
+        const take = reader.takePassRows.bind(reader);
+        reader.takePassRows = () => (rows = take());
+        const collected = run(true);
+        const sql = run(false);
+        expect(rows).not.toBeNull();
+        expect(rows!.n).toBe((reader.db.prepare('SELECT count(*) AS n FROM packets').get() as { n: number }).n);
+        expect(rows!.order === null).toBe(ifaces.length === 1);
+        expect(take()).toBeNull();
+        expect(sql.candidates.length).toBeGreaterThan(10);
+        expect(collected).toEqual(sql);
+      } finally { reader.close(); }
+    });
+  }
+});
 
 describe('the packet pass from the pages', () => {
   it('reads an imported capture in table order and finds what SQL finds, candidate for candidate', async () => {

@@ -10,7 +10,7 @@ import { iso, joinAddr, ms, sane, splitAddr } from '../util.js';
 import type { Facts } from './facts.js';
 import { podLabel, type Identity } from './identity.js';
 import { belongs, type PodSequence } from './pods.js';
-import { NULL_I32, readPassRows, RowKind, tsOf } from './packet-pages.js';
+import { BLOCK_BITS, BLOCK_MASK, NULL_I32, readPassRows, RowKind, tsOf } from './packet-pages.js';
 
 export type FailureKind = 'syn-rst' | 'rst-before-response' | 'fin-before-response' | 'reused-unanswered' | 'syn-timeout' | 'syn-late-abandoned' | 'icmp-unreachable' | 'probe' | 'reset-sent';
 
@@ -520,8 +520,9 @@ class ColdConns {
     if (i === undefined) {
       i = this.n++;
       if (i * ColdConns.W >= this.f64.length) {
-        const f = new Float64Array(Math.max(1024, this.n * 2) * ColdConns.W); f.set(this.f64); this.f64 = f;
-        const g = new Uint8Array(Math.max(1024, this.n * 2)); g.set(this.flags); this.flags = g;
+        const rows = Math.max(4096, Math.ceil(this.n * 1.5));
+        const f = new Float64Array(rows * ColdConns.W); f.set(this.f64); this.f64 = f;
+        const g = new Uint8Array(rows); g.set(this.flags); this.flags = g;
       }
     }
     const o = i * ColdConns.W, v = this.f64;
@@ -615,7 +616,7 @@ export function scanPackets(d: FailureDetector, reader: BundleReader, o: { pages
     }
     tcp(r[0], r[1], r[2], r[3], r[4], r[5], k as number | null, r[7]);
   };
-  const rows = o.pages === false ? null : readPassRows(reader.db, reader.openedPath);
+  const rows = o.pages === false ? null : reader.takePassRows() ?? readPassRows(reader.db, reader.openedPath);
   if (rows) {
     // the same rows from the file's pages (packet-pages.ts): only the odd ones are read in SQL, by id
     const byId = reader.db.prepare(`SELECT ${cols} FROM packets WHERE id = ?`).raw(true);
@@ -626,12 +627,13 @@ export function scanPackets(d: FailureDetector, reader: BundleReader, o: { pages
     const id = (k: number): number | undefined => (k < 0 ? undefined : ids[k] !== -2 ? ids[k] : (ids[k] = d.addrNumber(s[k]!)));
     for (let j = 0; j < n; j++) {
       const i = order === null ? j : order[j]!;
-      const kind = rows.kind[i]!;
+      const blk = rows.blocks[i >>> BLOCK_BITS]!, k = i & BLOCK_MASK;
+      const kind = blk.kind[k]!;
       if (kind === RowKind.Tcp) {
-        const a = rows.iface[i]!, b = rows.src[i]!, c = rows.dst[i]!;
-        tcp(tsOf(rows, i), a < 0 ? null : s[a]!, b < 0 ? null : s[b]!, c < 0 ? null : s[c]!, i32(rows.sport[i]!), i32(rows.dport[i]!), i32(rows.flags[i]!), i32(rows.plen[i]!), id(b), id(c));
+        const a = blk.iface[k]!, b = blk.src[k]!, c = blk.dst[k]!;
+        tcp(tsOf(blk, k), a < 0 ? null : s[a]!, b < 0 ? null : s[b]!, c < 0 ? null : s[c]!, i32(blk.sport[k]!), i32(blk.dport[k]!), i32(blk.flags[k]!), i32(blk.plen[k]!), id(b), id(c));
       } else if (kind === RowKind.ById) {
-        const r = byId.get(rows.rowid[i]!) as PassTuple | undefined;
+        const r = byId.get(blk.rowid[k]!) as PassTuple | undefined;
         if (r) feed(r);
       }
     }

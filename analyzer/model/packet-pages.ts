@@ -24,24 +24,37 @@ export const NULL_I32 = -2147483648;
 /** what the pass does with a row: decoded here, read by id in SQL, or not one the pass reads */
 export const RowKind = { Tcp: 0, ById: 1, Skip: 2 } as const;
 
-/** The pass's rows in table order, columnar; `order` lists them in the pass's order. */
-export interface PassRows {
-  n: number;
-  order: Uint32Array | null;
+/** rows per block of PassRows: blocks are filled one after the other, never copied to grow */
+export const BLOCK_BITS = 14;
+const BLOCK = 1 << BLOCK_BITS;
+export const BLOCK_MASK = BLOCK - 1;
+
+/** BLOCK rows, columnar */
+export interface RowBlock {
   rowid: Float64Array;
   tsHi: Int32Array;
   tsLo: Uint32Array;
   kind: Uint8Array;
-  /** index into strings, -1 for NULL */
+  /** index into PassRows.strings, -1 for NULL */
   iface: Int32Array; src: Int32Array; dst: Int32Array;
   /** NULL_I32 for NULL */
   sport: Int32Array; dport: Int32Array; flags: Int32Array; plen: Int32Array;
+}
+
+/**
+ * The pass's rows in table order (row i is row i & BLOCK_MASK of block i >>> BLOCK_BITS); `order` lists
+ * them in the pass's order, null when that is table order.
+ */
+export interface PassRows {
+  n: number;
+  order: Uint32Array | null;
+  blocks: RowBlock[];
   strings: string[];
 }
 
 /** ts_ns as better-sqlite3 hands an INTEGER over: the int64 rounded once to a double */
-export function tsOf(rows: PassRows, i: number): number {
-  return rows.tsHi[i]! * 4294967296 + rows.tsLo[i]!;
+export function tsOf(b: RowBlock, k: number): number {
+  return b.tsHi[k]! * 4294967296 + b.tsLo[k]!;
 }
 
 class GiveUp extends Error {}
@@ -111,23 +124,93 @@ export function readPassRows(db: DB, path: string): PassRows | null {
 
 /** null when table order is already (ts_ns, id) order, the common case; else the sorted row numbers */
 function passOrder(r: PassRows): Uint32Array | null {
+  const hi = (i: number) => r.blocks[i >>> BLOCK_BITS]!.tsHi[i & BLOCK_MASK]!;
+  const lo = (i: number) => r.blocks[i >>> BLOCK_BITS]!.tsLo[i & BLOCK_MASK]!;
   let sorted = true;
   for (let i = 1; i < r.n && sorted; i++) {
-    const h0 = r.tsHi[i - 1]!, h1 = r.tsHi[i]!;
-    if (h1 < h0 || (h1 === h0 && r.tsLo[i]! < r.tsLo[i - 1]!)) sorted = false;
+    const h0 = hi(i - 1), h1 = hi(i);
+    if (h1 < h0 || (h1 === h0 && lo(i) < lo(i - 1))) sorted = false;
   }
   if (sorted) return null;
   const o = new Uint32Array(r.n);
   for (let i = 0; i < r.n; i++) o[i] = i;
   // rowids ascend in table order, so a stable sort on the timestamp is the (ts_ns, id) order
-  return o.sort((a, b) => (r.tsHi[a]! - r.tsHi[b]!) || (r.tsLo[a]! - r.tsLo[b]!) || (a - b));
+  return o.sort((a, b) => (hi(a) - hi(b)) || (lo(a) - lo(b)) || (a - b));
 }
 
 const SERIAL_LEN = new Uint8Array([0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0]);
 
+/** PassRows being filled, one row at a time, a block after another (nothing copied, no garbage as it grows) */
+class RowStore {
+  readonly rows: PassRows = { n: 0, order: null, blocks: [], strings: [] };
+  private b: RowBlock | null = null;
+
+  add(rowid: number, tsHi: number, tsLo: number, kind: number, iface: number, src: number, dst: number, sport: number, dport: number, flags: number, plen: number): void {
+    const r = this.rows;
+    const k = r.n & BLOCK_MASK;
+    let b = this.b;
+    if (k === 0 || b === null) {
+      b = this.b = { rowid: new Float64Array(BLOCK), tsHi: new Int32Array(BLOCK), tsLo: new Uint32Array(BLOCK), kind: new Uint8Array(BLOCK),
+        iface: new Int32Array(BLOCK), src: new Int32Array(BLOCK), dst: new Int32Array(BLOCK), sport: new Int32Array(BLOCK), dport: new Int32Array(BLOCK),
+        flags: new Int32Array(BLOCK), plen: new Int32Array(BLOCK) };
+      r.blocks.push(b);
+    }
+    r.n++;
+    b.rowid[k] = rowid; b.tsHi[k] = tsHi; b.tsLo[k] = tsLo; b.kind[k] = kind;
+    b.iface[k] = iface; b.src[k] = src; b.dst[k] = dst; b.sport[k] = sport; b.dport[k] = dport; b.flags[k] = flags; b.plen[k] = plen;
+  }
+}
+
+/**
+ * The pass's rows collected as an index is built in JavaScript (a recorded bundle's TEMP index, see
+ * BundleReader.ensurePacketIndex): each row as it is inserted, with the id it got, so that the pass does not
+ * read back what was just written. The values are the ones the INSERT bound, so the pass sees what SQL
+ * would hand it; what SQL would not hand over the same way (non-ASCII text, a number beyond int32) is
+ * read by id, as from the pages.
+ */
+export class PassRowsCollector {
+  private store = new RowStore();
+  private strIndex = new Map<string, number>();
+  private bad = false;
+
+  add(id: number, r: { ts_ns: number; iface: string | null; src: string | null; dst: string | null; proto: string | null; sport: number | null; dport: number | null; tcp_flags: number | null; payload_len: number | null }): void {
+    const ts = Math.round(r.ts_ns);
+    if (!Number.isFinite(ts) || Math.abs(ts) >= 2 ** 63) this.bad = true;
+    let kind: number = r.proto === 'tcp' ? RowKind.Tcp : r.proto === 'icmp' || r.proto === 'icmp6' ? RowKind.ById : RowKind.Skip;
+    const str = (v: string | null): number => {
+      if (v === null) return -1;
+      let i = this.strIndex.get(v);
+      if (i === undefined) {
+        if (!/^[\x01-\x7f]*$/.test(v)) { kind = kind === RowKind.Tcp ? RowKind.ById : kind; return -1; }
+        i = this.store.rows.strings.length;
+        this.store.rows.strings.push(v);
+        this.strIndex.set(v, i);
+      }
+      return i;
+    };
+    const int = (v: number | null): number => {
+      if (v === null) return NULL_I32;
+      if (!Number.isInteger(v) || v <= NULL_I32 || v > 2147483647) { if (kind === RowKind.Tcp) kind = RowKind.ById; return NULL_I32; }
+      return v;
+    };
+    const a = str(r.iface), b = str(r.src), c = str(r.dst);
+    const sp = int(r.sport), dp = int(r.dport), fl = int(r.tcp_flags), pl = int(r.payload_len);
+    const hi = Math.floor(ts / 4294967296);
+    this.store.add(id, hi, ts - hi * 4294967296, kind, a, b, c, sp, dp, fl, pl);
+  }
+
+  /** the rows in the pass's order; null when a timestamp was no 64-bit integer (the pass reads SQL then) */
+  done(): PassRows | null {
+    if (this.bad) return null;
+    const rows = this.store.rows;
+    rows.order = passOrder(rows);
+    return rows;
+  }
+}
+
 class Reader {
-  private rows: PassRows;
-  private cap = 0;
+  private store = new RowStore();
+  private rows = this.store.rows;
   private strIndex = new Map<number, number>();
   private pages: Buffer[] = [];
   /** the last column the pass reads: the record's header is read up to it */
@@ -136,10 +219,6 @@ class Reader {
   private leafDepth = -1;
 
   constructor(private fd: number, private pageSize: number, private usable: number, private roles: Uint8Array, private fileSize: number) {
-    this.rows = { n: 0, order: null, rowid: new Float64Array(0), tsHi: new Int32Array(0), tsLo: new Uint32Array(0), kind: new Uint8Array(0),
-      iface: new Int32Array(0), src: new Int32Array(0), dst: new Int32Array(0), sport: new Int32Array(0), dport: new Int32Array(0),
-      flags: new Int32Array(0), plen: new Int32Array(0), strings: [] };
-    this.grow(4096);
     this.lastRole = roles.reduce((m, r, i) => (r !== 0 ? i : m), 0);
   }
 
@@ -158,22 +237,9 @@ class Reader {
       const want = span * this.pageSize;
       if (readSync(this.fd, big, 0, want, (first - 1) * this.pageSize) !== want) throw new GiveUp();
       for (let k = i; k < j; k++) this.leaf(big, (leaves[k]! - first) * this.pageSize, leaves[k]!);
-      // room for the rest at the rows per leaf so far, grown once instead of doubling
-      if (i === 0) { const want = Math.ceil((this.rows.n / j) * leaves.length * 1.1); if (want > this.cap) this.grow(want); }
       i = j;
     }
     return this.rows;
-  }
-
-  private grow(min: number): void {
-    const cap = Math.max(min, this.cap * 2);
-    const r = this.rows;
-    const g = <T extends Float64Array | Int32Array | Uint32Array | Uint8Array>(a: T, make: (n: number) => T): T => { const b = make(cap); b.set(a.subarray(0, r.n)); return b; };
-    r.rowid = g(r.rowid, (n) => new Float64Array(n)); r.tsHi = g(r.tsHi, (n) => new Int32Array(n)); r.tsLo = g(r.tsLo, (n) => new Uint32Array(n));
-    r.kind = g(r.kind, (n) => new Uint8Array(n)); r.iface = g(r.iface, (n) => new Int32Array(n)); r.src = g(r.src, (n) => new Int32Array(n));
-    r.dst = g(r.dst, (n) => new Int32Array(n)); r.sport = g(r.sport, (n) => new Int32Array(n)); r.dport = g(r.dport, (n) => new Int32Array(n));
-    r.flags = g(r.flags, (n) => new Int32Array(n)); r.plen = g(r.plen, (n) => new Int32Array(n));
-    this.cap = cap;
   }
 
   private check(pgno: number): void {
@@ -276,11 +342,7 @@ class Reader {
     if (!tsSet) throw new GiveUp();
     if (proto === 2) kind = RowKind.ById;
     else if (proto !== 1) kind = RowKind.Skip;
-    const r = this.rows;
-    if (r.n === this.cap) this.grow(r.n + 1);
-    const i = r.n++;
-    r.rowid[i] = rowid; r.tsHi[i] = tsHi; r.tsLo[i] = tsLo; r.kind[i] = kind;
-    r.iface[i] = iface; r.src[i] = src; r.dst[i] = dst; r.sport[i] = sport; r.dport[i] = dport; r.flags[i] = flags; r.plen[i] = plen;
+    this.store.add(rowid, tsHi, tsLo, kind, iface, src, dst, sport, dport, flags, plen);
   }
 
   /**
