@@ -7,6 +7,7 @@ import { nsFromIso } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { RULE_RECEIPT_SLACK_NS } from '../analyzer/model/failures.js';
 
 /** listener close: the analysis must be within 5 ms of the backend's own log line */
 export const LISTENER_TOLERANCE_NS = 5e6;
@@ -14,11 +15,12 @@ export const LISTENER_TOLERANCE_NS = 5e6;
  * Rule removal: the nftables source stamps `nft monitor` lines on receipt (it has no kernel stamp).
  * The monitor is notified when the sync's transaction commits, i.e. before `nft -f` (or
  * iptables-restore) returns and the lab stamps syncEnd; what comes after the commit is the pipe read
- * plus the JSON parse in the recorder, a few ms, more when this 2-core machine is shared. We allow
- * syncEnd + 25 ms: still far below the ~700 ms gap the analysis measures, and far from the previous or
- * next sync (≥ 300 ms apart in these scenarios), so a removal from the wrong sync cannot pass.
+ * plus the JSON parse in the recorder, a few ms, 25-37 ms when this 2-core machine is shared (a CI run
+ * stamped one 26.3 ms after syncEnd). We allow the analysis' own bound on that receipt lag, syncEnd +
+ * 50 ms: still far below the ~700 ms gap the analysis measures, and far from the previous or next sync
+ * (≥ 300 ms apart in these scenarios), so a removal from the wrong sync cannot pass.
  */
-export const RULE_RECEIPT_SLACK_NS = 25e6;
+export { RULE_RECEIPT_SLACK_NS };
 
 export interface Expectation {
   failures: 'some' | 'none';
