@@ -180,15 +180,16 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
       } catch { return null; }
     },
     conntrackMiss: (client, cport, t) => {
-      if (!ctStmt) return reader.has('conntrack') ? 'the conntrack records could not be read' : 'the bundle holds no conntrack records';
+      const gap = (why: string) => ({ why, gap: true });
+      if (!ctStmt) return gap(reader.has('conntrack') ? 'the conntrack records could not be read' : 'the bundle holds no conntrack records');
       try {
         const span = (ctSpan ??= reader.db.prepare('SELECT (SELECT min(ts_ns) FROM conntrack) AS a, (SELECT max(ts_ns) FROM conntrack) AS b').get() as { a: number | null; b: number | null });
-        if (span.a === null || span.b === null) return 'conntrack recorded no event';
-        if (t > span.b + CT_FLOW_SLACK_NS) return `conntrack's last recorded event is at ${iso(span.b)}, ${ms(t - span.b)} ms before this connection: its recording had ended while the capture went on`;
-        if (t < span.a - CT_FLOW_SLACK_NS) return `conntrack's first recorded event is at ${iso(span.a)}, ${ms(span.a - t)} ms after this connection: its recording had not begun`;
+        if (span.a === null || span.b === null) return gap('conntrack recorded no event');
+        if (t > span.b + CT_FLOW_SLACK_NS) return gap(`conntrack's last recorded event is at ${iso(span.b)}, ${ms(t - span.b)} ms before this connection: its recording had ended while the capture went on`);
+        if (t < span.a - CT_FLOW_SLACK_NS) return gap(`conntrack's first recorded event is at ${iso(span.a)}, ${ms(span.a - t)} ms after this connection: its recording had not begun`);
         const near = reader.db.prepare('SELECT ts_ns, type FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1')
           .get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; type: string } | undefined;
-        if (near) return `conntrack's nearest row for this client port (${near.type} at ${iso(near.ts_ns)}, ${ms(Math.abs(near.ts_ns - t))} ms ${near.ts_ns < t ? 'before' : 'after'}) belongs to another flow: none began within ${CT_FLOW_SLACK_NS / 1e6} ms of this connection's SYN`;
+        if (near) return { why: `conntrack's nearest row for this client port (${near.type} at ${iso(near.ts_ns)}, ${ms(Math.abs(near.ts_ns - t))} ms ${near.ts_ns < t ? 'before' : 'after'}) belongs to another flow: none began within ${CT_FLOW_SLACK_NS / 1e6} ms of this connection's SYN`, gap: false };
         return null;
       } catch { return null; }
     },

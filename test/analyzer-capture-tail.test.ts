@@ -19,7 +19,9 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { analyzeBundle, hasFailures } from '../analyzer/analyze.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
-import { FailureDetector } from '../analyzer/model/failures.js';
+import { FailureDetector, resolveFailure, type ResolveContext } from '../analyzer/model/failures.js';
+import { emptyFacts } from '../analyzer/model/facts.js';
+import { Identity } from '../analyzer/model/identity.js';
 import { TCP } from '../schemas/rows.js';
 import type { Analysis } from '../schemas/analysis.js';
 import type { Truth } from '../lab/truth.js';
@@ -115,5 +117,27 @@ describe('a SYN judged against its own interface\'s capture (the failure detecto
   it('its interface\'s capture ended sooner: a blind spot, however long the other interfaces went on', () => {
     expect(run(null)).toEqual({ kinds: [], blind: 1 });
     expect(run(1.5e9)).toEqual({ kinds: [], blind: 1 });
+  });
+});
+
+describe('a handshake given up on, in the seconds conntrack did not record', () => {
+  it('says conntrack had stopped, not that the SYN was never DNATed', () => {
+    const C = '192.168.77.2', S = '192.168.77.1';
+    const d = new FailureDetector();
+    d.packet(pkt(1e9, C, 5000, S, 30080, TCP.SYN, 0, 'eth0'));
+    d.packet(pkt(2e9, C, 5000, S, 30080, TCP.SYN, 0, 'eth0'));
+    d.packet(pkt(2e9 + 100e3, S, 30080, C, 5000, TCP.SYN | TCP.ACK, 0, 'eth0'));
+    d.packet(pkt(2e9 + 250e3, C, 5000, S, 30080, TCP.FIN | TCP.ACK, 0, 'eth0'));
+    d.sweep(5e9, true);
+    const [c] = d.candidates();
+    const ctx = (miss: { why: string; gap: boolean } | null): ResolveContext => ({
+      id: new Identity(), facts: emptyFacts(), seqs: new Map(), vips: new Set([`${S}:30080`]), conntrack: () => null, conntrackMiss: () => miss,
+    });
+    const gap = resolveFailure(c!, ctx({ why: 'conntrack\'s last recorded event is at X: its recording had ended while the capture went on', gap: true }));
+    expect(gap.backend.ip).toBeNull();
+    expect(gap.evidence).toContain('backend unknown: no packet after DNAT, and no conntrack entry of this connection: conntrack\'s last recorded event is at X: its recording had ended while the capture went on');
+    expect(gap.evidence.join('\n')).not.toMatch(/never DNATed/);
+    // conntrack recording, no flow of its first SYN: that SYN was never confirmed (dropped or rejected)
+    expect(resolveFailure(c!, ctx(null)).evidence.join('\n')).toMatch(/no backend: the SYN that failed was never DNATed where this node could see it/);
   });
 });

@@ -636,8 +636,11 @@ export interface ResolveContext {
    * client ip:port at least CT_FLOW_SLACK_NS after that one); before: only rows stamped up to that instant
    */
   conntrack: (client: string, cport: number, t: number, o?: { synAt?: number | null; before?: number }) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
-  /** why `conntrack` found no row for client:cport at t (its recording had ended, another flow's rows only, ...); null: no row at all */
-  conntrackMiss?: (client: string, cport: number, t: number) => string | null;
+  /**
+   * why `conntrack` found no row for client:cport at t; gap: conntrack recorded nothing then (no records, its
+   * recording had ended or not begun), else that client port's rows belong to another flow; null: no row at all
+   */
+  conntrackMiss?: (client: string, cport: number, t: number) => { why: string; gap: boolean } | null;
   /** the recording node (a merged bundle's reference node) */
   node?: string | null;
   /** every node whose bundle is in this one (merged: several) */
@@ -733,10 +736,11 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
   const hit = backend.ip ? id.podAt(backend.ip, c.ts) : null;
   if (hit) ev.push(`backend ${joinAddr(backend.ip, backend.port)} was held by pod ${podLabel(hit.pod)}${hit.pod.uid ? ` (uid ${hit.pod.uid})` : ''} at that instant (${hit.how})`);
   else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
-  else if (c.lateSyn != null && !ctRow) ev.push(`no backend: the SYN that failed was never DNATed where this node could see it (no conntrack entry for this client port before its retransmission at ${iso(c.lateSyn)})`);
   else {
     const miss = c.cport !== null && !ctRow ? ctx.conntrackMiss?.(c.client, c.cport, c.synTs ?? c.ts) ?? null : null;
-    ev.push(miss ? `backend unknown: no packet after DNAT, and no conntrack entry of this connection: ${miss}` : 'backend unknown: no packet after DNAT and no conntrack entry for this client port');
+    // a handshake given up on whose retransmission's flow conntrack holds: its first SYN was never confirmed
+    if (c.lateSyn != null && !ctRow && !miss?.gap) ev.push(`no backend: the SYN that failed was never DNATed where this node could see it (no conntrack entry for this client port before its retransmission at ${iso(c.lateSyn)})`);
+    else ev.push(miss ? `backend unknown: no packet after DNAT, and no conntrack entry of this connection: ${miss.why}` : 'backend unknown: no packet after DNAT and no conntrack entry for this client port');
   }
   const seq = hit ? ctx.seqs.get(hit.pod.key) ?? null : null;
   const routed = routedBy(c, ctx, service, backend, ctNode);
