@@ -448,8 +448,9 @@ export class FailureDetector {
     for (const c of this.pending) {
       if (c.synAck !== null || FailureDetector.pick(this.conns.get(c.slot), c.key) !== c) continue;
       const end = final || now - c.last > 60e9;
-      // how long its interface's capture is known to have run after the SYN
-      const seen = Math.min(now, this.capturedUntil(c.iface)) - c.syn;
+      // how long its interface's capture is known to have run after the SYN (a sweep at an instant past every
+      // frame fed: the caller knows the capture, every interface's, ran until then)
+      const seen = (now > this.lastTs ? now : Math.min(now, this.capturedUntil(c.iface))) - c.syn;
       if (seen > 3e9 || (end && seen > 1e9)) (due ??= []).push(c);
       else if (end) {
         this.drop(c);
