@@ -8,7 +8,7 @@ import { InputError } from '../schemas/errors.js';
 import { META_KEYS } from '../schemas/rows.js';
 import type { BundleReader } from './bundle-reader.js';
 import { emptyFacts, loadFacts, type Facts } from './model/facts.js';
-import { CT_FLOW_SLACK_NS, feedProbes, feedResets, FailureDetector, resolveFailure, scanPackets, unresolvedFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
+import { captureEnds, CT_FLOW_SLACK_NS, feedProbes, feedResets, FailureDetector, resolveFailure, scanPackets, unresolvedFailure, type ResolveContext, type ResolvedFailure } from './model/failures.js';
 import { buildIdentity, Identity } from './model/identity.js';
 import { programmingLatency } from './model/latency.js';
 import { podSequences, type PodSequence } from './model/pods.js';
@@ -16,7 +16,7 @@ import { recommend } from './model/recommend.js';
 import { loadWorkload, type Workload } from './model/workload.js';
 import { takeExcerpts } from './model/excerpts.js';
 import { describeDismissed, dismissedItems, screenFailures, type Dismissed } from './model/screen.js';
-import { clean, iso, sane, splitAddr } from './util.js';
+import { clean, iso, joinAddr, ms, sane, splitAddr } from './util.js';
 
 export interface AnalysisDetail {
   analysis: Analysis;
@@ -126,6 +126,7 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   // one detector, fed by separate stages: a source that cannot be read costs only its own candidates
   const det = new FailureDetector();
   stage('failure detection (probe requests)', warnings, undefined, () => feedProbes(det, reader), file);
+  stage('capture ends', warnings, undefined, () => det.setCaptureEnds(captureEnds(reader)), file);
   stage('failure detection (packets)', warnings, undefined, () => scanPackets(det, reader), file);
   stage('failure detection (syn timeouts)', warnings, undefined, () => det.sweep(det.lastTs, true), file);
   stage('failure detection (kernel resets)', warnings, undefined, () => feedResets(det, facts, id), file);
@@ -135,6 +136,13 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   for (const r of facts.rules) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
   for (const r of facts.noEp) if (r.vip) { vips.add(r.vip); const a = splitAddr(r.vip); if (a) vips.add(a.ip); }
   for (const c of candidates) if (c.probe) { const a = splitAddr(c.probe.remote); if (a) { vips.add(a.ip); vips.add(`${a.ip}:${a.port}`); } }
+  // a node's own address on a NodePort path port is the service the client connected to, not a backend (a rollout
+  // that never lost its endpoints has no no-endpoint rule naming it)
+  const nodeAddrs = nodeAddrsOf(reader, id);
+  for (const r of facts.pathRules ?? []) {
+    const np = r.path === 'node-port' ? /^\*:(\d+)$/.exec(r.addr) : null;
+    if (np) for (const a of nodeAddrs.keys()) vips.add(joinAddr(a, Number(np[1])));
+  }
   const ctStmt = reader.has('conntrack') ? stage('conntrack', warnings, null, () => reader.db.prepare(
     // a DNATed row first (merged bundles hold the DNATing node's row and the receiving node's one)
     'SELECT ts_ns, orig_dst, orig_dport, reply_src, reply_sport, state, raw FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY (reply_src IS orig_dst), abs(ts_ns - ?) LIMIT 1'), file) : null;
@@ -143,9 +151,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   // new SYN, names the older flow's backend)
   const ctNewStmt = ctStmt && reader.db.prepare("SELECT 1 FROM conntrack WHERE type = 'NEW' LIMIT 1").get() !== undefined
     ? reader.db.prepare("SELECT ts_ns FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND type = 'NEW' AND ts_ns >= ? ORDER BY ts_ns LIMIT 1") : null;
+  let ctSpan: { a: number | null; b: number | null } | undefined;
   const mergedNodes = (() => { const v = reader.metaJson<unknown>('nodes'); return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []; })();
   const ctx: ResolveContext = {
-    id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [], nodeAddrs: nodeAddrsOf(reader, id),
+    id, facts, seqs: seqByKey, vips, node, nodes: mergedNodes.length ? mergedNodes : node ? [node] : [], nodeAddrs,
     conntrack: (client, cport, t, o) => {
       if (!ctStmt) return null;
       try {
@@ -170,6 +179,20 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
         return { ...r, ts: r.ts_ns, node: m ? m[1]! : null };
       } catch { return null; }
     },
+    conntrackMiss: (client, cport, t) => {
+      const gap = (why: string) => ({ why, gap: true });
+      if (!ctStmt) return gap(reader.has('conntrack') ? 'the conntrack records could not be read' : 'the bundle holds no conntrack records');
+      try {
+        const span = (ctSpan ??= reader.db.prepare('SELECT (SELECT min(ts_ns) FROM conntrack) AS a, (SELECT max(ts_ns) FROM conntrack) AS b').get() as { a: number | null; b: number | null });
+        if (span.a === null || span.b === null) return gap('conntrack recorded no event');
+        if (t > span.b + CT_FLOW_SLACK_NS) return gap(`conntrack's last recorded event is at ${iso(span.b)}, ${ms(t - span.b)} ms before this connection: its recording had ended while the capture went on`);
+        if (t < span.a - CT_FLOW_SLACK_NS) return gap(`conntrack's first recorded event is at ${iso(span.a)}, ${ms(span.a - t)} ms after this connection: its recording had not begun`);
+        const near = reader.db.prepare('SELECT ts_ns, type FROM conntrack WHERE orig_src = ? AND orig_sport = ? AND ts_ns BETWEEN ? AND ? ORDER BY abs(ts_ns - ?) LIMIT 1')
+          .get(client, cport, t - 30e9, t + 30e9, t) as { ts_ns: number; type: string } | undefined;
+        if (near) return { why: `conntrack's nearest row for this client port (${near.type} at ${iso(near.ts_ns)}, ${ms(Math.abs(near.ts_ns - t))} ms ${near.ts_ns < t ? 'before' : 'after'}) belongs to another flow: none began within ${CT_FLOW_SLACK_NS / 1e6} ms of this connection's SYN`, gap: false };
+        return null;
+      } catch { return null; }
+    },
   };
   let unresolved = 0;
   let firstError = '';
@@ -190,6 +213,10 @@ function analyzeInner(reader: BundleReader): AnalysisDetail {
   if (det.resetsOutsideTenure.length) {
     warnings.push(`${det.resetsOutsideTenure.length} kernel reset(s) from a pod IP outside every pod's observed tenure not attributed to a pod, not failures`);
     for (const x of det.resetsOutsideTenure) ignored.push({ group: 'outside-tenure', why: x });
+  }
+  if (det.afterCapture.length) {
+    warnings.push(`${det.afterCapture.length} SYN(s) unanswered when their own interface's capture ended, less than 1 s after them, not judged (blind spot)`);
+    for (const x of det.afterCapture) ignored.push({ group: 'after-capture', why: x });
   }
   if (det.beforeCapture.length) {
     warnings.push(`${det.beforeCapture.length} ICMP error(s) about connections whose SYN may predate the capture not judged (blind spot)`);

@@ -144,7 +144,7 @@ export interface Analysis {
   /** extension: what the bundle lacks, degrading the analysis; one line per kind of screened-out signal */
   warnings?: string[];
   /** extension: each signal screened out as not a failure of the rollout (health checks, reset artifacts), and why */
-  ignored?: Array<{ group: 'health-check' | 'reset-artifact' | 'outside-tenure' | 'before-capture' | string; why: string }>;
+  ignored?: Array<{ group: 'health-check' | 'reset-artifact' | 'outside-tenure' | 'before-capture' | 'after-capture' | string; why: string }>;
   /**
    * extension: excerpts of the bundle's timeline the reports show, taken at analysis time so rendering
    * does no I/O: the merged timeline ±1 s around failures, and per pod the probe results and RSTs

@@ -4,9 +4,9 @@
  * --patch`), record again: the analysis exits 0. Timing-sensitive (two lab runs per scenario): run alone.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { labSession, newPrefix } from '../lab/cli.js';
@@ -21,8 +21,28 @@ function analyze(file: string): { code: number | null; a: Analysis } {
   return { code: r.status, a: JSON.parse(r.stdout) as Analysis };
 }
 
+/** A failed expectation about a recording's analysis keeps the evidence (the bundles, their lab truths and analyses, the patch):
+ *  `dir` is deleted after the run, so the failure message names where the copy is (E2E_KEEP_DIR, else /tmp). */
+function keepOnFailure(scenario: string, files: string[], check: () => void): void {
+  try { check(); } catch (e) {
+    const kept = join(process.env.E2E_KEEP_DIR ?? join(tmpdir(), 'e2e-fix-loop-kept'), `${scenario}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+    mkdirSync(kept, { recursive: true });
+    for (const f of files) {
+      try { copyFileSync(f, join(kept, basename(f))); } catch { /* not written yet */ }
+      if (!f.endsWith('.rtb')) continue;
+      try { copyFileSync(`${f}.truth.json`, join(kept, `${basename(f)}.truth.json`)); } catch { /* no truth */ }
+      for (const format of ['text', 'json']) {
+        const r = spawnSync(process.execPath, [join(ROOT, 'bin/rolltrace.mjs'), 'analyze', f, '--format', format], { encoding: 'utf8', timeout: 120_000 });
+        writeFileSync(join(kept, `${basename(f)}.analysis.${format === 'text' ? 'txt' : 'json'}`), r.stdout + r.stderr);
+      }
+    }
+    (e as Error).message = `${(e as Error).message}\n(evidence kept in ${kept})`;
+    throw e;
+  }
+}
+
 async function record(scenario: string, out: string, patch?: string): Promise<void> {
-  const { code } = await labSession({ scenario, out, mode: 'run', prefix: newPrefix(), onLine: () => undefined, ...(patch ? { patch } : {}) });
+  const { code } = await labSession({ scenario, out, truth: `${out}.truth.json`, mode: 'run', prefix: newPrefix(), onLine: () => undefined, ...(patch ? { patch } : {}) });
   expect(code, `lab run ${scenario}${patch ? ' --patch' : ''}`).toBe(0);
 }
 
@@ -32,19 +52,25 @@ describe.each(['race', 'local-blackhole', 'not-ready'])('%s: applying the printe
   it('fails first, then the patched Deployment rolls without a failure', async () => {
     const before = join(dir, `${scenario}.rtb`);
     await record(scenario, before);
-    const first = analyze(before);
-    expect(first.code).toBe(1);
-    const r = first.a.recommendation;
-    expect(r.patch).toBeTruthy();
-    expect(r.kubectl).toBe(`kubectl patch deployment web -n default --type strategic -p '${JSON.stringify(r.patch)}'`);
-    expect(r.verify?.[1]).toBe(`rolltrace analyze ${scenario}-fixed.rtb`);
     const patchFile = join(dir, `${scenario}.patch.json`);
-    writeFileSync(patchFile, JSON.stringify(r.patch));
     const after = join(dir, `${scenario}-fixed.rtb`);
+    let first!: ReturnType<typeof analyze>;
+    keepOnFailure(scenario, [before], () => {
+      first = analyze(before);
+      const r = first.a.recommendation;
+      expect(first.code).toBe(1);
+      expect(r.patch).toBeTruthy();
+      expect(r.kubectl).toBe(`kubectl patch deployment web -n default --type strategic -p '${JSON.stringify(r.patch)}'`);
+      expect(r.verify?.[1]).toBe(`rolltrace analyze ${scenario}-fixed.rtb`);
+    });
+    const r = first.a.recommendation;
+    writeFileSync(patchFile, JSON.stringify(r.patch));
     await record(scenario, after, patchFile);
-    const second = analyze(after);
-    expect(second.a.recommendation.current?.preStop).toBe(`sleep ${r.preStopSeconds}s`);
-    expect(second.a.failures.map((f) => `${f.cause} ${f.client} -> ${f.backend.pod}`)).toEqual([]);
-    expect(second.code).toBe(0);
+    keepOnFailure(scenario, [before, patchFile, after], () => {
+      const second = analyze(after);
+      expect(second.a.recommendation.current?.preStop).toBe(`sleep ${r.preStopSeconds}s`);
+      expect(second.a.failures.map((f) => `${f.cause} ${f.client} -> ${f.backend.pod ?? f.backend.ip}`)).toEqual([]);
+      expect(second.code).toBe(0);
+    });
   }, 240_000);
 });

@@ -116,6 +116,12 @@ export class FailureDetector {
   /** each interface's first captured frame: the capture's start as this bundle shows it */
   private firstOnIface = new Map<string, number>();
   private lastIface: string | null | undefined = undefined;
+  /** each interface's last frame fed so far (that of lastIface: lastOnRun), and its capture's end when known up front */
+  private lastOnIface = new Map<string, number>();
+  private lastOnRun = 0;
+  private captureEnd = new Map<string, number>();
+  /** SYNs still unanswered when their own interface's capture ended, although others' went on: not judged (blind spot) */
+  readonly afterCapture: string[] = [];
   /**
    * Source NAT seen by conntrack: the post-NAT tuple on the wire (client side as rewritten, e.g. the node's
    * bridge address after kube-proxy's masquerade of off-cluster sources) -> the original client. On a real
@@ -209,14 +215,33 @@ export class FailureDetector {
     this.icmpError(ts, p);
   }
 
-  /** What every packet does first: the latest instant, each interface's first frame, the periodic sweep. */
+  /** What every packet does first: the latest instant, each interface's first and last frame, the periodic sweep. */
   private tick(ts: number, iface: string | null): void {
     if (ts > this.lastTs) this.lastTs = ts;
     if (iface !== this.lastIface) {
+      if (this.lastIface !== undefined) this.lastOnIface.set(this.lastIface ?? '', this.lastOnRun);
       this.lastIface = iface;
       if (!this.firstOnIface.has(iface ?? '')) this.firstOnIface.set(iface ?? '', ts);
     }
+    this.lastOnRun = ts;
     if (ts - this.lastSweep > 1e9) this.sweep(ts, false);
+  }
+
+  /**
+   * Each interface's capture end (iface, or '' for none -> its last captured frame), known before the packet
+   * pass: a chunked bundle's chunks hold every frame, its index only some (see captureEnds()).
+   */
+  setCaptureEnds(ends: Map<string, number>): void {
+    for (const [k, v] of ends) if (Number.isFinite(v)) this.captureEnd.set(k, v);
+  }
+
+  /** The last instant the capture of `iface` is known to have run: its last frame fed so far, or its known end. */
+  private capturedUntil(iface: string | null): number {
+    const k = iface ?? '';
+    let t = this.lastOnIface.get(k) ?? -Infinity;
+    if (this.lastIface !== undefined && (this.lastIface ?? '') === k && this.lastOnRun > t) t = this.lastOnRun;
+    const e = this.captureEnd.get(k);
+    return e !== undefined && e > t ? e : t;
   }
 
   /**
@@ -440,6 +465,10 @@ export class FailureDetector {
   /**
    * SYNs unanswered for 3 s are timeouts (in the order of their keys in the table); connections idle for
    * 60 s are forgotten (bounded memory: see live()); the final sweep forgets every connection.
+   * Unanswered means for as long as the SYN's own interface was captured: each interface has its own capture
+   * (tcpdump), and one that stopped first (a stop that lost its last frames) cannot show an answer that came
+   * after its end, however long the others went on; the final sweep judges at 1 s, and a SYN whose interface's
+   * capture ended sooner than that after it is a blind spot (afterCapture), not a failure.
    */
   sweep(now: number, final: boolean): void {
     this.lastSweep = now;
@@ -450,9 +479,15 @@ export class FailureDetector {
       // (a connection at rest has its handshake done: never one of these)
       const e = c.synAck === null ? this.conns.get(c.slot) : undefined;
       if (e === undefined || typeof e === 'number' || FailureDetector.pick(e, c.key) !== c) continue;
-      if (now - c.syn > 3e9 || (final && now - c.syn > 1e9)) (due ??= []).push(c);
-      else if (now - c.last > 60e9 || final) this.drop(c);
-      else still.push(c);
+      const end = final || now - c.last > 60e9;
+      // how long its interface's capture is known to have run after the SYN (a sweep at an instant past every
+      // frame fed: the caller knows the capture, every interface's, ran until then)
+      const seen = (now > this.lastTs ? now : Math.min(now, this.capturedUntil(c.iface))) - c.syn;
+      if (seen > 3e9 || (end && seen > 1e9)) (due ??= []).push(c);
+      else if (end) {
+        this.drop(c);
+        if (now - c.syn > 1e9) this.afterCapture.push(`SYN ${joinAddr(c.client, c.cport)} -> ${joinAddr(c.server, c.sport)} at ${iso(c.syn)}${c.iface ? ` on ${c.iface}` : ''}: no answer captured, but the capture of ${c.iface ?? 'its interface'} ended ${ms(Math.max(0, seen))} ms after it (its last frame ${iso(c.syn + Math.max(0, seen))}) while the capture went on to ${iso(now)}: an answer after that end cannot be told from none`);
+      } else still.push(c);
     }
     this.pending = still;
     if (due) {
@@ -570,6 +605,17 @@ function icmpName(proto: string, type: number, code: number): string {
   return names[code] ?? `unreachable code ${code}`;
 }
 
+/** Each interface's capture end in a chunked bundle (its chunks' last frame), for FailureDetector.setCaptureEnds. */
+export function captureEnds(reader: BundleReader): Map<string, number> {
+  const m = new Map<string, number>();
+  if (!reader.hasChunks()) return m;
+  for (const r of reader.db.prepare('SELECT iface, max(last_ts_ns) AS t FROM packet_chunks GROUP BY iface').all() as Array<{ iface: string | null; t: number | null }>) {
+    const t = sane(r.t);
+    if (t !== null) m.set(r.iface ?? '', t);
+  }
+  return m;
+}
+
 /** Failed probe requests as candidates. */
 export function feedProbes(d: FailureDetector, reader: BundleReader): void {
   for (const r of reader.probeRequests()) d.probe(r);
@@ -668,6 +714,7 @@ export function feedResets(d: FailureDetector, facts: Facts, id: Identity): void
 export function detectFailures(reader: BundleReader, facts: Facts, id: Identity): FailureDetector {
   const d = new FailureDetector();
   feedProbes(d, reader);
+  d.setCaptureEnds(captureEnds(reader));
   scanPackets(d, reader);
   d.sweep(d.lastTs, true);
   feedResets(d, facts, id);
@@ -707,6 +754,11 @@ export interface ResolveContext {
    * client ip:port at least CT_FLOW_SLACK_NS after that one); before: only rows stamped up to that instant
    */
   conntrack: (client: string, cport: number, t: number, o?: { synAt?: number | null; before?: number }) => { orig_dst: string | null; orig_dport: number | null; reply_src: string | null; reply_sport: number | null; ts: number; state: string | null; node?: string | null } | null;
+  /**
+   * why `conntrack` found no row for client:cport at t; gap: conntrack recorded nothing then (no records, its
+   * recording had ended or not begun), else that client port's rows belong to another flow; null: no row at all
+   */
+  conntrackMiss?: (client: string, cport: number, t: number) => { why: string; gap: boolean } | null;
   /** the recording node (a merged bundle's reference node) */
   node?: string | null;
   /** every node whose bundle is in this one (merged: several) */
@@ -802,8 +854,12 @@ export function resolveFailure(c: Candidate, ctx: ResolveContext): ResolvedFailu
   const hit = backend.ip ? id.podAt(backend.ip, c.ts) : null;
   if (hit) ev.push(`backend ${joinAddr(backend.ip, backend.port)} was held by pod ${podLabel(hit.pod)}${hit.pod.uid ? ` (uid ${hit.pod.uid})` : ''} at that instant (${hit.how})`);
   else if (backend.ip) ev.push(`no pod is known to have held ${backend.ip} at that instant`);
-  else if (c.lateSyn != null && !ctRow) ev.push(`no backend: the SYN that failed was never DNATed where this node could see it (no conntrack entry for this client port before its retransmission at ${iso(c.lateSyn)})`);
-  else ev.push('backend unknown: no packet after DNAT and no conntrack entry for this client port');
+  else {
+    const miss = c.cport !== null && !ctRow ? ctx.conntrackMiss?.(c.client, c.cport, c.synTs ?? c.ts) ?? null : null;
+    // a handshake given up on whose retransmission's flow conntrack holds: its first SYN was never confirmed
+    if (c.lateSyn != null && !ctRow && !miss?.gap) ev.push(`no backend: the SYN that failed was never DNATed where this node could see it (no conntrack entry for this client port before its retransmission at ${iso(c.lateSyn)})`);
+    else ev.push(miss ? `backend unknown: no packet after DNAT, and no conntrack entry of this connection: ${miss.why}` : 'backend unknown: no packet after DNAT and no conntrack entry for this client port');
+  }
   const seq = hit ? ctx.seqs.get(hit.pod.key) ?? null : null;
   const routed = routedBy(c, ctx, service, backend, ctNode);
   if (routed.why) ev.push(routed.why);
