@@ -311,7 +311,7 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
   stopping = true;
   status.stop();
   process.stderr.write(`rolltrace: stopping (${stopReason})\n`);
-  await Promise.race([forcedP, Promise.all([...running].reverse().map(async (r) => {
+  const stopOne = async (r: (typeof running)[number]): Promise<void> => {
     try {
       await withTimeout(r.source.stop(), 15000, 'stop');
     } catch (e) {
@@ -328,7 +328,15 @@ export async function runRecord(raw: Record<string, unknown>, hooks: RecordHooks
     const dropped = Math.max(cur?.dropped ?? 0, st.dropped);
     if (!r.failed) w.setSource(r.plan.name, { status: cur?.status === 'running' ? 'ok' : cur?.status ?? 'ok', dropped });
     else w.setSource(r.plan.name, { status: 'failed', dropped });
-  }))]);
+  };
+  // in three steps: what makes traffic (the probe, the rollout control), so that its last request is
+  // captured; then the packet capture, which goes on capturing while it drains (up to 3 s, until tcpdump's
+  // counters show every frame it received written); then the observers, which record meanwhile, so that
+  // conntrack, rules and events cover the capture's last seconds too, rather than ending up to 3 s before it
+  const step = (r: (typeof running)[number]) => (['probe', 'rollout'].includes(r.plan.name) ? 0 : r.plan.name === 'packets' ? 1 : 2);
+  await Promise.race([forcedP, (async () => {
+    for (const k of [0, 1, 2]) await Promise.all([...running].reverse().filter((r) => step(r) === k).map(stopOne));
+  })()]);
   if (forced) {
     detach();
     return 130;
