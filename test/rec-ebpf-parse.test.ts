@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { EbpfParser, decodeSockaddr, unescapeHex } from '../recorder/sources/ebpf/parse.js';
 import { parseTracepointFormat } from '../recorder/sources/ebpf/format.js';
 import { buildProgram } from '../recorder/sources/ebpf/program.js';
-import { measureMonotonicToRealtime } from '../recorder/sources/ebpf/clock.js';
+import { measureMonotonicToRealtime, OffsetWatch, type ClockOffset } from '../recorder/sources/ebpf/clock.js';
 import { PodCgroupIndex } from '../recorder/sources/ebpf/index.js';
 
 const F = (p: string) => readFileSync(new URL(`../fixtures/bpftrace/${p}`, import.meta.url), 'utf8');
@@ -151,6 +151,38 @@ describe('parser on real bpftrace 0.17 output', () => {
     expect(o.uncertaintyNs).toBeGreaterThan(0);
     // the tightest of 5 samples is a pair of adjacent clock reads: far below a millisecond unless the measurement is broken
     expect(o.uncertaintyNs).toBeLessThan(5e6);
+  });
+
+  it('a step of the realtime clock while recording is followed; a late coarse read is not a step', () => {
+    // the true offset, and what a coarse read sees (up to 1 ms under it, more when the read is delayed)
+    let truth = 5_000_000_000, lag = 300_000;
+    /** measurements to come that a loaded node spoils (ns under the offset), then exact ones */
+    const spoiled: number[] = [];
+    const measure = (): ClockOffset => ({ offsetNs: truth - 2000 - (spoiled.shift() ?? 0), uncertaintyNs: 3000, samples: 20 });
+    const seen: number[] = [];
+    let measured = 0;
+    const w = new OffsetWatch(measure(), (next, delta) => seen.push(delta, next.offsetNs), () => { measured++; return measure(); }, () => truth - lag);
+    expect(w.check()).toBe(false);
+    expect(measured).toBe(0);
+    // NTP or a guest agent sets the clock 7.5 ms ahead: followed, with the precise offset
+    truth += 7_500_000;
+    expect(w.check()).toBe(true);
+    expect(seen).toEqual([7_500_000, truth - 2000]);
+    expect(w.check()).toBe(false);
+    expect(measured).toBe(2);
+    // a coarse read delayed 4 ms (a loaded node) looks like a step back: the precise measurement says no
+    lag = 4_300_000;
+    expect(w.check()).toBe(false);
+    expect(measured).toBe(3);
+    // and a precise measurement spoiled by 3 ms as well: the second one does not confirm it
+    spoiled.push(3_000_000);
+    expect(w.check()).toBe(false);
+    expect(measured).toBe(5);
+    expect(seen).toHaveLength(2);
+    // a real step back of 20 ms
+    lag = 300_000; truth -= 20_000_000;
+    expect(w.check()).toBe(true);
+    expect(seen.slice(2)).toEqual([-20_000_000, truth - 2000]);
   });
 });
 

@@ -14,7 +14,7 @@ import { parseCgroupLine } from '../../procfs/parse.js';
 import { cgroupOf } from '../../procfs/index.js';
 import { spawnTied } from '../../tied-spawn.js';
 import { Btf, kernelOffsets, type KernelOffsets } from './btf.js';
-import { measureMonotonicToRealtime } from './clock.js';
+import { measureMonotonicToRealtime, OffsetWatch } from './clock.js';
 import { parseTracepointFormat, type TpFormat } from './format.js';
 import { EbpfParser } from './parse.js';
 import { buildProgram, type Program } from './program.js';
@@ -193,6 +193,9 @@ export function create(_opts: RecordOptions): Source {
   let offset = { offsetNs: 0, uncertaintyNs: 0, samples: 0 };
   let podCgroups = new PodCgroupIndex();
   const bin = bpftraceBin();
+  /** steps of the realtime clock followed while recording (see OffsetWatch) */
+  let watch: OffsetWatch | null = null;
+  const steps: number[] = [];
 
   /** a preflight that fails after bpftrace was launched: it goes, and start() (if ever called) launches anew */
   const abandon = () => {
@@ -304,9 +307,17 @@ export function create(_opts: RecordOptions): Source {
       clearTimeout(slow);
       const beginReal = p.beginNs! + offset.offsetNs;
       ctx.log(`ebpf: BEGIN probe cross-check: converted BEGIN is ${((Date.now() * 1e6 - beginReal) / 1e6).toFixed(1)} ms before now`);
+      watch = new OffsetWatch(offset, (next, delta) => {
+        offset = next;
+        p.setOffset(next.offsetNs);
+        steps.push(delta);
+        ctx.log(`ebpf: the realtime clock stepped ${delta > 0 ? '+' : ''}${(delta / 1e6).toFixed(3)} ms against the monotonic one (bpftrace's): kernel events from now on converted with the new offset ${next.offsetNs} ns`);
+      });
+      watch.start();
     },
     async stop(): Promise<void> {
       stopping = true;
+      watch?.stop();
       const r = run;
       if (!r) return;
       r.release();
@@ -320,6 +331,8 @@ export function create(_opts: RecordOptions): Source {
       }
       rmSync(r.dir, { recursive: true, force: true });
     },
-    stats(): SourceStats { return { events, dropped: parser?.malformed ?? 0 }; },
+    stats(): SourceStats {
+      return { events, dropped: parser?.malformed ?? 0, ...(steps.length ? { extra: `realtime clock stepped ${steps.length} time(s) while recording (${steps.map((d) => `${d > 0 ? '+' : ''}${(d / 1e6).toFixed(1)} ms`).join(', ')}), followed` } : {}) };
+    },
   };
 }

@@ -48,6 +48,8 @@ export class EbpfParser {
   private o: EbpfParserOptions;
 
   constructor(o: EbpfParserOptions) { this.o = o; }
+  /** the monotonic -> realtime offset for the lines from now on (the realtime clock stepped) */
+  setOffset(ns: number): void { this.o = { ...this.o, offsetNs: ns }; }
 
   private ts(nsecs: string): number { return Number(nsecs) + this.o.offsetNs; }
   /**
