@@ -14,7 +14,7 @@ import { cli } from './helpers/cli.js';
 import { writeSynthPcap } from './helpers/synth-pcap.js';
 import { BundleReader } from '../analyzer/bundle-reader.js';
 import { FailureDetector, scanPackets } from '../analyzer/model/failures.js';
-import { readPassRows, type PassRows } from '../analyzer/model/packet-pages.js';
+import { PassRowsCollector, readPassRows, type PassRows } from '../analyzer/model/packet-pages.js';
 import { BundleWriter } from '../recorder/bundle-writer.js';
 import { PcapStreamCutter } from '../schemas/decode/chunks.js';
 import { readFileSync } from 'node:fs';
@@ -148,6 +148,22 @@ describe('the packet pass from the pages', () => {
     const got = (r.pages as { candidates: { client: string; cport: number | null; kinds: Set<string> }[] }).candidates;
     // its SYN-ACK 1 ns before its RST (the same double): reset after the handshake, not refused
     expect(got.filter((c) => c.client === '10.9.0.1' && c.cport === 40000).map((c) => [...c.kinds])).toEqual([['rst-before-response']]);
+  });
+
+  it('keeps at most maxRows rows: past that the pass reads SQL a row at a time (memory bounded by the capture)', async () => {
+    const reader = await BundleReader.open(bundle);
+    try {
+      const all = readPassRows(reader.db, reader.openedPath)!;
+      expect(all.n).toBeGreaterThan(1000);
+      expect(readPassRows(reader.db, reader.openedPath, all.n)!.n).toBe(all.n);
+      expect(readPassRows(reader.db, reader.openedPath, all.n - 1)).toBeNull();
+    } finally { reader.close(); }
+    const c = new PassRowsCollector(2);
+    const row = { ts_ns: 1e18, iface: 'eth0', src: '10.0.0.1', dst: '10.0.0.2', proto: 'tcp', sport: 1, dport: 2, tcp_flags: 2, payload_len: 0 };
+    c.add(1, row); c.add(2, row);
+    expect(new PassRowsCollector(2).done()?.n).toBe(0);
+    c.add(3, row);
+    expect(c.done()).toBeNull();
   });
 
   it('leaves to SQL a bundle whose rows spill onto overflow pages, a TEMP index, a log with frames, a damaged page', async () => {

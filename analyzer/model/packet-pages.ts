@@ -90,7 +90,7 @@ function eligible(db: DB, path: string): { root: number; roles: Uint8Array } | n
 }
 
 /** The pass's rows from the file's pages, or null when this bundle's must be read in SQL. */
-export function readPassRows(db: DB, path: string): PassRows | null {
+export function readPassRows(db: DB, path: string, maxRows = MAX_PASS_ROWS): PassRows | null {
   const el = eligible(db, path);
   if (!el) return null;
   let fd: number;
@@ -104,7 +104,7 @@ export function readPassRows(db: DB, path: string): PassRows | null {
     if (pageSize < 512 || (pageSize & (pageSize - 1)) !== 0 || head.readUInt32BE(56) !== 1) return null;
     const usable = pageSize - head[20]!;
     const counter = head.readUInt32BE(24), size = fstatSync(fd).size;
-    const rows = new Reader(fd, pageSize, usable, el.roles, size).read(el.root);
+    const rows = new Reader(fd, pageSize, usable, el.roles, size, maxRows).read(el.root);
     // a writer between the two reads of the header: read it in SQL
     const again = Buffer.alloc(100);
     readSync(fd, again, 0, 100, 0);
@@ -140,10 +140,19 @@ function passOrder(r: PassRows): Uint32Array | null {
 
 const SERIAL_LEN = new Uint8Array([0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0]);
 
+/**
+ * The most rows kept for the pass (~45 bytes each: ~22 MB): a bundle with more is read in SQL, a row at a
+ * time, so that the analysis' memory does not grow with the capture (a bundle of every frame as a row, from
+ * before schema 3, or an index of tens of millions of frames).
+ */
+export const MAX_PASS_ROWS = 500_000;
+
 /** PassRows being filled, one row at a time, a block after another (nothing copied, no garbage as it grows) */
 class RowStore {
   readonly rows: PassRows = { n: 0, order: null, blocks: [], strings: [] };
   private b: RowBlock | null = null;
+  constructor(readonly max = MAX_PASS_ROWS) {}
+  get full(): boolean { return this.rows.n >= this.max; }
 
   add(rowid: number, tsHi: number, tsLo: number, kind: number, iface: number, src: number, dst: number, sport: number, dport: number, flags: number, plen: number): void {
     const r = this.rows;
@@ -169,11 +178,14 @@ class RowStore {
  * read by id, as from the pages.
  */
 export class PassRowsCollector {
-  private store = new RowStore();
+  private store: RowStore;
+  constructor(private readonly maxRows = MAX_PASS_ROWS) { this.store = new RowStore(maxRows); }
   private strIndex = new Map<string, number>();
   private bad = false;
 
   add(id: number, r: { ts_ns: number; iface: string | null; src: string | null; dst: string | null; proto: string | null; sport: number | null; dport: number | null; tcp_flags: number | null; payload_len: number | null }): void {
+    if (this.bad) return;
+    if (this.store.full) { this.bad = true; this.store = new RowStore(this.maxRows); return; }
     const ts = Math.round(r.ts_ns);
     if (!Number.isFinite(ts) || Math.abs(ts) >= 2 ** 63) this.bad = true;
     let kind: number = r.proto === 'tcp' ? RowKind.Tcp : r.proto === 'icmp' || r.proto === 'icmp6' ? RowKind.ById : RowKind.Skip;
@@ -209,8 +221,8 @@ export class PassRowsCollector {
 }
 
 class Reader {
-  private store = new RowStore();
-  private rows = this.store.rows;
+  private store: RowStore;
+  private rows: PassRows;
   private strIndex = new Map<number, number>();
   private pages: Buffer[] = [];
   /** the last column the pass reads: the record's header is read up to it */
@@ -218,7 +230,9 @@ class Reader {
   /** the depth of the leaves, once the first is found */
   private leafDepth = -1;
 
-  constructor(private fd: number, private pageSize: number, private usable: number, private roles: Uint8Array, private fileSize: number) {
+  constructor(private fd: number, private pageSize: number, private usable: number, private roles: Uint8Array, private fileSize: number, maxRows = MAX_PASS_ROWS) {
+    this.store = new RowStore(maxRows);
+    this.rows = this.store.rows;
     this.lastRole = roles.reduce((m, r, i) => (r !== 0 ? i : m), 0);
   }
 
@@ -342,6 +356,7 @@ class Reader {
     if (!tsSet) throw new GiveUp();
     if (proto === 2) kind = RowKind.ById;
     else if (proto !== 1) kind = RowKind.Skip;
+    if (this.store.full) throw new GiveUp();
     this.store.add(rowid, tsHi, tsLo, kind, iface, src, dst, sport, dport, flags, plen);
   }
 
