@@ -114,9 +114,10 @@ export function readPassRows(db: DB, path: string, maxRows = MAX_PASS_ROWS): Pas
     }
     rows.order = passOrder(rows);
     return rows;
-  } catch (e) {
-    if (e instanceof GiveUp || e instanceof RangeError) return null;
-    throw e;
+  } catch {
+    // whatever stops this reader (a page it does not know, a read error, a bug of its own) costs only its
+    // speed: the pass reads the same rows in SQL, which reports real damage as the bundle's
+    return null;
   } finally {
     closeSync(fd);
   }
@@ -146,6 +147,17 @@ const SERIAL_LEN = new Uint8Array([0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0]);
  * before schema 3, or an index of tens of millions of frames).
  */
 export const MAX_PASS_ROWS = 500_000;
+
+/** a value the collected row cannot hold as SQL would hand it over */
+const ODD = -3;
+/** an int32 column value: NULL_I32 for NULL, ODD beyond int32 or not an integer (and -3 itself, read by id all the same) */
+function int32(v: number | null): number {
+  if (v === null) return NULL_I32;
+  return Number.isInteger(v) && v > NULL_I32 && v <= 2147483647 ? v : ODD;
+}
+
+/** x, or `none` for ODD (the row is read by id: what it holds there is not used) */
+const or = (x: number, none: number): number => (x === ODD ? none : x);
 
 /** PassRows being filled, one row at a time, a block after another (nothing copied, no garbage as it grows) */
 class RowStore {
@@ -188,27 +200,26 @@ export class PassRowsCollector {
     if (this.store.full) { this.bad = true; this.store = new RowStore(this.maxRows); return; }
     const ts = Math.round(r.ts_ns);
     if (!Number.isFinite(ts) || Math.abs(ts) >= 2 ** 63) this.bad = true;
-    let kind: number = r.proto === 'tcp' ? RowKind.Tcp : r.proto === 'icmp' || r.proto === 'icmp6' ? RowKind.ById : RowKind.Skip;
-    const str = (v: string | null): number => {
-      if (v === null) return -1;
-      let i = this.strIndex.get(v);
-      if (i === undefined) {
-        if (!/^[\x01-\x7f]*$/.test(v)) { kind = kind === RowKind.Tcp ? RowKind.ById : kind; return -1; }
-        i = this.store.rows.strings.length;
-        this.store.rows.strings.push(v);
-        this.strIndex.set(v, i);
-      }
-      return i;
-    };
-    const int = (v: number | null): number => {
-      if (v === null) return NULL_I32;
-      if (!Number.isInteger(v) || v <= NULL_I32 || v > 2147483647) { if (kind === RowKind.Tcp) kind = RowKind.ById; return NULL_I32; }
-      return v;
-    };
-    const a = str(r.iface), b = str(r.src), c = str(r.dst);
-    const sp = int(r.sport), dp = int(r.dport), fl = int(r.tcp_flags), pl = int(r.payload_len);
+    // per row, no closure: ODD marks a value the pass must read in SQL (a TCP row is then read by id)
+    const a = this.str(r.iface), b = this.str(r.src), c = this.str(r.dst);
+    const sp = int32(r.sport), dp = int32(r.dport), fl = int32(r.tcp_flags), pl = int32(r.payload_len);
+    const odd = a === ODD || b === ODD || c === ODD || sp === ODD || dp === ODD || fl === ODD || pl === ODD;
+    const kind = r.proto === 'tcp' ? (odd ? RowKind.ById : RowKind.Tcp) : r.proto === 'icmp' || r.proto === 'icmp6' ? RowKind.ById : RowKind.Skip;
     const hi = Math.floor(ts / 4294967296);
-    this.store.add(id, hi, ts - hi * 4294967296, kind, a, b, c, sp, dp, fl, pl);
+    this.store.add(id, hi, ts - hi * 4294967296, kind, or(a, -1), or(b, -1), or(c, -1), or(sp, NULL_I32), or(dp, NULL_I32), or(fl, NULL_I32), or(pl, NULL_I32));
+  }
+
+  /** an interned ASCII string, -1 for NULL, ODD for text SQL would hand over differently */
+  private str(v: string | null): number {
+    if (v === null) return -1;
+    let i = this.strIndex.get(v);
+    if (i === undefined) {
+      if (!/^[\x01-\x7f]*$/.test(v)) return ODD;
+      i = this.store.rows.strings.length;
+      this.store.rows.strings.push(v);
+      this.strIndex.set(v, i);
+    }
+    return i;
   }
 
   /** the rows in the pass's order; null when a timestamp was no 64-bit integer (the pass reads SQL then) */
