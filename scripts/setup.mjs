@@ -4,10 +4,11 @@
 //  1. system packages (apt-get) the recorder, the lab (fast and real: `node scripts/setup.mjs real`) and the tests use
 //  2. npm ci when node_modules is absent or older than package-lock.json
 //  3. rebuild `cap` (libpcap binding) when libpcap arrived after it was installed
-//  4. tracefs mounted for bpftrace
+//  4. build rolltrace's capture addon (native/capture, libpcap) when it is missing or older than its source
+//  5. tracefs mounted for bpftrace
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,6 +20,8 @@ const log = (s) => process.stderr.write(`[setup] ${s}\n`);
 const CORE = {
   nftables: 'nft', iptables: 'iptables', strace: 'strace', bpftrace: 'bpftrace', tcpdump: 'tcpdump',
   'libpcap-dev': null, conntrack: 'conntrack', iproute2: 'ip',
+  // compiles the native modules: better-sqlite3 and cap when npm ci finds no prebuilt one, the capture addon
+  'build-essential': null, python3: 'python3',
 };
 // the test suite also reads back exports with tshark, renders the HTML report in Chromium, and checks
 // the node image (npm run image, which installs debootstrap itself) with skopeo and umoci
@@ -84,7 +87,27 @@ if (installed('libpcap-dev') && (pcapArrived || !capLoads())) {
   if (r.status !== 0 || !capLoads()) log('cap did not build: packet capture will fall back to tcpdump');
 }
 
-// 4. tracefs for bpftrace tracepoints
+// 4. the capture addon: the recorder's cheapest packet path (recorder/sources/packets/native.ts); without it
+// the recorder captures through tcpdump
+const addonDir = join(root, 'native', 'capture');
+const addon = join(addonDir, 'build', 'Release', 'rolltrace_capture.node');
+const mtime = (f) => (existsSync(f) ? statSync(f).mtimeMs : 0);
+if (installed('libpcap-dev') && existsSync(join(addonDir, 'capture.c'))
+  && mtime(addon) < Math.max(mtime(join(addonDir, 'capture.c')), mtime(join(addonDir, 'binding.gyp')))) {
+  log('building the capture addon (native/capture)');
+  // npm's own node-gyp (npm tells its scripts where), against the installed node's headers when there
+  let gyp = process.env.npm_config_node_gyp;
+  if (!gyp || !existsSync(gyp)) {
+    const g = spawnSync('npm', ['root', '-g'], { encoding: 'utf8' });
+    gyp = join(g.stdout.trim(), 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  }
+  const nodedir = process.env.npm_config_nodedir || (existsSync('/usr/include/node/node_api.h') ? '/usr' : '');
+  const args = [gyp, 'rebuild', '--release', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
+  const r = existsSync(gyp) ? spawnSync(process.execPath, args, { cwd: addonDir, encoding: 'utf8' }) : { status: 1, stdout: '', stderr: `node-gyp not found at ${gyp}` };
+  if (r.status !== 0) log(`the capture addon did not build: packet capture goes through tcpdump\n${(r.stdout + r.stderr).split('\n').filter((l) => /err|error/i.test(l)).slice(-8).join('\n')}`);
+}
+
+// 5. tracefs for bpftrace tracepoints
 if (isRoot && !existsSync('/sys/kernel/tracing/events') && !existsSync('/sys/kernel/debug/tracing/events')) {
   spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing'], { stdio: 'ignore' });
 }

@@ -14,6 +14,13 @@ import { createRequire } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { linktypeFromName, parseTcpdumpStats } from '../recorder/sources/packets/stats.js';
+import { loadAddon } from '../recorder/sources/packets/native.js';
+import { chunkFrames, type ChunkSink, type IndexRow, type PacketChunkRow } from '../schemas/decode/chunks.js';
+import { decodeFrame } from '../recorder/decode/packet.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 
 const R = randomBytes(2).toString('hex');
 const BR = `rtpk${R}br`, A = `rt-pk-${R}-a`, B = `rt-pk-${R}-b`;
@@ -53,9 +60,34 @@ afterAll(() => {
   for (const l of [`rtpk${R}ap`, `rtpk${R}bp`, BR]) try { sh('ip', 'link', 'del', l); } catch { /* gone */ }
 });
 
+/** a sink that takes chunks, as the bundle writer does (the addon hands over whole chunks) */
+function chunkMemSink(): ReturnType<typeof memSink> & { chunks: PacketChunkRow[]; released: number } {
+  const s = Object.assign(memSink(), { chunks: [] as PacketChunkRow[], released: 0 });
+  let id = 0;
+  return Object.assign(s, {
+    chunkSink: (): ChunkSink => ({
+      deferIndex: true,
+      nextChunkId: () => ++id,
+      // a copy, as SQLite takes one; then the buffer goes back to the capture
+      chunk: (c: PacketChunkRow) => { s.chunks.push({ ...c, data: Buffer.from(c.data) }); c.release?.(); s.released++; },
+      index: (_: IndexRow) => {},
+    }),
+  });
+}
+/** every frame of the chunks, decoded */
+function framesOf(chunks: PacketChunkRow[]): Array<PacketRow & { raw: Buffer }> {
+  const out: Array<PacketRow & { raw: Buffer }> = [];
+  for (const c of chunks) for (const f of chunkFrames(c.data)) {
+    out.push({ ts_ns: f.ts_ns, iface: c.iface, ...decodeFrame(c.linktype, f.data, f.caplen, f.len), data: f.data, raw: Buffer.from(f.data) } as PacketRow & { raw: Buffer });
+  }
+  return out;
+}
+
 const refuse = (port: number) => spawnSync('ip', ['netns', 'exec', A, 'bash', '-c', `exec 3<>/dev/tcp/10.79.0.2/${port}`], { stdio: 'ignore' });
 
 describe('packets source (tcpdump backend)', () => {
+  beforeAll(() => { process.env.ROLLTRACE_PACKETS_BACKEND = 'tcpdump'; });
+  afterAll(() => { delete process.env.ROLLTRACE_PACKETS_BACKEND; });
   it('records a refused SYN and its RST with the right ports, kernel-stamped', async () => {
     const o = opts({ filter: 'tcp' });
     const src = create(o);
@@ -105,6 +137,123 @@ describe('packets source (tcpdump backend)', () => {
     const pf = await create(o).preflight(ctx(o));
     expect(pf.ok).toBe(false);
     expect(pf.detail).toMatch(/no such interface/);
+  });
+});
+
+describe('packets source (capture addon)', () => {
+  beforeAll(() => { process.env.ROLLTRACE_PACKETS_BACKEND = 'native'; });
+  afterAll(() => { delete process.env.ROLLTRACE_PACKETS_BACKEND; });
+
+  it('the setup step built the addon', () => {
+    expect(loadAddon(), 'native/capture/build/Release/rolltrace_capture.node (scripts/setup.mjs builds it)').not.toBeNull();
+    expect(loadAddon()!.version()).toMatch(/libpcap version \d/);
+  });
+
+  it('keeps the very frames tcpdump -w keeps, with the same kernel timestamps, in chunks', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rt-pk-native-'));
+    const o = opts({ filter: 'tcp' });
+    const src = create(o);
+    const pf = await src.preflight(ctx(o));
+    expect(pf.ok, pf.detail).toBe(true);
+    expect(pf.clock).toBe('kernel');
+    expect(pf.detail).toMatch(/^libpcap in the recorder/);
+    expect(pf.versions?.libpcap).toMatch(/libpcap/);
+    // tcpdump on the same bridge with the same filter, started first: the reference
+    const td = spawn('tcpdump', ['-w', join(dir, 'ref.pcap'), '-n', '-s', '128', '-i', BR, '--time-stamp-precision', 'nano', 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      await new Promise<void>((res) => td.stderr!.on('data', (d) => { if (/listening on/.test(String(d))) res(); }));
+      const sink = chunkMemSink();
+      const t0 = Date.now() * 1e6;
+      await src.start(sink, ctx(o));
+      for (const port of [9, 10, 11]) refuse(port);
+      await new Promise((r) => setTimeout(r, 300));
+      await src.stop();
+      const t1 = Date.now() * 1e6;
+      // tcpdump's ring hands a block over when full or after its 1 s timeout: SIGINT before that loses it
+      await new Promise((r) => setTimeout(r, 1300));
+      td.kill('SIGINT');
+      await new Promise((r) => td.on('close', r));
+      expect(sink.packets).toEqual([]); // whole chunks only, no frame by frame
+      expect(sink.chunks.length).toBeGreaterThan(0);
+      expect(sink.released).toBe(sink.chunks.length);
+      const got = framesOf(sink.chunks);
+      for (const c of sink.chunks) {
+        expect(c).toMatchObject({ iface: BR, linktype: 1 });
+        const fr = framesOf([c]);
+        expect(c.packets).toBe(fr.length);
+        expect(c.first_ts_ns).toBe(fr[0]!.ts_ns);
+        expect(c.last_ts_ns).toBe(fr[fr.length - 1]!.ts_ns);
+      }
+      // 3 refusals: SYN and RST each (the filter keeps ARP out)
+      expect(got.filter((p) => p.tcp_flags === TCP.SYN).map((p) => p.dport).sort()).toEqual([10, 11, 9]);
+      expect(got.every((p) => p.proto === 'tcp')).toBe(true);
+      for (const p of got) { expect(p.ts_ns).toBeGreaterThan(t0); expect(p.ts_ns).toBeLessThan(t1); }
+      // tcpdump's file, read by the same decoder: the same bytes, the same kernel timestamps
+      const ref = framesOf([{ id: 0, iface: BR, linktype: 1, first_ts_ns: 0, last_ts_ns: 0, packets: 0, data: readFileSync(join(dir, 'ref.pcap')) }]);
+      const key = (p: PacketRow & { raw: Buffer }) => p.raw.toString("hex");
+      const refBy = new Map(ref.map((p) => [key(p), p]));
+      expect(got.length).toBeGreaterThanOrEqual(6);
+      for (const p of got) {
+        const r = refBy.get(key(p));
+        expect(r, `frame ${p.src}:${p.sport} > ${p.dst}:${p.dport} flags ${p.tcp_flags} not in tcpdump's capture`).toBeDefined();
+        expect(Math.abs(r!.ts_ns - p.ts_ns)).toBeLessThan(1e6);
+        expect(r!.caplen).toBe(p.caplen);
+      }
+      const st = src.stats();
+      expect(st.events).toBe(got.length);
+      expect(st.dropped).toBe(0);
+      expect(st.extra).toMatch(/^native; kernel drops 0/);
+    } finally {
+      if (td.exitCode === null) td.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--max-size stops the capture and records capture-capped', async () => {
+    const o = opts({ maxSize: 0.0003 });
+    const src = create(o);
+    expect((await src.preflight(ctx(o))).ok).toBe(true);
+    const sink = chunkMemSink();
+    await src.start(sink, ctx(o));
+    for (let i = 0; i < 6; i++) { refuse(9); await new Promise((r) => setTimeout(r, 300)); }
+    await src.stop();
+    const capped = sink.events.filter((e) => e.kind === 'capture-capped');
+    expect(capped).toHaveLength(1);
+    const frames = framesOf(sink.chunks).length;
+    expect(capped[0]!.attrs).toMatchObject({ packets: frames });
+    // a chunk at a time (the addon hands over ≤ 250 ms of frames): stopped after the one that crossed the cap
+    expect(frames).toBeLessThan(24);
+    expect(src.stats().extra).toMatch(/capped/);
+  });
+
+  it('a capture whose interface disappears marks the source failed, with what it kept', async () => {
+    const v = `rtpk${R}x`;
+    sh('ip', 'link', 'add', v, 'type', 'veth', 'peer', 'name', `${v}p`);
+    sh('ip', 'link', 'set', v, 'up'); sh('ip', 'link', 'set', `${v}p`, 'up');
+    const failed: string[] = [];
+    try {
+      const o = opts({ iface: [v] });
+      const src = create(o);
+      expect((await src.preflight(ctx(o))).ok).toBe(true);
+      const sink = chunkMemSink();
+      const c = { ...ctx(o), sourceFailed: (_: string, why: string) => { failed.push(why); } };
+      await src.start(sink, c);
+      await new Promise((r) => setTimeout(r, 300));
+      sh('ip', 'link', 'del', v);
+      for (let i = 0; i < 30 && failed.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      await src.stop();
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toMatch(new RegExp(`^capture on ${v} failed: .+ at \\d{4}-`));
+    } finally {
+      try { sh('ip', 'link', 'del', v); } catch { /* gone */ }
+    }
+  });
+
+  it('open errors are libpcap\'s own, one line', () => {
+    const a = loadAddon()!;
+    expect(() => a.open(`nope${R}`, 128, 1 << 20, null, 1 << 20, 4 << 20)).toThrow(/nope.*(No such device|doesn't exist)/);
+    expect(() => a.open(BR, 128, 1 << 20, 'tcp port', 1 << 20, 4 << 20)).toThrow(/^filter "tcp port": /);
+    expect(() => a.open(BR, 128, 1 << 20, null, 100, 4 << 20)).toThrow(/bad snaplen, block or queue size/);
   });
 });
 

@@ -1,11 +1,13 @@
 /**
  * packets source: captures on one or more interfaces (default: the node's CNI bridge, else `any`).
  *
- * Backend: `tcpdump -w SPOOL/cap.pcap -C 16 --time-stamp-precision nano -B 32768`, its files followed by
+ * Backend: rolltrace's libpcap addon (native.ts) when the setup step built it: frames go from libpcap's
+ * ring into chunks in a thread of the recorder, the cheapest path (kernel timestamps in ns, kernel drop
+ * counters). Else `tcpdump -w SPOOL/cap.pcap -C 16 --time-stamp-precision nano -B 32768`, its files followed by
  * spool.ts and cut into chunks, is preferred because it keeps the kernel's capture timestamp (ns) and
  * reports the kernel's drop counters; the `cap` binding only hands over the bytes (no pcap_pkthdr timestamp, no pcap_stats), so
  * it is the fallback when tcpdump is missing, stamped on receipt (µs, CLOCK_MONOTONIC + offset).
- * ROLLTRACE_PACKETS_BACKEND=cap|tcpdump forces one.
+ * ROLLTRACE_PACKETS_BACKEND=native|tcpdump|cap forces one.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -22,6 +24,7 @@ import { measureMonotonicToRealtime } from '../ebpf/clock.js';
 import { CNI_BRIDGES, linktypeFromName, parseTcpdumpStats } from './stats.js';
 import { SPOOL_FILE_MB, SPOOL_MAX_WAITING, SpoolReader } from './spool.js';
 import { spawnTied } from '../../tied-spawn.js';
+import { loadAddon, NativeCapture } from './native.js';
 
 const KERNEL_BUFFER_KIB = 32768;
 
@@ -94,13 +97,16 @@ export function create(opts: RecordOptions): Source {
   const snaplen = opts.snaplen || 128;
   const maxBytes = opts.maxSize ? opts.maxSize * 1024 * 1024 : Infinity;
   const bin = process.env.ROLLTRACE_TCPDUMP ?? 'tcpdump';
-  let backend: 'tcpdump' | 'cap' = 'tcpdump';
+  let backend: 'native' | 'tcpdump' | 'cap' = 'tcpdump';
+  /** tcpdump is there (and not ruled out): the addon's fallback for a sink that takes no chunks */
+  let tcpdumpUsable = false;
   let sink: Sink | null = null;
   let ctx: RecordContext | null = null;
   const children: ChildProcess[] = [];
   /** each tcpdump's reader, done once its files are read (after tcpdump exited) */
   const finishers: Promise<void>[] = [];
   const caps: CapHandle[] = [];
+  const natives: NativeCapture[] = [];
   let packets = 0, bytes = 0, malformed = 0, capped = false, stopping = false;
   const drops = new Map<string, number>();
   let statsTimer: NodeJS.Timeout | null = null;
@@ -117,9 +123,11 @@ export function create(opts: RecordOptions): Source {
   const flushChunks = () => { for (const c of cutters) c.flush(); store?.flush(); };
 
   const kernelDrops = () => [...drops.values()].reduce((a, b) => a + b, 0);
+  /** frames the addon counted dropped because the recorder fell MAX_QUEUED bytes behind */
+  let queueDrops = 0;
   /** frames in spool files deleted unread (a recorder behind the traffic by more than 512 MB), estimated from the mean frame size */
   const spooled: Array<{ reader: SpoolReader; cutter: PcapStreamCutter | null }> = [];
-  const spoolDrops = () => spooled.reduce((a, { reader, cutter }) => {
+  const spoolDrops = () => queueDrops + spooled.reduce((a, { reader, cutter }) => {
     if (!reader.skippedBytes) return a;
     const mean = cutter && cutter.frames ? cutter.bytes / cutter.frames : 16 + snaplen;
     return a + Math.round(reader.skippedBytes / mean);
@@ -200,6 +208,28 @@ export function create(opts: RecordOptions): Source {
     return listening;
   }
 
+  function startNative(iface: string): void {
+    const addon = loadAddon();
+    if (!addon || !sink?.chunkSink) throw new Error('the capture addon is not loadable');
+    const n = new NativeCapture(addon, sink.chunkSink(name, { indexed: false }), iface, snaplen, KERNEL_BUFFER_KIB * 1024, opts.filter, (frames, b) => {
+      packets += frames;
+      bytes += b;
+      if (bytes >= maxBytes) cap();
+    }, (msg) => {
+      // packets after this instant on this interface are missing: the analysis must not read silence as fact
+      ctx?.sourceFailed?.(name, `capture on ${iface} failed: ${msg} at ${new Date().toISOString()}`);
+    });
+    natives.push(n);
+    nativeCounters(n);
+  }
+
+  /** the addon's counters into the source's drop counts */
+  function nativeCounters(n: NativeCapture): void {
+    const s = n.last ?? n.stats();
+    drops.set(n.iface, s.droppedKernel + s.droppedIface);
+    queueDrops = natives.reduce((a, x) => a + (x.last ?? x.stats()).queueDrops, 0);
+  }
+
   function startCap(mod: CapModule, iface: string): void {
     const c = new mod.Cap();
     const buf = Buffer.alloc(65535);
@@ -235,7 +265,8 @@ export function create(opts: RecordOptions): Source {
   async function stopCapture(): Promise<void> {
     stopping = true;
     if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
-    if (!capped) await drain();
+    if (!capped) await Promise.all([drain(), ...natives.map((n) => n.drain())]);
+    for (const n of natives) { n.stop(!capped); nativeCounters(n); }
     for (const c of caps.splice(0)) retireCap(c);
     await Promise.all(children.splice(0).map((ch) => new Promise<void>((res) => {
       if (ch.exitCode !== null || ch.signalCode !== null) return res();
@@ -251,11 +282,18 @@ export function create(opts: RecordOptions): Source {
       const forced = process.env.ROLLTRACE_PACKETS_BACKEND;
       const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
       const haveTcpdump = !v.error && v.status === 0;
-      const capMod = forced === 'tcpdump' ? null : loadCap();
+      const capMod = forced === 'tcpdump' || forced === 'native' ? null : loadCap();
+      const addon = forced === 'tcpdump' || forced === 'cap' ? null : loadAddon();
       if (process.getuid && process.getuid() !== 0) return { ok: false, detail: 'needs root (raw capture)', clock: 'kernel' };
       const have = netnsInterfaces();
       for (const i of ifaces) if (i !== 'any' && !have.has(i)) return { ok: false, detail: `--iface ${i}: no such interface`, clock: 'kernel' };
       const where = `${ifaces.join(',')}${opts.filter ? ` filter "${opts.filter}"` : ''}, snaplen ${snaplen}, kernel buffer ${KERNEL_BUFFER_KIB / 1024} MiB${opts.maxSize ? `, max ${opts.maxSize} MB` : ''}`;
+      tcpdumpUsable = haveTcpdump && forced !== 'cap';
+      if (addon) {
+        backend = 'native';
+        return { ok: true, clock: 'kernel', versions: { libpcap: addon.version() }, detail: `libpcap in the recorder (capture addon) into chunks (kernel timestamps, ns; kernel drop counters) on ${where}` };
+      }
+      if (forced === 'native') return { ok: false, detail: `ROLLTRACE_PACKETS_BACKEND=native: the capture addon is not built (${'npm run setup'} builds it when libpcap-dev and a C compiler are there)`, clock: 'kernel' };
       if (haveTcpdump && forced !== 'cap') {
         backend = 'tcpdump';
         const version = (v.stdout + v.stderr).split('\n').filter(Boolean).slice(0, 2).join('; ');
@@ -269,11 +307,20 @@ export function create(opts: RecordOptions): Source {
     },
     async start(s: Sink, c: RecordContext): Promise<void> {
       sink = s; ctx = c;
+      // the addon hands over whole chunks: a sink without chunks (tests' in-memory sinks) gets tcpdump's frames
+      if (backend === 'native' && !s.chunkSink && tcpdumpUsable) backend = 'tcpdump';
       if (s.chunkSink) {
         if (backend === 'cap') store = new FrameStore(s.chunkSink(name, { indexed: false }));
         // the bundle writer commits every ≤ 250 ms: close chunks as often, so a kill loses at most ~0.5 s of frames
         chunkTimer = setInterval(flushChunks, 250);
         chunkTimer.unref();
+      }
+      if (backend === 'native') {
+        for (const i of ifaces) startNative(i);
+        // live kernel drop counters (the capture thread reads them every 500 ms)
+        statsTimer = setInterval(() => { for (const n of natives) nativeCounters(n); }, 2000);
+        statsTimer.unref();
+        return;
       }
       if (backend === 'cap') {
         const mod = loadCap();
