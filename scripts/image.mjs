@@ -4,10 +4,11 @@
 //   layer 1  Debian trixie (minbase) + nodejs 20 + tcpdump, strace, bpftrace, nftables, iptables (nft),
 //            conntrack, iproute2, libpcap    — debootstrap + apt-get in a chroot
 //   layer 2  /opt/rolltrace/node_modules: the production dependencies, native modules (better-sqlite3,
-//            cap) compiled in a trixie build chroot against the image's node and libpcap
+//            cap) and rolltrace's capture addon (/opt/rolltrace/native/capture/build/Release) compiled in a
+//            trixie build chroot against the image's node and libpcap
 //   layer 3  /opt/rolltrace (the `npm pack` tarball: bin/, dist/, docs/, deploy/) and /usr/local/bin/rolltrace
 // Every layer is cached under /var/cache/rolltrace/image/ (layer 1 keyed by suite, mirror and package
-// list; layer 2 by package-lock.json), so a rebuild after a code change only packs and gzips layer 3.
+// list; layer 2 by package-lock.json and the addon's source), so a rebuild after a code change only packs and gzips layer 3.
 //   node scripts/image.mjs [--out FILE] [--rebuild-base]
 // The archive is an OCI image layout (oci-layout, index.json, blobs/) in a tar, named like containerd's
 // own `ctr export`: `ctr -n k8s.io images import`, `kind load image-archive`, `k3d image import`,
@@ -18,7 +19,7 @@ import {
   createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync,
   statSync, symlinkSync, writeFileSync, readdirSync, chmodSync,
 } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createGzip } from 'node:zlib';
 
@@ -165,7 +166,8 @@ function packApp(stage) {
 /** production node_modules compiled in the build chroot, cached by package-lock.json + base */
 function nodeModules(key, stage, build) {
   const lock = readFileSync(join(root, 'package-lock.json'));
-  const depKey = sha256(Buffer.concat([lock, Buffer.from(key)])).slice(0, 16);
+  const addonSrc = ['capture.c', 'binding.gyp'].map((f) => join(root, 'native', 'capture', f));
+  const depKey = sha256(Buffer.concat([lock, Buffer.from(key), ...addonSrc.map((f) => readFileSync(f))])).slice(0, 16);
   const dir = join(CACHE, `deps-${depKey}`);
   if (existsSync(join(dir, 'done'))) return { dir, depKey, cached: true };
   rmSync(dir, { recursive: true, force: true });
@@ -173,6 +175,8 @@ function nodeModules(key, stage, build) {
   mkdirSync(work, { recursive: true });
   writeFileSync(join(work, 'package.json'), readFileSync(join(root, 'package.json')));
   writeFileSync(join(work, 'package-lock.json'), lock);
+  mkdirSync(join(work, 'native', 'capture'), { recursive: true });
+  for (const f of addonSrc) writeFileSync(join(work, 'native', 'capture', basename(f)), readFileSync(f));
   log('npm ci --omit=dev (host: downloads only, no scripts)');
   sh('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: work });
   // compile the native modules inside the build chroot, against the image's node and libpcap
@@ -180,10 +184,11 @@ function nodeModules(key, stage, build) {
   const mnt = join(build, inside);
   rmSync(mnt, { recursive: true, force: true });
   sh('cp', ['-a', work, mnt]);
-  log('compiling better-sqlite3 and cap in the build chroot');
+  log('compiling better-sqlite3, cap and the capture addon in the build chroot');
   inChroot(build, [
     // node-gyp's log only when it fails
-    `for m in better-sqlite3 cap; do (cd ${inside}/node_modules/$m && node-gyp rebuild --release >/tmp/node-gyp.log 2>&1) || { cat /tmp/node-gyp.log; exit 1; }; done`,
+    `for m in node_modules/better-sqlite3 node_modules/cap native/capture; do (cd ${inside}/$m && node-gyp rebuild --release >/tmp/node-gyp.log 2>&1) || { cat /tmp/node-gyp.log; exit 1; }; done`,
+    `ldd ${inside}/native/capture/build/Release/rolltrace_capture.node | grep -q libpcap`,
     `cd ${inside} && node -e "const D = require('better-sqlite3'); new D(':memory:').prepare('select 1').get(); const c = require('cap'); if (!c.Cap.deviceList) process.exit(1)"`,
     `ldd ${inside}/node_modules/cap/build/Release/cap.node | grep -q libpcap`,
   ].join('\n'));
@@ -195,8 +200,9 @@ function nodeModules(key, stage, build) {
   }
   rmSync(join(mnt, 'node_modules', 'better-sqlite3', 'deps'), { recursive: true, force: true });
   rmSync(join(mnt, 'node_modules', 'better-sqlite3', 'build', 'Release', 'test_extension.node'), { force: true });
-  mkdirSync(join(dir, 'root', 'opt', 'rolltrace'), { recursive: true });
+  mkdirSync(join(dir, 'root', 'opt', 'rolltrace', 'native', 'capture', 'build', 'Release'), { recursive: true });
   sh('mv', [join(mnt, 'node_modules'), join(dir, 'root', 'opt', 'rolltrace', 'node_modules')]);
+  sh('mv', [join(mnt, 'native', 'capture', 'build', 'Release', 'rolltrace_capture.node'), join(dir, 'root', 'opt', 'rolltrace', 'native', 'capture', 'build', 'Release')]);
   rmSync(mnt, { recursive: true, force: true });
   writeFileSync(join(dir, 'done'), `${new Date().toISOString()}\n`);
   return { dir, depKey, cached: false };
@@ -255,7 +261,7 @@ export async function buildImage({ out = DEFAULT_OUT, rebuildBase = false } = {}
       rootfs: { type: 'layers', diff_ids: layers.map(([m]) => m.diffId) },
       history: [
         { created, created_by: `debootstrap --variant=minbase ${SUITE}; apt-get install ${RUNTIME_PACKAGES.join(' ')}` },
-        { created, created_by: 'npm ci --omit=dev; node-gyp rebuild better-sqlite3 cap (build chroot)' },
+        { created, created_by: 'npm ci --omit=dev; node-gyp rebuild better-sqlite3 cap native/capture (build chroot)' },
         { created, created_by: `npm pack rolltrace@${pkg.version} -> /opt/rolltrace` },
       ],
     };

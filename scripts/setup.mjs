@@ -8,9 +8,10 @@
 //  5. tracefs mounted for bpftrace
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildAddon } from './addon.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const purpose = process.env.npm_lifecycle_event === 'pretest' ? 'test' : process.argv[2] ?? 'demo';
@@ -88,24 +89,9 @@ if (installed('libpcap-dev') && (pcapArrived || !capLoads())) {
 }
 
 // 4. the capture addon: the recorder's cheapest packet path (recorder/sources/packets/native.ts); without it
-// the recorder captures through tcpdump
-const addonDir = join(root, 'native', 'capture');
-const addon = join(addonDir, 'build', 'Release', 'rolltrace_capture.node');
-const mtime = (f) => (existsSync(f) ? statSync(f).mtimeMs : 0);
-if (installed('libpcap-dev') && existsSync(join(addonDir, 'capture.c'))
-  && mtime(addon) < Math.max(mtime(join(addonDir, 'capture.c')), mtime(join(addonDir, 'binding.gyp')))) {
-  log('building the capture addon (native/capture)');
-  // npm's own node-gyp (npm tells its scripts where), against the installed node's headers when there
-  let gyp = process.env.npm_config_node_gyp;
-  if (!gyp || !existsSync(gyp)) {
-    const g = spawnSync('npm', ['root', '-g'], { encoding: 'utf8' });
-    gyp = join(g.stdout.trim(), 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
-  }
-  const nodedir = process.env.npm_config_nodedir || (existsSync('/usr/include/node/node_api.h') ? '/usr' : '');
-  const args = [gyp, 'rebuild', '--release', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
-  const r = existsSync(gyp) ? spawnSync(process.execPath, args, { cwd: addonDir, encoding: 'utf8' }) : { status: 1, stdout: '', stderr: `node-gyp not found at ${gyp}` };
-  if (r.status !== 0) log(`the capture addon did not build: packet capture goes through tcpdump\n${(r.stdout + r.stderr).split('\n').filter((l) => /err|error/i.test(l)).slice(-8).join('\n')}`);
-}
+// the recorder captures through tcpdump. npm ci builds it (the package's install script); this catches a
+// source changed since (a pull that left the lockfile alone) and libpcap-dev installed after npm ci.
+if (installed('libpcap-dev')) buildAddon();
 
 // 5. tracefs for bpftrace tracepoints
 if (isRoot && !existsSync('/sys/kernel/tracing/events') && !existsSync('/sys/kernel/debug/tracing/events')) {

@@ -77,6 +77,11 @@ describe('npm run image', () => {
     const native = await inImage(['sh', '-c', `cd /opt/rolltrace && node -e "const D = require('better-sqlite3'); new D(':memory:'); const c = require('cap'); console.log(typeof c.Cap.deviceList)"`]);
     expect(native.stderr).toBe('');
     expect(native.stdout.trim()).toBe('function');
+    // rolltrace's capture addon: the packets source's backend in the image (recorder/sources/packets/native.ts)
+    const addon = await inImage(['sh', '-c', `cd /opt/rolltrace && node -e "console.log(require('./native/capture/build/Release/rolltrace_capture.node').version())" && ldd native/capture/build/Release/rolltrace_capture.node`]);
+    expect(addon.stderr).toBe('');
+    expect(addon.stdout).toMatch(/^libpcap version 1\.10/);
+    expect(addon.stdout).toMatch(/libpcap\.so\.0\.8 => /);
     // cap links the image's libpcap
     expect((await inImage(['sh', '-c', 'ldd /opt/rolltrace/node_modules/cap/build/Release/cap.node'])).stdout).toMatch(/libpcap\.so\.0\.8 => \/(usr\/)?lib\/x86_64-linux-gnu\/libpcap/);
     expect((await inImage(['tcpdump', '--version'])).stdout).toMatch(/libpcap version 1\.10/);

@@ -36,6 +36,9 @@ describe('npm pack + npm install -g', () => {
       const pkgDir = join(prefix, 'lib', 'node_modules', 'rolltrace');
       // nothing of the TypeScript toolchain at run time
       for (const dev of ['tsx', 'typescript', 'vitest']) expect(existsSync(join(pkgDir, 'node_modules', dev)), dev).toBe(false);
+      // the capture addon ships as source and was built by the package's install script (libpcap-dev is here)
+      expect(files).toEqual(expect.arrayContaining(['native/capture/capture.c', 'native/capture/binding.gyp', 'scripts/addon.mjs']));
+      expect(existsSync(join(pkgDir, 'native', 'capture', 'build', 'Release', 'rolltrace_capture.node'))).toBe(true);
       // a machine without libpcap: the optional binding did not build
       rmSync(join(pkgDir, 'node_modules', 'cap'), { recursive: true, force: true });
 
