@@ -72,3 +72,22 @@ describe('compareWithTruth: a client-log failure without an address vs an attrib
       expect.stringMatching(/^failure \?: analysis names backend default\/web-66c6f4748-8pfng \(listener-closed\) at \S+, outside that pod's exposure in the truth$/)]);
   });
 });
+
+describe('compareWithTruth: address-less client-log failures in the client\'s order', () => {
+  // real node, local-blackhole (nftables): the NodePort client's SYNs 100 ms apart went unanswered (no endpoint, ICMP
+  // rate-limited); its log stamped their timeouts 1 s later, two of them 28 ms apart (45.250, 45.278: one line late)
+  const noEp = (s: number): AnalysisFailure => ({ at: iso(s), client: `192.168.77.2:${53700 + Math.round(s * 100)}`, service: NP, backend: { ip: null, port: null, pod: null },
+    cause: 'no-endpoint', evidence: [], via: ['packets'], error: 'SYN never answered (last seen 0 ms after the first SYN)' });
+  const syns = [44.029, 44.177, 44.278, 44.378, 44.477, 44.579, 44.679];
+  const logs = [45.029, 45.250, 45.278, 45.395, 45.477, 45.581, 45.682];
+
+  it('each timeout matches the earliest unmatched unanswered SYN: a late line does not shift the rest', () => {
+    const a = { ...analysis(syns.map(noEp)), pods: [] } as unknown as Analysis;
+    expect(problems(a, { ...truth(logs.map((s) => logged(s, 'timeout'))), pods: [] })).toEqual([]);
+  });
+
+  it('one SYN the analysis missed still leaves one timeout unmatched', () => {
+    const a = { ...analysis(syns.filter((s) => s !== 44.378).map(noEp)), pods: [] } as unknown as Analysis;
+    expect(problems(a, { ...truth(logs.map((s) => logged(s, 'timeout'))), pods: [] })).toEqual([expect.stringMatching(/^failure \? -> 192\.168\.77\.1:30080 \(timeout, backend null\) at \d+: not reported$/)]);
+  });
+});

@@ -43,7 +43,10 @@ export const EXPECT: Record<string, Expectation> = {
  * the client's timeout later (lab/backend/client.mjs --timeout-ms, 1000 by default). The analysis
  * stamps a timeout at its SYN. Matching allows ±200 ms around that (the client is a Node process on a
  * shared machine; its log stamps come from its event loop), and the SYNs are 100 ms apart, so each
- * truth entry is matched to one analysis failure, nearest first.
+ * truth entry is matched to one analysis failure, the earliest still unmatched in that window: the client connects one at a time and its log is
+ * in that order, while its event loop stamps some lines late. Nearest first let one late line (real node,
+ * local-blackhole nftables: two timeouts logged 28 ms apart for SYNs 100 ms apart) take its successor's
+ * failure, each later line the next one's, and the last matched nothing.
  */
 export const CLIENT_TIMEOUT_NS = 1e9;
 
@@ -141,7 +144,7 @@ export function compareWithTruth(a: Analysis, t: Truth, exp: Expectation): { pro
       af = a.failures.filter((f) => !used.has(f) && f.service === tf.service && (!f.backend.pod || (want !== null && !claimed.has(f.client) && analysisKind(f) === want)))
         .map((f) => ({ f, d: tf.atNs - (nsFromIso(f.at) ?? 0) - (tf.kind === 'timeout' ? CLIENT_TIMEOUT_NS : 0) }))
         .filter((x) => x.d >= -200e6 && x.d <= 200e6)
-        .sort((x, y) => Math.abs(x.d) - Math.abs(y.d))[0]?.f;
+        .sort((x, y) => y.d - x.d)[0]?.f;
     }
     if (!af) { problems.push(`failure ${tf.client} -> ${tf.service} (${tf.kind}, backend ${tf.backendPod}) at ${tf.atNs}: not reported`); continue; }
     used.add(af);
