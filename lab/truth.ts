@@ -155,17 +155,22 @@ export function buildTruth(i: TruthInput): Truth {
     ...f, backendPod: f.backendIp ? ipToPod.get(f.backendIp) ?? null : null, from: 'conntrack' as const,
   }));
   const used = new Set<TruthFailure>();
-  for (const r of i.clientResults ?? []) {
+  for (const r of [...(i.clientResults ?? [])].sort((a, b) => a.ts_ns - b.ts_ns)) {
     if (r.ok) continue;
     // a connection already seen by conntrack is not counted twice. A socket whose connect failed has no local
     // address in the client's log: match it by time to a conntrack failure on the NodePort that its error
-    // names — ECONNREFUSED, or ECONNRESET: a reset that came before the client's event loop saw the handshake
-    // complete fails the connect itself (real node, local-blackhole: reset-at-close 3.3 ms before the log line)
+    // names — ECONNREFUSED a refused SYN, or ECONNRESET: a reset that came before the client's event loop saw
+    // the handshake complete fails the connect itself (real node, local-blackhole: reset-at-close 3.3 ms
+    // before the log line). The earliest unpaired one within 200 ms, not the nearest: the client connects one
+    // at a time and logs in that order, so conntrack's failures pair with its lines in order; a line its
+    // event loop wrote late (real node, local-blackhole nftables: ≥ 102 ms after its RST) took its
+    // successor's twin when nearest won, each later line the next one's, and the last connection was
+    // counted twice (conntrack's entry and an address-less line)
     if (r.client && failures.some((f) => f.client === r.client)) continue;
     const err = r.error ?? '';
     const twin = failures.filter((f) => f.from === 'conntrack' && !used.has(f) && svc.nodePort != null && f.service.endsWith(`:${svc.nodePort}`)
-      && Math.abs(f.atNs - r.ts_ns) < 200e6 && (/ECONNREFUSED/.test(err) || (/ECONNRESET/.test(err) && (f.kind === 'reset-at-close' || f.kind === 'closed-at-kill'))))
-      .sort((a, b) => Math.abs(a.atNs - r.ts_ns) - Math.abs(b.atNs - r.ts_ns))[0];
+      && Math.abs(f.atNs - r.ts_ns) < 200e6 && ((/ECONNREFUSED/.test(err) && f.kind === 'refused') || (/ECONNRESET/.test(err) && (f.kind === 'reset-at-close' || f.kind === 'closed-at-kill'))))
+      .sort((a, b) => a.atNs - b.atNs)[0];
     if (twin) { used.add(twin); continue; }
     failures.push({ atNs: r.ts_ns, client: r.client ?? '?', service: r.target, backendIp: null, backendPort: null, backendPod: null,
       kind: /timeout|abort/i.test(err) ? 'timeout' : 'error', from: 'client-log', ...(err ? { error: err } : {}) });

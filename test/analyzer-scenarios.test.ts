@@ -155,6 +155,40 @@ describe('ICMP classification per address family', () => {
   });
 });
 
+describe('no-endpoint: the reject rule received with a later burst', () => {
+  // real node, local-blackhole (iptables): kube-proxy's sync at 24.340-24.397 removed the service's last endpoint
+  // (its KUBE-SEP delete line received 24.384) and added the REJECT; a monitor line after the burst closed deferred
+  // the diff, and the REJECT came with the next burst's, stamped 24.972. The probe refused at 24.646 (no packet, no
+  // conntrack: rejected on the node) was `unknown`
+  const rule = (s: number, added: boolean, ip: string) => ({ ts: at(s), source: 'nftables', added, ip, port: 8080, service: 'default/web:http', vip: `${VIP}:80`, mode: 'iptables', node: null, chain: null, clock: 'receipt' });
+  const reject = (s: number) => ({ ts: at(s), added: true, service: 'default/web:http', vip: `${VIP}:80`, action: 'reject', node_port: null });
+  const listed = (s: number, ip: string, ready: boolean) => ({ ts: at(s), namespace: 'default', slice: 'web-x', service: 'web', ports: [8080], change: 'modified' as const, ip, ready, serving: ready, terminating: false, podUid: null, podName: null, node: null });
+  const refused = (rules: ReturnType<typeof rule>[], noEp: ReturnType<typeof reject>[], sliceChanges: ReturnType<typeof listed>[] = []) => {
+    const d = new FailureDetector();
+    d.probe({ start_ns: at(2.54), end_ns: at(2.646), local_addr: CLIENT, local_port: 22090, remote: `${VIP}:80`, outcome: 'error', status: null, error: 'ECONNREFUSED' });
+    const cs = d.candidates();
+    expect(cs).toHaveLength(1);
+    return resolveFailure(cs[0]!, { id: new Identity(), facts: { ...emptyFacts(), rules, noEp, sliceChanges }, seqs: new Map(), vips: new Set([`${VIP}:80`]), conntrack: () => null });
+  };
+
+  it('no endpoint in the rules since the last one\'s removal before the failure: no-endpoint, saying so', () => {
+    const f = refused([rule(0.5, true, OLD.ip), rule(2.384, false, OLD.ip)], [reject(2.972)]);
+    expect(f.cause).toBe('no-endpoint');
+    expect(f.evidence.join('\n')).toMatch(/routed default\/web:http to no endpoint since its last endpoint's removal at \S+, and kube-proxy rejects a service with no endpoint in that same sync \(the reject rule was received with a later snapshot/);
+    // the endpoint was in the rules from the start (no addition event): its removal still emptied them
+    expect(refused([rule(2.384, false, OLD.ip)], [reject(2.972)], [listed(0.4, OLD.ip, true), listed(2.19, OLD.ip, false)]).cause).toBe('no-endpoint');
+  });
+
+  it('not when an endpoint was still routed at the failure, or one came back before the reject', () => {
+    expect(refused([rule(0.5, true, OLD.ip), rule(0.6, true, NEW.ip), rule(2.384, false, OLD.ip)], [reject(2.972)]).cause).toBe('unknown');
+    expect(refused([rule(0.5, true, OLD.ip), rule(2.7, false, OLD.ip)], [reject(2.972)]).cause).toBe('unknown');
+    expect(refused([rule(0.5, true, OLD.ip), rule(2.384, false, OLD.ip), rule(2.9, true, NEW.ip)], [reject(2.972)]).cause).toBe('unknown');
+    expect(refused([rule(0.5, true, OLD.ip), rule(2.384, false, OLD.ip)], []).cause).toBe('unknown');
+    // from the start, with another endpoint the slices still listed ready: maybe still routed to it
+    expect(refused([rule(2.384, false, OLD.ip)], [reject(2.972)], [listed(0.4, OLD.ip, true), listed(0.4, NEW.ip, true)]).cause).toBe('unknown');
+  });
+});
+
 describe('grace-too-short', () => {
   it('SIGKILL with an open connection is killed-in-flight', async () => {
     const a = await analyze(scenario(tmpBundle('grace'), { killed: true, failAt: [] }));

@@ -62,6 +62,24 @@ describe('health checks', () => {
     expect(viaVip?.backend.pod).toBe(`default/${OLD.name}`);
   });
 
+  it('... also before the deletion was received, after the SIGTERM that follows it (a watch 100 ms late)', async () => {
+    // real node, local-blackhole (iptables): the deletion received 109 ms after the SIGTERM, the kubelet's probe
+    // refused 41 ms after the close, in between; here the kube rows come 100 ms late: deletion at +2.1, SIGTERM +2.03
+    const ct = { ts_ns: at(2.05) + 50_000, type: 'NEW' as const, proto: 'tcp', state: 'SYN_SENT', orig_src: NODE_IP, orig_dst: OLD.ip, orig_sport: 51600, orig_dport: 8080, reply_src: OLD.ip, reply_dst: NODE_IP, reply_sport: 8080, reply_dport: 51600, flags: 'UNREPLIED', zone: null, raw: null };
+    const a = await analyze(scenario(tmpBundle('health-terminating-late'), {
+      kubeSkew: 0.1,
+      extra: (w) => {
+        w.conntrack(ct);
+        w.packet(pkt(at(2.05), NODE_IP, 51600, OLD.ip, 8080, TCP.SYN));
+        w.packet(pkt(at(2.05) + 60_000, OLD.ip, 8080, NODE_IP, 51600, TCP.RST | TCP.ACK));
+        rst(w, 2.05 + 30e-6, OLD.ip, 51600);
+      },
+    }));
+    expect(a.pods[0]!.deletionAt! > a.pods[0]!.sigtermAt!).toBe(true);
+    expect(a.failures.find((f) => f.client === `${NODE_IP}:51600`)).toBeUndefined();
+    expect(a.ignored?.some((x) => x.group === 'health-check' && x.why.includes(`${NODE_IP}:51600 -> ${OLD.ip}:8080`) && /terminating/.test(x.why))).toBe(true);
+  });
+
   it('a SYN from the node straight to a not-ready pod IP (no DNAT) is a health check, not a failure', async () => {
     const a = await analyze(scenario(tmpBundle('health'), {
       notReady: true,

@@ -43,7 +43,10 @@ export const EXPECT: Record<string, Expectation> = {
  * the client's timeout later (lab/backend/client.mjs --timeout-ms, 1000 by default). The analysis
  * stamps a timeout at its SYN. Matching allows ±200 ms around that (the client is a Node process on a
  * shared machine; its log stamps come from its event loop), and the SYNs are 100 ms apart, so each
- * truth entry is matched to one analysis failure, nearest first.
+ * truth entry is matched to one analysis failure, the earliest still unmatched in that window: the client connects one at a time and its log is
+ * in that order, while its event loop stamps some lines late. Nearest first let one late line (real node,
+ * local-blackhole nftables: two timeouts logged 28 ms apart for SYNs 100 ms apart) take its successor's
+ * failure, each later line the next one's, and the last matched nothing.
  */
 export const CLIENT_TIMEOUT_NS = 1e9;
 
@@ -80,6 +83,21 @@ export function noEndpointWindows(t: Truth): Array<[number, number]> {
 
 const ms = (ns: number) => `${(ns / 1e6).toFixed(3)} ms`;
 
+type FailKind = 'refused' | 'reset' | 'timeout';
+/** how an address-less client-log failure failed: its kind, or the error the client logged */
+export function clientLogKind(tf: Truth['failures'][number]): FailKind | null {
+  if (tf.kind === 'timeout') return 'timeout';
+  return /ECONNREFUSED/.test(tf.error ?? '') ? 'refused' : /ECONNRESET/.test(tf.error ?? '') ? 'reset' : null;
+}
+/** how an analysis failure failed, from its error text (packet summary or probe error) */
+export function analysisKind(f: AnalysisFailure): FailKind | null {
+  const e = f.error ?? '';
+  if (/never answered|timeout|ETIMEDOUT/i.test(e)) return 'timeout';
+  if (/answered by RST|ECONNREFUSED|unreachable/i.test(e)) return 'refused';
+  if (/reset|RST|ECONNRESET/i.test(e)) return 'reset';
+  return null;
+}
+
 export function compareWithTruth(a: Analysis, t: Truth, exp: Expectation): { problems: string[]; summary: string[] } {
   const problems: string[] = [];
   const summary: string[] = [];
@@ -112,15 +130,21 @@ export function compareWithTruth(a: Analysis, t: Truth, exp: Expectation): { pro
   // failures: same set of client ip:port, same backend pod, right cause
   const used = new Set<AnalysisFailure>();
   const byClient = new Map(a.failures.map((f) => [f.client, f]));
+  // clients the truth names: their failures are those entries' own, never an address-less entry's
+  const claimed = new Set(t.failures.filter((f) => f.client !== '?').map((f) => f.client));
   for (const tf of t.failures) {
     let af = tf.client !== '?' ? byClient.get(tf.client) : undefined;
     // the client's log has no local address for a refused or timed-out connect: match it by service and
-    // time (the log stamps the end of the attempt; a timeout's SYN went out up to its timeout earlier)
+    // time (the log stamps the end of the attempt; a timeout's SYN went out up to its timeout earlier).
+    // The analysis may know more than the log: a failure it attributed to a backend pod (packets, ebpf)
+    // qualifies too, if no truth entry names its client and it failed the same way (refused, reset or
+    // timed out); a backend it names must then lie inside that pod's exposure in the truth (below)
     if (tf.client === '?') {
-      af = a.failures.filter((f) => !used.has(f) && f.service === tf.service && !f.backend.pod)
+      const want = clientLogKind(tf);
+      af = a.failures.filter((f) => !used.has(f) && f.service === tf.service && (!f.backend.pod || (want !== null && !claimed.has(f.client) && analysisKind(f) === want)))
         .map((f) => ({ f, d: tf.atNs - (nsFromIso(f.at) ?? 0) - (tf.kind === 'timeout' ? CLIENT_TIMEOUT_NS : 0) }))
         .filter((x) => x.d >= -200e6 && x.d <= 200e6)
-        .sort((x, y) => Math.abs(x.d) - Math.abs(y.d))[0]?.f;
+        .sort((x, y) => y.d - x.d)[0]?.f;
     }
     if (!af) { problems.push(`failure ${tf.client} -> ${tf.service} (${tf.kind}, backend ${tf.backendPod}) at ${tf.atNs}: not reported`); continue; }
     used.add(af);

@@ -45,9 +45,23 @@ describe('the truth: a client-log failure without an address and its conntrack t
     expect(truth(resetAtClose, [logged(1796151808691108400, 'ECONNRESET')])).toEqual([`${CLIENT}:49288 reset-at-close conntrack`]);
   });
 
-  it('ECONNREFUSED pairs with the refused SYN, not with the reset (the nearest failure its error names)', () => {
+  it('ECONNREFUSED pairs with the refused SYN, not with the reset (the failure its error names)', () => {
     expect(truth([...resetAtClose, ...refused], [logged(1796151808691108400, 'ECONNRESET'), logged(1796151808785000000, 'ECONNREFUSED')]))
       .toEqual([`${CLIENT}:49288 reset-at-close conntrack`, `${CLIENT}:49298 refused conntrack`]);
+  });
+
+  it('a line the client logged late does not shift the pairing: each refusal counted once (real node, local-blackhole nftables)', () => {
+    // that run's four refused NodePort SYNs: conntrack's SYN_SENT and CLOSE, and the client's ECONNREFUSED lines.
+    // Only the last line's stamp is known (05.676204288, 2.4 ms after its RST); the first line came more than
+    // 100 ms after its RST (05.340481): the nearest-first pairing then gave it 48298's twin, 48298's line 48306's,
+    // 48306's line 48320's, and left 48320's own line alone, a second count of 48320 that no failure matched
+    const at = (s: number) => 1796170200000000000 + Math.round(s * 1e9);
+    const refusedAt = (sport: number, syn: number, close: number) => [ct(at(syn), 'NEW', 'SYN_SENT', sport), ct(at(close), 'UPDATE', 'CLOSE', sport)];
+    const events = [...refusedAt(48288, 5.340281, 5.359575), ...refusedAt(48298, 5.52322, 5.52493), ...refusedAt(48306, 5.560907, 5.575956), ...refusedAt(48320, 5.673595, 5.674084)];
+    const lines = [logged(at(5.45), 'ECONNREFUSED'), logged(at(5.527), 'ECONNREFUSED'), logged(at(5.5635), 'ECONNREFUSED'), logged(1796170205676204288, 'ECONNREFUSED')];
+    expect(truth(events, lines)).toEqual([48288, 48298, 48306, 48320].map((p) => `${CLIENT}:${p} refused conntrack`));
+    // one line too many (a refusal conntrack never saw, the node's own REJECT): that one stays, once
+    expect(truth(events, [...lines, logged(at(5.78), 'ECONNREFUSED')])).toEqual([...[48288, 48298, 48306, 48320].map((p) => `${CLIENT}:${p} refused conntrack`), '? error client-log ECONNREFUSED']);
   });
 
   it('an ECONNRESET with no reset in conntrack near it stays a failure of its own, with the error the client logged', () => {

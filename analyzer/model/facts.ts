@@ -7,6 +7,7 @@ import type { BundleReader } from '../bundle-reader.js';
 import { num, parseJson, sane, str } from '../util.js';
 import { META_KEYS } from '../../schemas/rows.js';
 import { SliceTracker, type SliceChange } from './slices.js';
+import { serverVersionOf } from './workload.js';
 
 export interface Ev<A = Record<string, unknown>> { ts: number; source: string; kind: string; subject: string | null; a: A }
 
@@ -43,6 +44,8 @@ export interface Facts {
   attaches: AttachEv[];
   straceMode: StraceModeMeta | null;
   sliceChanges: SliceChange[];
+  /** the recorded API server's version (null or absent: unknown); kube-proxy is at most 3 minors older (version skew policy) */
+  server?: { gitVersion: string; major: number; minor: number } | null;
   /** endpoint-changed events when there are no EndpointSlice rows */
   warnings: string[];
 }
@@ -61,7 +64,7 @@ export function emptyFacts(): Facts {
 }
 
 export function loadFacts(reader: BundleReader): Facts {
-  const f: Facts = { ...emptyFacts(), straceMode: straceModeOf(reader) };
+  const f: Facts = { ...emptyFacts(), straceMode: straceModeOf(reader), server: serverVersionOf(reader) };
   const kinds = ['signal', 'listen', 'listener-closed', 'process-exit', 'process-attached', 'endpoint-rule-added', 'endpoint-rule-removed',
     'no-endpoint-rule-added', 'no-endpoint-rule-removed', 'path-rule-added', 'path-rule-removed', 'tcp-reset-sent', 'pod-terminating', 'endpoint-changed', 'accept'];
   const derivedSlice: SliceChange[] = [];

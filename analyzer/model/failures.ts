@@ -889,7 +889,7 @@ export function unresolvedFailure(c: Candidate, err: unknown): ResolvedFailure {
  */
 export const RULE_RECEIPT_SLACK_NS = 50e6;
 
-function noEndpointActive(ctx: ResolveContext, service: string | null, t: number): { action: string; service: string; receivedAfterMs?: number } | null {
+function noEndpointActive(ctx: ResolveContext, service: string | null, t: number): { action: string; service: string; receivedAfterMs?: number; emptiedAt?: number; receivedAt?: number } | null {
   if (!service) return null;
   const sa = splitAddr(service);
   let state: { action: string; service: string; added: boolean; receivedAfterMs?: number } | null = null;
@@ -903,7 +903,44 @@ function noEndpointActive(ctx: ResolveContext, service: string | null, t: number
     // a no-endpoint rule received just after the failure was already in force when it happened
     else if (r.added && !state?.added) state = { action: r.action, service: r.service, added: true, receivedAfterMs: Math.round((r.ts - t) / 1e4) / 100 };
   }
-  return state?.added ? state : null;
+  if (state?.added) return state;
+  // ... or received later still, when this node's rules had routed its service to no endpoint since before
+  // the failure: kube-proxy writes the reject/drop in the very sync that removes a service's last endpoint, but
+  // the rule can come in a later burst's diff stamped with that burst (real node, iptables: a monitor line after
+  // the burst closed deferred the diff; the last endpoint's removal kept its own line, the reject came 588 ms late)
+  const next = ctx.facts.noEp.find((r) => r.added && r.ts > t && (r.vip === service || (r.node_port !== null && sa?.port === r.node_port)));
+  if (next && (!state || state.added === false)) {
+    const emptiedAt = lastEndpointRemoved(ctx, next.service, t, next.ts);
+    if (emptiedAt !== null) return { action: next.action, service: next.service, emptiedAt, receivedAt: next.ts };
+  }
+  return null;
+}
+
+/**
+ * When this node's rules last removed the last endpoint of `service` at or before t, with no endpoint added
+ * since, up to `until`: the instant its rules started routing it to no endpoint (null: they did not). The
+ * rules at the start of the recording are not events: an endpoint removed without an addition counts as
+ * present until then, and any other endpoint the service's EndpointSlices (as received) still listed as
+ * serving or ready at that removal may still have been routed: then it was not the last.
+ */
+function lastEndpointRemoved(ctx: ResolveContext, service: string, t: number, until: number): number | null {
+  const svc = service.replace(/:[^:/]*$/, '');
+  const eps = new Set<string>();
+  let emptied: number | null = null;
+  for (const r of ctx.facts.rules) {
+    if (r.service !== service || r.ts > until) continue;
+    const k = `${r.node ?? ''}|${r.ip}:${r.port ?? ''}`;
+    if (r.added) { eps.add(k); emptied = null; continue; }
+    eps.delete(k);
+    if (eps.size > 0) continue;
+    const listed = new Map<string, boolean>();
+    for (const c of ctx.facts.sliceChanges) {
+      if (c.ts > r.ts) break;
+      if (`${c.namespace ?? ''}/${c.service ?? ''}` === svc) listed.set(c.ip, c.change !== 'removed' && (c.serving !== false || c.ready === true));
+    }
+    if (![...listed].some(([ip, on]) => on && ip !== r.ip)) emptied = r.ts;
+  }
+  return emptied !== null && emptied <= t ? emptied : null;
 }
 
 /**
@@ -933,7 +970,9 @@ function classify(c: Candidate, ctx: ResolveContext, service: string | null, bac
   }
   if (!backendIp && (c.icmp || noEp || c.kinds.has('syn-timeout'))) {
     if (noEp) {
-      return { cause: 'no-endpoint', why: [noEp.receivedAfterMs !== undefined
+      return { cause: 'no-endpoint', why: [noEp.emptiedAt !== undefined
+        ? `cause no-endpoint: this node's rules routed ${noEp.service} to no endpoint since its last endpoint's removal at ${iso(noEp.emptiedAt)}, and kube-proxy ${noEp.action}s a service with no endpoint in that same sync (the ${noEp.action} rule was received with a later snapshot, at ${iso(noEp.receivedAt!)}); no backend was reached`
+        : noEp.receivedAfterMs !== undefined
         ? `cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint); that change was received ${noEp.receivedAfterMs} ms after this failure, within the receipt delay of nft monitor, and no backend was reached`
         : `cause no-endpoint: this node's rules ${noEp.action} traffic to ${noEp.service} (no usable local endpoint) since before ${iso(t)}`] };
     }

@@ -143,7 +143,8 @@ export function podSequences(id: Identity, f: Facts, startNs: number, nodeName: 
     // ---- this node's rules
     const termStart = minOf([deletion, sigterm, termC?.ts ?? null, chosenClose?.ts ?? null]);
     const ruleRes = ruleRemoval(rulesMine, ips, ports, termStart, nodeName, ev);
-    const routes = pathStops(pathRulesMine, ips, ports, termStart, termC?.ts ?? null, ev, termC ? (r) => onlyServingTerminating(f.sliceChanges, termC, ips, r) : undefined);
+    const routes = pathStops(pathRulesMine, ips, ports, termStart, termC?.ts ?? null, ev, termC ? (r) => onlyServingTerminating(f.sliceChanges, termC, ips, r) : undefined,
+      termC ? (r) => fallbackBeforeReceipt(sl, termC, r, termStart, f.server ?? null) : undefined);
     // ---- receipt-stamped (kube) vs kernel-stamped (signals) order: the kubelet sends SIGTERM after the deletion
     const inconsistencies: string[] = [];
     let propagationStart = deletion ?? sigterm;
@@ -341,7 +342,7 @@ function ruleRemoval(rules: RuleEv[], ips: string[], ports: number[], termStart:
  * only local endpoint, serving and terminating, stays in use for external traffic).
  */
 function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStart: number | null, terminatingAt: number | null, ev: string[],
-  noReadyOther?: (r: PodRoute) => boolean): PodRoute[] {
+  noReadyOther?: (r: PodRoute) => boolean, beforeReceipt?: (r: PodRoute) => string | null): PodRoute[] {
   const mine = rules.filter((r) => ips.includes(r.ip) && (ports.length === 0 || r.port === null || ports.includes(r.port)));
   const groups = new Map<string, PathRuleEv[]>();
   for (const r of mine) {
@@ -369,7 +370,14 @@ function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStar
   // endpoint, kept it as the terminating fallback (on one node with one replica: every path, Cluster ones too)
   if (terminatingAt !== null && noReadyOther) {
     for (const r of out) {
-      if ((r.stoppedAt !== null && r.stoppedAt <= terminatingAt) || !noReadyOther(r)) continue;
+      if (!noReadyOther(r)) continue;
+      if (r.stoppedAt !== null && r.stoppedAt <= terminatingAt) {
+        // removed before this node received the terminating change: the order of the two receipts cannot
+        // show the fallback; the EndpointSlice's own sequence of states can (fallbackBeforeReceipt)
+        const why = beforeReceipt?.(r) ?? null;
+        if (why) { r.fallback = true; ev.push(why); }
+        continue;
+      }
       r.fallback = true;
       ev.push(`terminating fallback: the ${r.path} path ${r.addr} (${r.policy === 'Local' ? 'externalTrafficPolicy: Local' : `policy ${r.policy}`}) kept routing to this pod ${r.stoppedAt !== null ? `${ms(r.stoppedAt - terminatingAt)} ms` : 'until the end of the recording'} after its endpoint turned terminating (received ${iso(terminatingAt)}) while still serving, with no other ready endpoint${r.policy === 'Local' ? ' on its node' : ''}: kube-proxy routes serving+terminating endpoints when none is ready (ProxyTerminatingEndpoints)`);
     }
@@ -383,6 +391,34 @@ function pathStops(rules: PathRuleEv[], ips: string[], ports: number[], termStar
     }
   }
   return out;
+}
+
+/**
+ * A path whose rule was removed BEFORE this node received the endpoint's terminating change (the recorder's
+ * EndpointSlice watch lagged kube-proxy's: on the real node by 350 ms, while kube-proxy synced the
+ * terminating state and kept the pod) cannot show the fallback by the order of the two receipts. The
+ * EndpointSlice's own sequence of states can, with kube-proxy's rule for it: kube-proxy programs a ready
+ * endpoint, and a serving+terminating one when the path has no ready endpoint (ProxyTerminatingEndpoints,
+ * on by default since v1.26: an API server of v1.29 or later has no older kube-proxy under the version skew
+ * policy). So when the recorded states went ready → serving+terminating with no other ready endpoint (the
+ * caller checked that) → not serving or removed, a removal after the termination began answered that LAST
+ * change, and the path routed to the pod all the while its endpoint was terminating and serving: the
+ * fallback. Returns the evidence line, or null when the recorded data cannot support it: API server older
+ * or unknown, the endpoint not ready right before it turned terminating, no later change recorded, or the
+ * removal before the termination began. `sl`: this pod's slice changes in receipt order.
+ */
+export function fallbackBeforeReceipt(sl: SliceChange[], term: SliceChange, r: PodRoute, termStart: number | null, server: { gitVersion: string; major: number; minor: number } | null): string | null {
+  if (r.stoppedAt === null || termStart === null || r.stoppedAt < termStart) return null;
+  if (!server || (server.major === 1 && server.minor < 29) || server.major < 1) return null;
+  if (term.terminating !== true || term.serving !== true) return null;
+  const i = sl.indexOf(term);
+  if (i < 0) return null;
+  const prev = sl.slice(0, i).filter((c) => c.slice === term.slice).pop();
+  if (!prev || prev.change === 'removed' || prev.ready !== true) return null;
+  const next = sl.slice(i + 1).find((c) => c.slice === term.slice && (c.change === 'removed' || c.serving === false));
+  if (!next) return null;
+  return `terminating fallback (from the EndpointSlice's states): the ${r.path} path ${r.addr} (${r.policy}) stopped routing at ${iso(r.stoppedAt)}, ${ms(term.ts - r.stoppedAt)} ms before this node's watch received the endpoint terminating (${iso(term.ts)}); `
+    + `the slice went ready → terminating+serving with no other ready endpoint${r.policy === 'Local' ? ' on its node' : ''} → ${next.change === 'removed' ? 'removed' : 'not serving'} (received ${iso(next.ts)}), and kube-proxy (API server ${server.gitVersion}, so ≥ v1.26 by version skew) keeps serving+terminating endpoints when none is ready: it removed the rule on the last change`;
 }
 
 /**

@@ -71,10 +71,14 @@ export function screenFailures(failures: ResolvedFailure[], ctx: ResolveContext,
       continue;
     }
     // ... or while it was terminating (no longer a ready endpoint), when conntrack proves the connection was
-    // not DNATed: the kubelet keeps probing a terminating pod, and those probes die with it
+    // not DNATed: the kubelet keeps probing a terminating pod, and those probes die with it. Terminating from
+    // the deletion as received, or from its SIGTERM when that came first: the kubelet signals only after the
+    // deletion, and a lagging watch received it late (real node, local-blackhole: 109 ms after the SIGTERM,
+    // the kubelet's probe refused in between)
     const client = splitAddr(f.client);
+    const sigterm = pod ? ctx.seqs.get(pod.key)?.sigterm ?? null : null;
     if (direct && pod && f.backend.ip && f.backend.port !== null && client && client.port !== null && ctDirectSt
-      && pod.deletionSeenNs !== null && pod.deletionSeenNs <= f.at
+      && pod.deletionSeenNs !== null && Math.min(pod.deletionSeenNs, sigterm ?? Infinity) <= f.at
       && ctDirectSt.get(client.ip, client.port, f.backend.ip, f.backend.port, f.at - 60e9, f.at + 5e9) !== undefined) {
       dismissed.push({ f, group: 'health-check', why: `${f.client} -> ${backend} (${podLabel(pod)}) at ${iso(f.at)}: straight to the pod IP ${fromNode} (conntrack: original destination is the pod, no DNAT), not through a service, while the pod was terminating` });
       continue;

@@ -112,17 +112,26 @@ export function parseServerVersion(o: J | null, fallback: string | null): Worklo
   return { gitVersion: git ?? `v${major}.${minor}`, major, minor };
 }
 
+/** the recorded API server's version: its /version object, else the recorder's tool versions (null: unknown) */
+export function serverVersionOf(reader: BundleReader): Workload['server'] {
+  let versionObj: J | null = null;
+  for (const r of reader.k8sObjects({ kinds: ['Version'] })) {
+    const j = parseJson(r.object);
+    if (j.ok) versionObj = j.v;
+  }
+  const tools = reader.metaJson<Record<string, string>>(META_KEYS.toolVersions) ?? {};
+  return parseServerVersion(versionObj, typeof tools['kube-apiserver'] === 'string' ? tools['kube-apiserver'] : null);
+}
+
 export function loadWorkload(reader: BundleReader): Workload {
   const last = new Map<string, { kind: string; o: J; deleted: boolean }>();
-  let versionObj: J | null = null;
   let podSpec: J | null = null;
   const podLabels: Array<Record<string, string>> = [];
   const readyAfterDeletion = new Map<string, number>();
   const deletionSeen = new Set<string>();
-  for (const r of reader.k8sObjects({ kinds: ['Deployment', 'Service', 'PodDisruptionBudget', 'Version', 'Pod'] })) {
+  for (const r of reader.k8sObjects({ kinds: ['Deployment', 'Service', 'PodDisruptionBudget', 'Pod'] })) {
     const j = parseJson(r.object);
     if (!j.ok) continue;
-    if (r.kind === 'Version') { versionObj = j.v; continue; }
     if (r.kind === 'Pod') {
       const spec = obj(j.v.spec);
       if (!podSpec && spec) podSpec = spec;
@@ -142,8 +151,7 @@ export function loadWorkload(reader: BundleReader): Workload {
     // a DELETED row keeps the object as it was: the last state before deletion is still what ran
     last.set(key, { kind: r.kind, o: r.event_type === 'DELETED' && prev ? prev.o : j.v, deleted: r.event_type === 'DELETED' });
   }
-  const tools = reader.metaJson<Record<string, string>>(META_KEYS.toolVersions) ?? {};
-  const server = parseServerVersion(versionObj, typeof tools['kube-apiserver'] === 'string' ? tools['kube-apiserver'] : null);
+  const server = serverVersionOf(reader);
   const deps = [...last.values()].filter((x) => x.kind === 'Deployment').map((x) => x.o);
   const d = deps[0] ?? null;
   let deployment: Workload['deployment'] = null;
