@@ -203,6 +203,14 @@ static cap_t *get(napi_env env, napi_value v) {
   return (cap_t *)p;
 }
 
+/* the call's first n arguments, the first being a capture handle: the handle, or NULL with an exception pending */
+static cap_t *args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) { napi_throw_error(env, NULL, "napi_get_cb_info failed"); return NULL; }
+  if (argc < n) { napi_throw_type_error(env, NULL, "missing arguments"); return NULL; }
+  return get(env, argv[0]);
+}
+
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -279,10 +287,8 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_linktype(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  cap_t *c = get(env, argv[0]);
+  cap_t *c = args(env, info, 1, argv);
   if (!c) return NULL;
   CHECK(napi_create_uint32(env, c->linktype, &out));
   return out;
@@ -301,10 +307,8 @@ static int f64(napi_env env, napi_value v, double **d) {
 }
 
 static napi_value js_take(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  cap_t *c = get(env, argv[0]);
+  cap_t *c = args(env, info, 3, argv);
   if (!c) return NULL;
   void *dst;
   size_t dlen;
@@ -339,20 +343,16 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_flush(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  cap_t *c = get(env, argv[0]);
+  cap_t *c = args(env, info, 1, argv);
   if (!c) return NULL;
   c->flush_req = 1;
   return NULL;
 }
 
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  cap_t *c = get(env, argv[0]);
+  cap_t *c = args(env, info, 2, argv);
   if (!c) return NULL;
   double *o;
   if (!f64(env, argv[1], &o)) return NULL;
@@ -368,20 +368,16 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  cap_t *c = get(env, argv[0]);
+  cap_t *c = args(env, info, 1, argv);
   if (!c) return NULL;
   if (!c->closed) stop_thread(c);
   return NULL;
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  cap_t *c = get(env, argv[0]);
+  cap_t *c = args(env, info, 1, argv);
   if (!c) return NULL;
   free_all(c);
   return NULL;
