@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   hasIptablesKubeChains, hasNftKubeProxyTable, parseNftRuleset, reduceNftRuleset,
 } from '../recorder/sources/nftables/nft-json.js';
-import { changeStamp, parseMonitorLine, parseMonitorText, summarizeBurst } from '../recorder/sources/nftables/monitor.js';
+import { changeStamp, noEndpointStamp, parseMonitorLine, parseMonitorText, ruleFacts, summarizeBurst, type StampedRecord } from '../recorder/sources/nftables/monitor.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave, splitWords } from '../recorder/sources/nftables/iptables.js';
 import {
   diffReductions, mergeReductions, serviceFromComment, serviceFromNftChain, type Reduction,
@@ -152,6 +152,41 @@ describe('nft -j monitor lines', () => {
     const p = parseMonitorText(ipt('monitor-restore.jsonl'));
     expect(p.malformed).toBe(0);
     expect(summarizeBurst(p.records).tables).toEqual(['ip filter', 'ip nat']);
+  });
+});
+
+describe('noEndpointStamp: the line that added a no-endpoint rule (iptables-nft, golden monitor lines)', () => {
+  // the golden iptables-restore transaction, one line a millisecond, as the source stamps them
+  const lines = ipt('monitor-restore.jsonl').split('\n').filter(Boolean);
+  const recs: StampedRecord[] = lines.map((l, i) => {
+    const p = parseMonitorLine(l);
+    if (p.t !== 'record') throw new Error(`line ${i + 1}: ${p.t}`);
+    const rule = p.r.object === 'rule' ? ruleFacts(p.doc) : undefined;
+    return { ...p.r, ts: (i + 1) * 1e6, ...(rule ? { rule } : {}) };
+  });
+  const targets = [...reduceIptablesSave(parseIptablesSave(ipt('save-nat-after.txt') + ipt('save-filter-after.txt')), 'iptables').noEndpoints.values()]
+    .sort((a, b) => a.action.localeCompare(b.action)).reverse();
+
+  it('reads the REJECT (an opaque xt target) and DROP rules: address, port, verdict', () => {
+    expect(recs[25]!.rule).toEqual({ daddr: '10.96.0.12', dport: 80, verdict: 'reject' });
+    expect(recs[26]!.rule).toEqual({ dport: 30090, verdict: 'drop' });
+    // DNAT, jumps and deletions carry none
+    expect(recs.filter((r) => r.rule).length).toBe(2);
+  });
+
+  it('stamps each no-endpoint rule of the reduction with the line that added it', () => {
+    expect(targets.map((t) => [t.action, t.vip, t.node_port])).toEqual([['reject', '10.96.0.12:80', null], ['drop', null, 30090]]);
+    expect(noEndpointStamp(recs, targets[0]!)).toBe(26e6);
+    expect(noEndpointStamp(recs, targets[1]!)).toBe(27e6);
+  });
+
+  it('null when no line added it: another verdict, address or port, or a removal only', () => {
+    expect(noEndpointStamp(recs, { ...targets[0]!, action: 'drop' })).toBeNull();
+    expect(noEndpointStamp(recs, { ...targets[0]!, vip: '10.96.0.13:80' })).toBeNull();
+    expect(noEndpointStamp(recs, { ...targets[1]!, node_port: 30091 })).toBeNull();
+    expect(noEndpointStamp(recs.filter((r) => r.op === 'delete'), targets[0]!)).toBeNull();
+    // the NodePort rule has no address: a ClusterIP-shaped lookup on its port does not take it
+    expect(noEndpointStamp(recs, { vip: '10.96.0.12:30090', node_port: null, action: 'drop' })).toBeNull();
   });
 });
 

@@ -28,7 +28,7 @@ import { ev, type Clock } from '../../../schemas/events.js';
 import type { NftSnapshotRow } from '../../../schemas/rows.js';
 import { hasIptablesKubeChains, parseNftRuleset, reduceNftRuleset, type NftModel } from './nft-json.js';
 import { hasKubeChains, parseIptablesSave, reduceIptablesSave } from './iptables.js';
-import { changeStamp, isKubeRelevantTable, parseMonitorLine, summarizeBurst, type StampedRecord } from './monitor.js';
+import { changeStamp, isKubeRelevantTable, noEndpointStamp, parseMonitorLine, ruleFacts, summarizeBurst, type StampedRecord } from './monitor.js';
 import { diffPaths, diffReductions, emptyReduction, mergeReductions, type Reduction } from './reduce.js';
 
 export const QUIET_MS = 30;
@@ -201,7 +201,8 @@ export class NftablesSource implements Source {
     this.linesSeen++;
     if (!this.burst) this.burst = { firstTs: ts, records: [], timer: null };
     const b = this.burst;
-    b.records.push({ ...p.r, ts });
+    const rule = p.r.object === 'rule' ? ruleFacts(p.doc) : undefined;
+    b.records.push(rule ? { ...p.r, ts, rule } : { ...p.r, ts });
     if (b.timer) clearTimeout(b.timer);
     if ((ts - b.firstTs) / 1e6 >= MAX_BURST_MS) { this.closeBurst(); return; }
     b.timer = setTimeout(() => this.closeBurst(), this.quietMs);
@@ -285,6 +286,11 @@ export class NftablesSource implements Source {
         if (chain && recs.length && (e.kind === 'endpoint-rule-removed' || e.kind === 'path-rule-removed')) {
           const t = changeStamp(recs, chain);
           if (t !== null) e.ts_ns = t;
+        }
+        // a no-endpoint rule added in an earlier burst whose diff waited for this one: the line that added it
+        if (e.kind === 'no-endpoint-rule-added' && recs.length) {
+          const t = noEndpointStamp(recs, e.attrs as { vip: string | null; node_port: number | null; action: 'reject' | 'drop' });
+          if (t !== null && t < e.ts_ns) e.ts_ns = t;
         }
         this.emit(e);
       }

@@ -87,7 +87,57 @@ export function isKubeRelevantTable(table: string | undefined): boolean {
   return table === 'kube-proxy' || table === 'nat' || table === 'filter' || table === 'mangle';
 }
 
-export type StampedRecord = MonitorRecord & { ts: number };
+/**
+ * What an added rule matches and does, as far as a no-endpoint rule needs: the destination address and
+ * port it matches (iptables-nft writes `-d` and `--dport` as native expressions) and its verdict —
+ * REJECT (an opaque `xt` target through iptables-nft, `reject` natively) or DROP.
+ */
+export interface RuleFacts { daddr?: string; dport?: number; verdict?: 'reject' | 'drop' }
+export type StampedRecord = MonitorRecord & { ts: number; rule?: RuleFacts };
+
+/** RuleFacts of an `add`/`insert rule` monitor line (its parsed JSON), undefined for anything else or no verdict */
+export function ruleFacts(doc: Record<string, unknown>): RuleFacts | undefined {
+  const body = (doc.add ?? doc.insert) as { rule?: { expr?: unknown } } | undefined;
+  const expr = body?.rule?.expr;
+  if (!Array.isArray(expr)) return undefined;
+  const f: RuleFacts = {};
+  for (const e of expr as Array<Record<string, unknown>>) {
+    if (!e || typeof e !== 'object') continue;
+    const m = e.match as { op?: string; left?: { payload?: { protocol?: string; field?: string } }; right?: unknown } | undefined;
+    if (m && (m.op === '==' || m.op === undefined) && m.left?.payload) {
+      const { protocol, field } = m.left.payload;
+      if (field === 'daddr' && (protocol === 'ip' || protocol === 'ip6') && typeof m.right === 'string') f.daddr = m.right;
+      if (field === 'dport' && (protocol === 'tcp' || protocol === 'udp' || protocol === 'sctp') && typeof m.right === 'number') f.dport = m.right;
+    }
+    const xt = e.xt as { type?: string; name?: string } | undefined;
+    if (xt?.type === 'target' && (xt.name === 'REJECT' || xt.name === 'DROP')) f.verdict = xt.name === 'REJECT' ? 'reject' : 'drop';
+    if ('reject' in e) f.verdict = 'reject';
+    if ('drop' in e) f.verdict = 'drop';
+  }
+  return f.verdict ? f : undefined;
+}
+
+/**
+ * The receipt time of the first line of `records` that added a no-endpoint rule like `t` (iptables-nft:
+ * `-d VIP --dport PORT -j REJECT` in KUBE-SERVICES, `--dport NODEPORT -j REJECT|DROP` with no address in
+ * KUBE-EXTERNAL-SERVICES), null when none did. A ruleset diff that waited for a later burst (a line came in
+ * while the burst's snapshot ran) would otherwise stamp the rule with that later burst: the line that added
+ * it says when it was committed.
+ */
+export function noEndpointStamp(records: StampedRecord[], t: { vip: string | null; node_port: number | null; action: 'reject' | 'drop' }): number | null {
+  let host: string | null = null, port: number | null = null;
+  if (t.vip) {
+    const i = t.vip.lastIndexOf(':');
+    host = t.vip.slice(0, i).replace(/^\[|\]$/g, '');
+    port = Number(t.vip.slice(i + 1));
+  } else if (t.node_port !== null) port = t.node_port;
+  else return null;
+  for (const r of records) {
+    if (r.object !== 'rule' || (r.op !== 'add' && r.op !== 'insert') || !r.rule || r.rule.verdict !== t.action || r.rule.dport !== port) continue;
+    if (host !== null ? r.rule.daddr === host : r.rule.daddr === undefined) return r.ts;
+  }
+  return null;
+}
 
 /**
  * When one burst holds several kube-proxy syncs back to back, the burst's first line belongs to the
