@@ -15,7 +15,7 @@
  *   flush(handle) -> asks the thread to hand over the block being filled and to read libpcap's counters at
  *       its next wake-up (<= 100 ms)
  *   stats(handle, out Float64Array(6)) -> out = [received (filter), dropped (kernel), dropped (interface),
- *       captured (frames written to blocks), dropped (queue full), running (1/0)]; returns libpcap's error or null
+ *       captured (frames of the blocks handed over), dropped (queue full), running (1/0)]; returns libpcap's error or null
  *   stop(handle) -> stops the thread (pcap_breakloop) and waits for it; the last block is queued
  *   close(handle) -> frees libpcap's handle and the blocks
  *   version() -> libpcap's version string
@@ -48,6 +48,7 @@ typedef struct {
   block_t *free_list;
   int nfree;
   uint32_t linktype, snaplen;
+  /* frames of the blocks queued, frames dropped (queue full): under mu, counted per block, not per frame */
   uint64_t captured, queue_drops;
   /* the thread's last pcap_stats (the socket's counters are read-and-clear: one reader only) */
   double recv, drop, ifdrop;
@@ -94,9 +95,9 @@ static void hand_over(cap_t *c) {
   pthread_mutex_lock(&c->mu);
   if (c->queued + b->used > c->max_queued) {
     c->queue_drops += b->packets;
-    c->captured -= b->packets;
     b->next = c->free_list; c->free_list = b; c->nfree++;
   } else {
+    c->captured += b->packets;
     c->queued += b->used;
     if (c->tail) c->tail->next = b; else c->head = b;
     c->tail = b;
@@ -111,7 +112,12 @@ static void on_frame(u_char *user, const struct pcap_pkthdr *h, const u_char *by
   if (c->cur && c->cur->used + 16 + caplen > c->block_bytes) hand_over(c);
   if (!c->cur) {
     c->cur = new_block(c);
-    if (!c->cur) { c->queue_drops++; return; }
+    if (!c->cur) {
+      pthread_mutex_lock(&c->mu);
+      c->queue_drops++;
+      pthread_mutex_unlock(&c->mu);
+      return;
+    }
     c->cur_since_ns = mono_ns();
   }
   block_t *b = c->cur;
@@ -126,7 +132,6 @@ static void on_frame(u_char *user, const struct pcap_pkthdr *h, const u_char *by
   if (b->packets == 0) { b->first_sec = r[0]; b->first_nsec = r[1]; }
   b->last_sec = r[0]; b->last_nsec = r[1];
   b->packets++;
-  c->captured++;
 }
 
 static void read_stats(cap_t *c) {

@@ -187,6 +187,18 @@ function asIndexRow(row: ReturnType<typeof decodeFrame>, ts_ns: number, iface: s
   return r;
 }
 
+/**
+ * A chunk's `release`: once the sink wrote it, its buffer joins `spare` (at most 8 kept) for a later chunk,
+ * if it is a whole `size`-byte buffer (not one grown past it); a second call does nothing.
+ */
+export function recycler(spare: Buffer[], buf: Buffer, size: number): () => void {
+  let released = false;
+  return () => {
+    if (!released && buf.length === size && spare.length < 8) spare.push(buf);
+    released = true;
+  };
+}
+
 /** One open chunk: a pcap file being filled. */
 class Chunk {
   id: number;
@@ -458,11 +470,7 @@ export class PcapStreamCutter {
     this.chunk = null;
     const row: PacketChunkRow = { id: c.id, iface: this.iface, linktype: this.linktype, first_ts_ns: c.first, last_ts_ns: c.last, packets: c.packets, data: c.buf.subarray(0, c.used) };
     // only when no index row points into the buffer (the index rows wait for the sink's next write too)
-    if (this.sink.deferIndex) {
-      const buf = c.buf, spare = this.spare, size = this.chunkBytes;
-      let released = false;
-      row.release = () => { if (!released && buf.length === size && spare.length < 8) spare.push(buf); released = true; };
-    }
+    if (this.sink.deferIndex) row.release = recycler(this.spare, c.buf, this.chunkBytes);
     this.sink.chunk(row);
     if (!this.sink.deferIndex) this.indexed += indexChunk(this.indexer, this.sink, row);
   }

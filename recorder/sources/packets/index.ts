@@ -293,7 +293,7 @@ export function create(opts: RecordOptions): Source {
         backend = 'native';
         return { ok: true, clock: 'kernel', versions: { libpcap: addon.version() }, detail: `libpcap in the recorder (capture addon) into chunks (kernel timestamps, ns; kernel drop counters) on ${where}` };
       }
-      if (forced === 'native') return { ok: false, detail: `ROLLTRACE_PACKETS_BACKEND=native: the capture addon is not built (${'npm run setup'} builds it when libpcap-dev and a C compiler are there)`, clock: 'kernel' };
+      if (forced === 'native') return { ok: false, detail: `ROLLTRACE_PACKETS_BACKEND=native: the capture addon is not built (npm run setup builds it when libpcap-dev and a C compiler are there)`, clock: 'kernel' };
       if (haveTcpdump && forced !== 'cap') {
         backend = 'tcpdump';
         const version = (v.stdout + v.stderr).split('\n').filter(Boolean).slice(0, 2).join('; ');

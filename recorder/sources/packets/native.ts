@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../../schemas/version.js';
-import { CHUNK_BYTES, type ChunkSink, type PacketChunkRow } from '../../../schemas/decode/chunks.js';
+import { CHUNK_BYTES, recycler, type ChunkSink, type PacketChunkRow } from '../../../schemas/decode/chunks.js';
 
 export interface CaptureAddon {
   open(iface: string, snaplen: number, bufferBytes: number, filter: string | null, blockBytes: number, maxQueuedBytes: number): unknown;
@@ -83,13 +83,11 @@ export class NativeCapture {
       const n = this.addon.take(this.h, buf, this.out);
       if (n === 0) { this.spare.push(buf); break; }
       const o = this.out;
-      const spare = this.spare;
-      let released = false;
       const row: PacketChunkRow = {
         id: this.sink.nextChunkId(), iface: this.iface, linktype: this.linktype,
         first_ts_ns: o[2]! * 1e9 + o[3]!, last_ts_ns: o[4]! * 1e9 + o[5]!, packets: o[1]!, data: buf.subarray(0, n),
         // the sink wrote the bytes: the buffer serves a later block
-        release: () => { if (!released && spare.length < 8) spare.push(buf); released = true; },
+        release: recycler(this.spare, buf, CHUNK_BYTES),
       };
       this.frames += o[1]!;
       this.bytes += n;
@@ -99,14 +97,14 @@ export class NativeCapture {
     }
     // the capture thread's error, once a second
     if (!this.failed && ++this.polls % Math.round(1000 / POLL_MS) === 0) {
-      const error = this.addon.stats(this.h, this.counters);
+      const error = this.stats().error;
       if (error) { this.failed = true; this.onError(error); }
     }
   }
 
   /** libpcap's counters as of the capture thread's last reading (every 500 ms, and on flush) */
   stats(): NativeStats {
-    const o = new Float64Array(6);
+    const o = this.counters.fill(0);
     const error = this.closed ? null : this.addon.stats(this.h, o);
     return { received: o[0]!, droppedKernel: o[1]!, droppedIface: o[2]!, captured: o[3]!, queueDrops: o[4]!, running: o[5] === 1, error };
   }
