@@ -1,6 +1,6 @@
 /**
  * bench/capture-rate.ts — highest packet rate recorded with zero kernel drops: the packets source
- * (tcpdump -w to spool files | chunks + index | SQLite bundle) vs plain `tcpdump -w FILE`, both capturing the same UDP
+ * (its backend: the capture addon, else tcpdump -w to spool files; chunks into the SQLite bundle) vs plain `tcpdump -w FILE`, both capturing the same UDP
  * flood at stepped rates on a bridge joining two namespaces this bench creates. Run as root:
  *   npx tsx bench/capture-rate.ts [seconds-per-step=2] [rates=5000,10000,20000,40000,80000]
  */
@@ -83,7 +83,7 @@ setup();
 try {
   const rows: Array<Awaited<ReturnType<typeof step>>> = [];
   for (const r of rates) rows.push(await step(r));
-  console.log('\ncapture-rate: packets source (tcpdump -w spool | chunks + index | SQLite) vs tcpdump -w file, same traffic, same run');
+  console.log('\ncapture-rate: packets source (capture addon, else tcpdump -w spool; chunks into SQLite) vs tcpdump -w file, same traffic, same run');
   console.log('target pps | sent pps | sent    | ours rec | ours drops | ours CPU% (node) | tcpdump rec | tcpdump drops');
   for (const x of rows) {
     console.log(`${String(x.rate).padStart(10)} | ${String(Math.round(x.sent / secs)).padStart(8)} | ${String(x.sent).padStart(7)} | ${String(x.ours).padStart(8)} | ${String(x.oursDrops).padStart(10)} | ${String(x.oursCpuPct).padStart(16)} | ${String(x.tcpdump).padStart(11)} | ${String(x.tcpdumpDrops).padStart(13)}`);
